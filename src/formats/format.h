@@ -1,0 +1,71 @@
+// Weight formats: every format is defined once (its own .cpp: bit layout, code table, block size,
+// scale storage) and reached through these functions. The byte planes of a QuantizedTensor are laid
+// out exactly as the CUDA kernels read them, so uploading to the GPU is a copy, not a re-pack.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/parallel.h"
+
+namespace lowbit {
+
+enum class Format {
+  F32,     // no quantization: weights kept in fp32 (the exactness oracle)
+  BF16,    // weights rounded to bfloat16, round to nearest even
+  INT8,    // LLM.int8(): int8 rows (absmax per output row) + fp16 outlier columns at run time
+  NF4,     // bitsandbytes NF4, blocks of block_size, fp32 absmax per block
+  FP4,     // bitsandbytes FP4 (its own code table, not E2M1)
+  NF4_DQ,  // NF4 with double-quantized absmax (8-bit dynamic code, blocks of 256, mean offset)
+  FP4_DQ,  // FP4 with double-quantized absmax
+  W4A16,   // int4 groups of 128 along the input dim, asymmetric (zero point) or symmetric, 16-bit scales
+  W8A8,    // int8 weights, one symmetric scale per output channel; int8 activations per token
+};
+
+struct QuantOptions {
+  int block_size = 64;          // nf4/fp4 (-dq) block of consecutive values
+  float int8_threshold = 6.0f;  // LLM.int8 outlier threshold; 0 = no decomposition
+  bool w4_symmetric = false;    // W4A16: symmetric variant (no zero point)
+  int w4_group = 128;           // W4A16 group size along the input dimension
+};
+
+// Parses a CLI format name ("bf16", "nf4", "fp4-dq", "W4A16", ...; case-insensitive).
+// Throws UsageError naming the value and listing the valid names.
+Format parse_format(std::string_view name);
+std::string_view format_name(Format f);  // canonical CLI spelling
+std::vector<Format> all_formats();
+
+// A quantized 2-D weight of shape [rows = out_features, cols = in_features], flattened row-major.
+// The meaning of each plane is documented in the format's own .cpp file.
+struct QuantizedTensor {
+  Format format = Format::F32;
+  int64_t rows = 0, cols = 0;
+  QuantOptions opts;
+  std::vector<uint8_t> codes;     // packed weight values (fp32/bf16 bytes for F32/BF16)
+  std::vector<float> scales;      // first-level scales (absmax per block, per row, ...)
+  std::vector<uint8_t> scale_codes;  // double quantization: 8-bit codes of (absmax - offset)
+  std::vector<float> scales2;     // double quantization: fp32 scale per 256 absmax values
+  float offset = 0.0f;            // double quantization: mean of absmax, once per tensor
+  std::vector<uint16_t> scales16; // 16-bit scales (W4A16: fp16 scale per group)
+  std::vector<uint8_t> zeros;     // W4A16 zero points (one per group, 4-bit value stored in a byte)
+
+  int64_t numel() const { return rows * cols; }
+};
+
+QuantizedTensor quantize(Format f, const float* w, int64_t rows, int64_t cols, const QuantOptions& opts);
+
+// Reconstructs all rows*cols values as the reference dequantizer does.
+void dequantize(const QuantizedTensor& q, float* out);
+// Reconstructs one row (cols values); used for embedding lookups.
+void dequantize_row(const QuantizedTensor& q, int64_t row, float* out);
+
+// y[t, r] = sum_c x[t, c] * W[r, c] for t < n_tokens, with the format's own run-time arithmetic
+// (LLM.int8 decomposition for INT8, per-token int8 activations for W8A8, 16-bit activations for
+// W4A16). x is [n_tokens, cols], y is [n_tokens, rows], both fp32.
+void matmul(const QuantizedTensor& q, const float* x, int64_t n_tokens, float* y, ThreadPool& pool);
+
+// Exact bytes the weight occupies: codes plus every scale, zero point and double-quant state.
+size_t weight_bytes(const QuantizedTensor& q);
+
+}  // namespace lowbit

@@ -1,0 +1,55 @@
+// Internal interface between format.cpp (names, dispatch) and the per-format files. Each format
+// file defines one FormatOps table; nothing outside src/formats includes this header.
+#pragma once
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "formats/format.h"
+
+namespace lowbit::formats {
+
+// The per-format entry points. `quantize` fills every plane of `q` (format, rows, cols and opts
+// are already set); `dequantize_row` writes the cols reconstructed values of one row.
+struct FormatOps {
+  void (*quantize)(QuantizedTensor& q, const float* w, ThreadPool& pool);
+  void (*dequantize_row)(const QuantizedTensor& q, int64_t row, float* out);
+  void (*matmul)(const QuantizedTensor& q, const float* x, int64_t n_tokens, float* y, ThreadPool& pool);
+};
+
+const FormatOps& float_ops(Format f);       // F32, BF16            (format_float.cpp)
+const FormatOps& four_bit_ops(Format f);    // NF4, FP4, NF4_DQ, FP4_DQ (format_nf4_fp4.cpp)
+const FormatOps& int8_ops();                // LLM.int8             (format_int8.cpp)
+const FormatOps& w4a16_ops();               // W4A16                (format_w4a16.cpp)
+const FormatOps& w8a8_ops();                // W8A8                 (format_w8a8.cpp)
+
+// sum_i a[i] * b[i] in fp32 with eight independent partial sums, so the compiler vectorizes it
+// without -ffast-math (the summation order is fixed, hence deterministic across runs).
+inline float dot_f32(const float* a, const float* b, int64_t n) {
+  float part[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int k = 0; k < 8; ++k) part[k] += a[i + k] * b[i + k];
+  float tail = 0.0f;
+  for (; i < n; ++i) tail += a[i] * b[i];
+  return ((part[0] + part[4]) + (part[1] + part[5])) + ((part[2] + part[6]) + (part[3] + part[7])) + tail;
+}
+
+// y[t, r] = dot(x[t, :], W[r, :]) where each weight row is first reconstructed into a per-thread
+// buffer by `decode_row` (one row, cols floats: it stays in L1/L2, so a GEMV reads each packed
+// byte once and never materializes the whole fp32 matrix). Parallel over output rows.
+template <class DecodeRow>
+void matmul_by_decoded_rows(const QuantizedTensor& q, const float* x, int64_t n_tokens, float* y,
+                            ThreadPool& pool, const DecodeRow& decode_row) {
+  const int64_t rows = q.rows, cols = q.cols;
+  pool.parallel_for(rows, [&](int64_t begin, int64_t end) {
+    std::vector<float> w(size_t(cols > 0 ? cols : 1));
+    for (int64_t r = begin; r < end; ++r) {
+      decode_row(r, w.data());
+      for (int64_t t = 0; t < n_tokens; ++t) y[t * rows + r] = dot_f32(x + t * cols, w.data(), cols);
+    }
+  });
+}
+
+}  // namespace lowbit::formats
+
