@@ -1,0 +1,40 @@
+#include "backend/backend.h"
+
+#include <fmt/format.h>
+
+#include "backend/cpu_backend.h"
+#include "core/error.h"
+#include "lowbit_config.h"
+
+#if LOWBIT_HAVE_CUDA
+#include "backend/cuda_backend.h"
+#include "kernels/device.cuh"
+#endif
+
+namespace lowbit {
+
+bool cuda_available() {
+#if LOWBIT_HAVE_CUDA
+  return cuda::device_count() > 0;
+#else
+  return false;
+#endif
+}
+
+std::unique_ptr<Backend> make_backend(const std::string& device, int n_threads) {
+  if (device == "cpu") return std::make_unique<CpuBackend>(n_threads);
+  if (device == "cuda" || device == "auto") {
+#if LOWBIT_HAVE_CUDA
+    if (cuda_available()) return make_cuda_backend(0);
+#endif
+    if (device == "auto") return std::make_unique<CpuBackend>(n_threads);
+#if LOWBIT_HAVE_CUDA
+    throw DeviceError("--device cuda: no CUDA device is available (no GPU or no driver)");
+#else
+    throw DeviceError("--device cuda: this lowbit was built without CUDA");
+#endif
+  }
+  throw UsageError(fmt::format("--device: unknown device '{}' (use auto, cpu or cuda)", device));
+}
+
+}  // namespace lowbit

@@ -1,0 +1,135 @@
+// The op interface every backend implements. Model code is written once against it and never
+// knows whether it runs on the CPU (plain, the oracle) or CUDA (fused, fast).
+//
+// Activations are fp32 rows in backend-owned buffers. A forward pass works on a TokenBatch: n
+// tokens, each with its own sequence slot and position, so one call covers a prompt's prefill
+// (one slot, consecutive positions) and batched decode (one token per slot).
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "formats/format.h"
+#include "model/config.h"
+
+namespace lowbit {
+
+// fp32 activations on the backend's device, [rows, cols] row-major.
+class DeviceBuffer {
+ public:
+  virtual ~DeviceBuffer() = default;
+  size_t size() const { return size_; }
+
+ protected:
+  explicit DeviceBuffer(size_t n) : size_(n) {}
+  size_t size_;
+};
+
+// A weight matrix (rows = out_features, cols = in_features) resident on the backend, in its
+// quantized format, with an optional fp32 bias of `rows` values.
+class DeviceLinear {
+ public:
+  virtual ~DeviceLinear() = default;
+  int64_t rows() const { return rows_; }
+  int64_t cols() const { return cols_; }
+  Format format() const { return format_; }
+  size_t bytes() const { return bytes_; }  // weight + scales + bias
+
+ protected:
+  DeviceLinear(int64_t rows, int64_t cols, Format f, size_t bytes) : rows_(rows), cols_(cols), format_(f), bytes_(bytes) {}
+  int64_t rows_, cols_;
+  Format format_;
+  size_t bytes_;
+};
+
+// Norm parameters: weight and (LayerNorm only, may be empty) bias, fp32.
+class DeviceNorm {
+ public:
+  virtual ~DeviceNorm() = default;
+  size_t bytes() const { return bytes_; }
+
+ protected:
+  explicit DeviceNorm(size_t bytes) : bytes_(bytes) {}
+  size_t bytes_;
+};
+
+// Keys and values of every layer for `n_slots` sequences of up to `max_context` positions.
+class KvCache {
+ public:
+  virtual ~KvCache() = default;
+  int n_slots() const { return n_slots_; }
+  int max_context() const { return max_context_; }
+
+ protected:
+  KvCache(int n_slots, int max_context) : n_slots_(n_slots), max_context_(max_context) {}
+  int n_slots_, max_context_;
+};
+
+struct TokenBatch {
+  std::vector<int32_t> tokens;
+  std::vector<int32_t> positions;  // position of each token in its sequence
+  std::vector<int32_t> slots;      // KV-cache slot (sequence) of each token
+  int size() const { return int(tokens.size()); }
+};
+
+// Per-model constants an attention/rope op needs.
+struct AttentionShape {
+  int n_heads = 0, n_kv_heads = 0, head_dim = 0;
+  int q_dim() const { return n_heads * head_dim; }
+  int kv_dim() const { return n_kv_heads * head_dim; }
+  int qkv_dim() const { return q_dim() + 2 * kv_dim(); }
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual std::string name() const = 0;
+
+  // --- memory ---------------------------------------------------------------------------
+  // `what` names the allocation in an out-of-memory error.
+  virtual std::unique_ptr<DeviceBuffer> alloc(size_t n_floats, const std::string& what) = 0;
+  virtual std::unique_ptr<DeviceLinear> upload_linear(QuantizedTensor w, std::vector<float> bias) = 0;
+  virtual std::unique_ptr<DeviceNorm> upload_norm(std::vector<float> weight, std::vector<float> bias) = 0;
+  virtual std::unique_ptr<KvCache> alloc_kv_cache(int n_layers, int n_slots, int max_context, int kv_dim) = 0;
+  virtual void download(const DeviceBuffer& src, size_t offset, size_t n, float* dst) = 0;
+
+  // Precomputes rotary inverse frequencies (head_dim/2 values, already scaled per config).
+  virtual void set_rope(std::vector<float> inv_freq) = 0;
+  // Tokens, positions and slots of the next ops (uploaded once per forward).
+  virtual void set_batch(const TokenBatch& batch) = 0;
+
+  // --- ops on the current batch (n = batch size) -------------------------------------------
+  // out[t, :] = table row tokens[t] (dequantized).
+  virtual void embed(const DeviceLinear& table, DeviceBuffer& out) = 0;
+  // out[t, :] = norm(x[t, :]); rows of `dim` values.
+  virtual void norm(const DeviceBuffer& x, const DeviceNorm& w, NormKind kind, float eps, int dim, DeviceBuffer& out) = 0;
+  // residual += delta, then out = norm(residual): the pre-norm transformer's residual step.
+  virtual void add_norm(DeviceBuffer& residual, const DeviceBuffer& delta, const DeviceNorm& w, NormKind kind,
+                        float eps, int dim, DeviceBuffer& out) = 0;
+  // dst[i, :] = src[rows[i], :] for rows of `dim` values (before a set_batch of rows.size()).
+  virtual void gather_rows(const DeviceBuffer& src, const std::vector<int>& rows, int dim, DeviceBuffer& dst) = 0;
+  // x += y over n*dim values.
+  virtual void add(DeviceBuffer& x, const DeviceBuffer& y, int dim) = 0;
+  // y[t, :] = W x[t, :] + bias, with the weight's format arithmetic.
+  virtual void matmul(const DeviceLinear& w, const DeviceBuffer& x, DeviceBuffer& y) = 0;
+  // Rotates the q and k parts of each qkv row [q heads | k heads | v heads] by the token's
+  // position (half rotation: pairs (i, i + head_dim/2)).
+  virtual void rope(DeviceBuffer& qkv, const AttentionShape& shape) = 0;
+  // Stores each token's k, v in its slot at its position, then causal attention of each token's
+  // q over positions 0..pos of its slot (GQA: q head h reads kv head h / (n_heads/n_kv_heads)).
+  // out is [n, q_dim].
+  virtual void attention(const DeviceBuffer& qkv, KvCache& cache, int layer, const AttentionShape& shape,
+                         DeviceBuffer& out) = 0;
+  // SwiGLU: out[t, i] = silu(gu[t, i]) * gu[t, hidden + i]; GELU: out[t, i] = gelu(gu[t, i]).
+  virtual void activation(const DeviceBuffer& gu, Activation act, int hidden, DeviceBuffer& out) = 0;
+  // Makes sure every op issued so far has finished (no-op on the CPU).
+  virtual void synchronize() = 0;
+};
+
+// --device auto|cpu|cuda. auto picks CUDA when a device is present and the build has it.
+std::unique_ptr<Backend> make_backend(const std::string& device, int n_threads);
+bool cuda_available();
+
+}  // namespace lowbit

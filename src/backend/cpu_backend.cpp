@@ -1,0 +1,247 @@
+#include "backend/cpu_backend.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include <fmt/format.h>
+
+#include "core/error.h"
+
+namespace lowbit {
+
+namespace {
+
+class CpuBuffer final : public DeviceBuffer {
+ public:
+  explicit CpuBuffer(size_t n) : DeviceBuffer(n), data(n, 0.0f) {}
+  std::vector<float> data;
+};
+
+class CpuLinear final : public DeviceLinear {
+ public:
+  CpuLinear(QuantizedTensor w, std::vector<float> b)
+      : DeviceLinear(w.rows, w.cols, w.format, weight_bytes(w) + b.size() * sizeof(float)),
+        weight(std::move(w)), bias(std::move(b)) {}
+  QuantizedTensor weight;
+  std::vector<float> bias;  // empty or `rows` values
+};
+
+class CpuNorm final : public DeviceNorm {
+ public:
+  CpuNorm(std::vector<float> w, std::vector<float> b)
+      : DeviceNorm((w.size() + b.size()) * sizeof(float)), weight(std::move(w)), bias(std::move(b)) {}
+  std::vector<float> weight, bias;
+};
+
+// K and V for every layer: [layer][slot][position][kv_dim], fp32.
+class CpuKvCache final : public KvCache {
+ public:
+  CpuKvCache(int n_layers, int n_slots, int max_context, int kv_dim)
+      : KvCache(n_slots, max_context), kv_dim(kv_dim),
+        k(size_t(n_layers) * n_slots * max_context * kv_dim), v(k.size()) {}
+  float* key(int layer, int slot, int pos) { return k.data() + offset(layer, slot, pos); }
+  float* value(int layer, int slot, int pos) { return v.data() + offset(layer, slot, pos); }
+  int kv_dim;
+  std::vector<float> k, v;
+
+ private:
+  size_t offset(int layer, int slot, int pos) const {
+    return ((size_t(layer) * n_slots_ + slot) * max_context_ + pos) * kv_dim;
+  }
+};
+
+float* data(DeviceBuffer& b) { return static_cast<CpuBuffer&>(b).data.data(); }
+const float* data(const DeviceBuffer& b) { return static_cast<const CpuBuffer&>(b).data.data(); }
+
+// HF RMSNorm: x * rsqrt(mean(x^2) + eps) * w;  LayerNorm: (x - mean) / sqrt(var + eps) * w + b.
+void norm_row(const float* x, const CpuNorm& w, NormKind kind, float eps, int dim, float* out) {
+  if (kind == NormKind::RMSNorm) {
+    double ss = 0;
+    for (int i = 0; i < dim; ++i) ss += double(x[i]) * x[i];
+    float scale = 1.0f / std::sqrt(float(ss / dim) + eps);
+    for (int i = 0; i < dim; ++i) out[i] = w.weight[size_t(i)] * (x[i] * scale);
+  } else {
+    double mean = 0;
+    for (int i = 0; i < dim; ++i) mean += x[i];
+    mean /= dim;
+    double var = 0;
+    for (int i = 0; i < dim; ++i) var += (x[i] - mean) * (x[i] - mean);
+    var /= dim;
+    float inv = 1.0f / std::sqrt(float(var) + eps);
+    for (int i = 0; i < dim; ++i) {
+      float y = float(x[i] - mean) * inv * w.weight[size_t(i)];
+      out[i] = w.bias.empty() ? y : y + w.bias[size_t(i)];
+    }
+  }
+}
+
+}  // namespace
+
+CpuBackend::CpuBackend(int n_threads) : pool_(n_threads) {}
+
+std::unique_ptr<DeviceBuffer> CpuBackend::alloc(size_t n_floats, const std::string& what) {
+  try {
+    return std::make_unique<CpuBuffer>(n_floats);
+  } catch (const std::bad_alloc&) {
+    throw DeviceError(fmt::format("out of host memory allocating {} ({} bytes)", what, n_floats * sizeof(float)));
+  }
+}
+
+std::unique_ptr<DeviceLinear> CpuBackend::upload_linear(QuantizedTensor w, std::vector<float> bias) {
+  return std::make_unique<CpuLinear>(std::move(w), std::move(bias));
+}
+
+std::unique_ptr<DeviceNorm> CpuBackend::upload_norm(std::vector<float> weight, std::vector<float> bias) {
+  return std::make_unique<CpuNorm>(std::move(weight), std::move(bias));
+}
+
+std::unique_ptr<KvCache> CpuBackend::alloc_kv_cache(int n_layers, int n_slots, int max_context, int kv_dim) {
+  try {
+    return std::make_unique<CpuKvCache>(n_layers, n_slots, max_context, kv_dim);
+  } catch (const std::bad_alloc&) {
+    throw DeviceError(fmt::format("out of host memory allocating the KV cache ({} bytes)",
+                                  2 * size_t(n_layers) * n_slots * max_context * kv_dim * sizeof(float)));
+  }
+}
+
+void CpuBackend::download(const DeviceBuffer& src, size_t offset, size_t n, float* dst) {
+  std::copy_n(data(src) + offset, n, dst);
+}
+
+void CpuBackend::embed(const DeviceLinear& table, DeviceBuffer& out) {
+  const auto& t = static_cast<const CpuLinear&>(table);
+  for (int i = 0; i < batch_.size(); ++i) {
+    int32_t id = batch_.tokens[size_t(i)];
+    if (id < 0 || id >= t.rows())
+      throw InputError(fmt::format("token id {} is outside the vocabulary (size {})", id, t.rows()));
+    dequantize_row(t.weight, id, data(out) + size_t(i) * t.cols());
+  }
+}
+
+void CpuBackend::norm(const DeviceBuffer& x, const DeviceNorm& w, NormKind kind, float eps, int dim, DeviceBuffer& out) {
+  const auto& nw = static_cast<const CpuNorm&>(w);
+  const float* xs = data(x);
+  float* ys = data(out);
+  pool_.parallel_for(batch_.size(), [&](int64_t b, int64_t e) {
+    for (int64_t t = b; t < e; ++t) norm_row(xs + t * dim, nw, kind, eps, dim, ys + t * dim);
+  });
+}
+
+void CpuBackend::add_norm(DeviceBuffer& residual, const DeviceBuffer& delta, const DeviceNorm& w, NormKind kind,
+                          float eps, int dim, DeviceBuffer& out) {
+  add(residual, delta, dim);
+  norm(residual, w, kind, eps, dim, out);
+}
+
+void CpuBackend::gather_rows(const DeviceBuffer& src, const std::vector<int>& rows, int dim, DeviceBuffer& dst) {
+  for (size_t i = 0; i < rows.size(); ++i)
+    std::copy_n(data(src) + size_t(rows[i]) * size_t(dim), dim, data(dst) + i * size_t(dim));
+}
+
+void CpuBackend::add(DeviceBuffer& x, const DeviceBuffer& y, int dim) {
+  float* xs = data(x);
+  const float* ys = data(y);
+  size_t n = size_t(batch_.size()) * dim;
+  for (size_t i = 0; i < n; ++i) xs[i] += ys[i];
+}
+
+void CpuBackend::matmul(const DeviceLinear& w, const DeviceBuffer& x, DeviceBuffer& y) {
+  const auto& l = static_cast<const CpuLinear&>(w);
+  int n = batch_.size();
+  lowbit::matmul(l.weight, data(x), n, data(y), pool_);
+  if (!l.bias.empty()) {
+    float* ys = data(y);
+    for (int t = 0; t < n; ++t)
+      for (int64_t r = 0; r < l.rows(); ++r) ys[t * l.rows() + r] += l.bias[size_t(r)];
+  }
+}
+
+void CpuBackend::rope(DeviceBuffer& qkv, const AttentionShape& s) {
+  float* base = data(qkv);
+  const int half = s.head_dim / 2;
+  const int heads_with_rope = s.n_heads + s.n_kv_heads;  // q heads then k heads, contiguous
+  pool_.parallel_for(batch_.size(), [&](int64_t b, int64_t e) {
+    std::vector<float> c(static_cast<size_t>(half)), sn(static_cast<size_t>(half));
+    for (int64_t t = b; t < e; ++t) {
+      // As transformers: angle = float(pos) * inv_freq in fp32, then cos/sin of that fp32 value.
+      for (int i = 0; i < half; ++i) {
+        float angle = float(batch_.positions[size_t(t)]) * inv_freq_[size_t(i)];
+        c[size_t(i)] = float(std::cos(double(angle)));
+        sn[size_t(i)] = float(std::sin(double(angle)));
+      }
+      float* row = base + t * s.qkv_dim();
+      for (int h = 0; h < heads_with_rope; ++h) {
+        float* v = row + h * s.head_dim;
+        for (int i = 0; i < half; ++i) {
+          float x0 = v[i], x1 = v[i + half];
+          v[i] = x0 * c[size_t(i)] - x1 * sn[size_t(i)];
+          v[i + half] = x1 * c[size_t(i)] + x0 * sn[size_t(i)];
+        }
+      }
+    }
+  });
+}
+
+void CpuBackend::attention(const DeviceBuffer& qkv, KvCache& cache, int layer, const AttentionShape& s,
+                           DeviceBuffer& out) {
+  auto& kv = static_cast<CpuKvCache&>(cache);
+  const float* rows = data(qkv);
+  const int n = batch_.size();
+  for (int t = 0; t < n; ++t) {
+    int slot = batch_.slots[size_t(t)], pos = batch_.positions[size_t(t)];
+    if (slot < 0 || slot >= kv.n_slots() || pos < 0 || pos >= kv.max_context())
+      throw InputError(fmt::format("position {} of slot {} is outside the KV cache ({} slots x {} positions)",
+                                   pos, slot, kv.n_slots(), kv.max_context()));
+    const float* row = rows + size_t(t) * s.qkv_dim();
+    std::copy_n(row + s.q_dim(), s.kv_dim(), kv.key(layer, slot, pos));
+    std::copy_n(row + s.q_dim() + s.kv_dim(), s.kv_dim(), kv.value(layer, slot, pos));
+  }
+  const int group = s.n_heads / s.n_kv_heads;
+  const float scale = 1.0f / std::sqrt(float(s.head_dim));
+  float* o = data(out);
+  pool_.parallel_for(int64_t(n) * s.n_heads, [&](int64_t b, int64_t e) {
+    std::vector<float> scores;
+    for (int64_t job = b; job < e; ++job) {
+      int t = int(job / s.n_heads), h = int(job % s.n_heads), kvh = h / group;
+      int slot = batch_.slots[size_t(t)], pos = batch_.positions[size_t(t)];
+      const float* q = rows + size_t(t) * s.qkv_dim() + size_t(h) * s.head_dim;
+      scores.assign(size_t(pos) + 1, 0.0f);
+      float max_score = -std::numeric_limits<float>::infinity();
+      for (int j = 0; j <= pos; ++j) {
+        const float* k = kv.key(layer, slot, j) + kvh * s.head_dim;
+        float dot = 0;
+        for (int i = 0; i < s.head_dim; ++i) dot += q[i] * k[i];
+        scores[size_t(j)] = dot * scale;
+        max_score = std::max(max_score, scores[size_t(j)]);
+      }
+      float sum = 0;
+      for (auto& x : scores) sum += (x = std::exp(x - max_score));
+      float* y = o + size_t(t) * s.q_dim() + size_t(h) * s.head_dim;
+      std::fill_n(y, s.head_dim, 0.0f);
+      for (int j = 0; j <= pos; ++j) {
+        const float* v = kv.value(layer, slot, j) + kvh * s.head_dim;
+        float p = scores[size_t(j)] / sum;
+        for (int i = 0; i < s.head_dim; ++i) y[i] += p * v[i];
+      }
+    }
+  });
+}
+
+void CpuBackend::activation(const DeviceBuffer& gu, Activation act, int hidden, DeviceBuffer& out) {
+  const float* x = data(gu);
+  float* y = data(out);
+  const int n = batch_.size();
+  if (act == Activation::SwiGLU) {
+    for (int t = 0; t < n; ++t) {
+      const float* gate = x + size_t(t) * 2 * hidden;
+      const float* up = gate + hidden;
+      for (int i = 0; i < hidden; ++i) y[size_t(t) * hidden + i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
+    }
+  } else {
+    for (size_t i = 0; i < size_t(n) * hidden; ++i)
+      y[i] = 0.5f * x[i] * (1.0f + std::erf(x[i] * float(M_SQRT1_2)));
+  }
+}
+
+}  // namespace lowbit

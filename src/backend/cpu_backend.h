@@ -1,0 +1,44 @@
+// The CPU backend: plain fp32 loops, multithreaded over rows/heads. It is the oracle every
+// other backend is tested against, so clarity wins over speed except in matmul (the formats'
+// own multithreaded kernels).
+#pragma once
+#include "backend/backend.h"
+#include "core/parallel.h"
+
+namespace lowbit {
+
+class CpuBackend final : public Backend {
+ public:
+  explicit CpuBackend(int n_threads);
+  std::string name() const override { return "cpu"; }
+
+  std::unique_ptr<DeviceBuffer> alloc(size_t n_floats, const std::string& what) override;
+  std::unique_ptr<DeviceLinear> upload_linear(QuantizedTensor w, std::vector<float> bias) override;
+  std::unique_ptr<DeviceNorm> upload_norm(std::vector<float> weight, std::vector<float> bias) override;
+  std::unique_ptr<KvCache> alloc_kv_cache(int n_layers, int n_slots, int max_context, int kv_dim) override;
+  void download(const DeviceBuffer& src, size_t offset, size_t n, float* dst) override;
+  void set_rope(std::vector<float> inv_freq) override { inv_freq_ = std::move(inv_freq); }
+  void set_batch(const TokenBatch& batch) override { batch_ = batch; }
+
+  void embed(const DeviceLinear& table, DeviceBuffer& out) override;
+  void norm(const DeviceBuffer& x, const DeviceNorm& w, NormKind kind, float eps, int dim, DeviceBuffer& out) override;
+  void add_norm(DeviceBuffer& residual, const DeviceBuffer& delta, const DeviceNorm& w, NormKind kind, float eps,
+                int dim, DeviceBuffer& out) override;
+  void gather_rows(const DeviceBuffer& src, const std::vector<int>& rows, int dim, DeviceBuffer& dst) override;
+  void add(DeviceBuffer& x, const DeviceBuffer& y, int dim) override;
+  void matmul(const DeviceLinear& w, const DeviceBuffer& x, DeviceBuffer& y) override;
+  void rope(DeviceBuffer& qkv, const AttentionShape& shape) override;
+  void attention(const DeviceBuffer& qkv, KvCache& cache, int layer, const AttentionShape& shape,
+                 DeviceBuffer& out) override;
+  void activation(const DeviceBuffer& gu, Activation act, int hidden, DeviceBuffer& out) override;
+  void synchronize() override {}
+
+  ThreadPool& pool() { return pool_; }
+
+ private:
+  ThreadPool pool_;
+  std::vector<float> inv_freq_;
+  TokenBatch batch_;
+};
+
+}  // namespace lowbit

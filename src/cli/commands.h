@@ -1,0 +1,12 @@
+// Each subcommand registers itself on the app; its callback stores the process exit code.
+#pragma once
+#include <CLI/CLI.hpp>
+
+namespace lowbit::cli {
+
+void add_run_command(CLI::App& app, int& exit_code);
+void add_info_command(CLI::App& app, int& exit_code);
+void add_tokenize_command(CLI::App& app, int& exit_code);
+void add_convert_command(CLI::App& app, int& exit_code);
+
+}  // namespace lowbit::cli

@@ -1,0 +1,31 @@
+// What every model-running command needs: a backend, the model on it, its tokenizer and its
+// generation defaults, loaded from one set of flags.
+#pragma once
+#include <memory>
+#include <optional>
+
+#include "backend/backend.h"
+#include "cli/options.h"
+#include "model/model.h"
+#include "tokenizer/tokenizer.h"
+
+namespace lowbit::cli {
+
+struct Session {
+  std::unique_ptr<Backend> backend;
+  std::unique_ptr<Model> model;
+  std::optional<Tokenizer> tokenizer;
+  GenerationDefaults generation;
+  double load_seconds = 0;
+
+  std::vector<int32_t> stop_ids() const;  // generation_config eos, else config eos, else tokenizer eos
+};
+
+Session open_session(const ModelFlags& flags, int n_slots = 1);
+
+// SIGINT sets a flag that generation loops poll; the handler is the one piece of process-wide
+// state, as a signal handler can reach nothing else.
+void install_sigint_handler();
+bool interrupted();
+
+}  // namespace lowbit::cli

@@ -1,0 +1,93 @@
+#include "generate/generate.h"
+
+#include <algorithm>
+#include <chrono>
+
+#include <fmt/format.h>
+
+#include "core/error.h"
+
+namespace lowbit {
+
+namespace {
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+}  // namespace
+
+const char* stop_reason_name(StopReason r) {
+  switch (r) {
+    case StopReason::eos: return "eos";
+    case StopReason::length: return "length";
+    case StopReason::context: return "context";
+    case StopReason::interrupted: return "interrupted";
+  }
+  return "?";
+}
+
+double GenerationResult::decode_tokens_per_second() const {
+  // The first token comes from prefill; the rest are decode steps.
+  size_t steps = tokens.size() > 1 ? tokens.size() - 1 : 0;
+  return decode_seconds > 0 ? double(steps) / decode_seconds : 0.0;
+}
+
+std::vector<float> prefill(Model& model, const std::vector<int32_t>& prompt, int slot) {
+  TokenBatch b;
+  for (size_t i = 0; i < prompt.size(); ++i) {
+    b.tokens.push_back(prompt[i]);
+    b.positions.push_back(int32_t(i));
+    b.slots.push_back(slot);
+  }
+  std::vector<float> logits(size_t(model.config().vocab_size));
+  model.forward(b, {b.size() - 1}, logits.data());
+  return logits;
+}
+
+std::vector<float> decode_step(Model& model, int32_t token, int position, int slot) {
+  TokenBatch b{{token}, {position}, {slot}};
+  std::vector<float> logits(size_t(model.config().vocab_size));
+  model.forward(b, {0}, logits.data());
+  return logits;
+}
+
+GenerationResult generate(Model& model, const GenerationRequest& req, const TokenCallback& on_token) {
+  const int n_prompt = int(req.prompt.size());
+  if (n_prompt == 0) throw InputError("the prompt is empty (no tokens to condition on)");
+  if (n_prompt >= model.max_context())
+    throw InputError(fmt::format("the prompt has {} tokens but the context holds {} (use --ctx, or --truncate)",
+                                 n_prompt, model.max_context()));
+  GenerationResult res;
+  res.prompt_tokens = n_prompt;
+  std::vector<int32_t> history = req.prompt;
+  auto t0 = std::chrono::steady_clock::now();
+  std::vector<float> logits = prefill(model, req.prompt, req.slot);
+  int position = n_prompt;
+  for (int step = 0; step < req.max_new_tokens; ++step) {
+    int32_t tok = sample_token(logits, req.sampling, history, uint64_t(step));
+    if (step == 0) {
+      res.prefill_seconds = seconds_since(t0);
+      t0 = std::chrono::steady_clock::now();
+    }
+    res.tokens.push_back(tok);
+    history.push_back(tok);
+    bool keep_going = on_token(tok);
+    if (std::find(req.stop_ids.begin(), req.stop_ids.end(), tok) != req.stop_ids.end()) {
+      res.stop = StopReason::eos;
+      break;
+    }
+    if (!keep_going) {
+      res.stop = StopReason::interrupted;
+      break;
+    }
+    if (step + 1 == req.max_new_tokens) break;
+    if (position >= model.max_context()) {
+      res.stop = StopReason::context;
+      break;
+    }
+    logits = decode_step(model, tok, position++, req.slot);
+  }
+  if (!res.tokens.empty()) res.decode_seconds = seconds_since(t0);
+  return res;
+}
+
+}  // namespace lowbit

@@ -1,0 +1,321 @@
+#include "model/model.h"
+
+#include <algorithm>
+#include <set>
+#include <unistd.h>
+
+#include <fmt/format.h>
+
+#include "core/error.h"
+#include "io/safetensors.h"
+
+namespace lowbit {
+
+namespace {
+
+// Hugging Face tensor names of one architecture.
+struct TensorNames {
+  std::string embedding, final_norm, head;
+  std::string layer(int i, const std::string& leaf) const { return fmt::format(layer_prefix, i) + leaf; }
+  std::string layer_prefix;
+};
+
+TensorNames names_for(const ModelConfig& cfg) {
+  if (cfg.arch == Arch::Llama) return {"model.embed_tokens.weight", "model.norm", "lm_head.weight", "model.layers.{}."};
+  return {"transformer.word_embeddings.weight", "transformer.ln_f", "lm_head.weight", "transformer.h.{}."};
+}
+
+// Loads tensors from the store, checking shapes, and uploads them in the chosen format. Tracks
+// which tensors were used so that leftovers can be reported.
+class WeightLoader {
+ public:
+  WeightLoader(const WeightStore& store, Backend& backend, const LoadOptions& opts, size_t total)
+      : store_(store), backend_(backend), opts_(opts), total_(total), tty_(opts.progress && isatty(2)) {}
+
+  std::vector<float> read(const std::string& name, const std::vector<int64_t>& shape) {
+    used_.insert(name);
+    progress();
+    return to_f32(store_.get(name, shape));
+  }
+  std::vector<float> read_optional(const std::string& name, const std::vector<int64_t>& shape, bool present) {
+    if (!present) return {};
+    return read(name, shape);
+  }
+  bool has(const std::string& name) const { return store_.has(name); }
+
+  std::unique_ptr<DeviceLinear> linear(std::vector<float> w, int64_t rows, int64_t cols, Format f,
+                                       std::vector<float> bias = {}) {
+    n_params_ += size_t(rows * cols);
+    return backend_.upload_linear(quantize(f, w.data(), rows, cols, opts_.quant), std::move(bias));
+  }
+  std::unique_ptr<DeviceNorm> norm(const std::string& prefix, int64_t dim, bool with_bias) {
+    auto w = read(prefix + ".weight", {dim});
+    auto b = read_optional(prefix + ".bias", {dim}, with_bias);
+    n_params_ += w.size() + b.size();
+    return backend_.upload_norm(std::move(w), std::move(b));
+  }
+
+  void check_all_used(const std::string& what) const {
+    for (const auto& name : store_.names()) {
+      if (used_.count(name)) continue;
+      if (name.find("rotary_emb.inv_freq") != std::string::npos) continue;  // buffer saved by old checkpoints
+      throw InputError(fmt::format("{}: unexpected tensor '{}' (not part of {})", store_.dir(), name, what));
+    }
+  }
+  void mark_used(const std::string& name) { used_.insert(name); }
+  size_t n_params() const { return n_params_; }
+  void finish() const {
+    if (tty_) std::fputs("\r\033[K", stderr);
+  }
+
+ private:
+  void progress() {
+    ++done_;
+    if (tty_) std::fprintf(stderr, "\rloading %zu/%zu tensors", done_, total_);
+  }
+  const WeightStore& store_;
+  Backend& backend_;
+  const LoadOptions& opts_;
+  std::set<std::string> used_;
+  size_t total_, done_ = 0, n_params_ = 0;
+  bool tty_;
+};
+
+// Concatenates row blocks (each [rows_i, cols]) into one [sum rows, cols] matrix.
+std::vector<float> concat_rows(std::initializer_list<const std::vector<float>*> parts) {
+  std::vector<float> out;
+  for (const auto* p : parts) out.insert(out.end(), p->begin(), p->end());
+  return out;
+}
+
+// Reorders Falcon's fused QKV rows (and bias) into [q heads | k heads | v heads].
+//  new_decoder_architecture: per kv group g: (n_heads/n_kv) q heads, then k_g, then v_g;
+//  multi_query: already [q heads | k | v];
+//  neither: per head h: q_h, k_h, v_h (view (n_heads, 3, head_dim)).
+std::vector<float> falcon_qkv_order(const std::vector<float>& w, const ModelConfig& cfg, int64_t row_len) {
+  const int hd = cfg.head_dim, nh = cfg.n_heads, nkv = cfg.n_kv_heads;
+  std::vector<int> src_head_rows;  // source head index (in head_dim rows) for each destination head
+  std::vector<int> q(size_t(nh)), k(size_t(nkv)), v(size_t(nkv));
+  if (cfg.new_decoder_architecture) {
+    int r = nh / nkv;
+    for (int g = 0; g < nkv; ++g) {
+      for (int j = 0; j < r; ++j) q[size_t(g * r + j)] = g * (r + 2) + j;
+      k[size_t(g)] = g * (r + 2) + r;
+      v[size_t(g)] = g * (r + 2) + r + 1;
+    }
+  } else if (cfg.multi_query) {
+    for (int h = 0; h < nh; ++h) q[size_t(h)] = h;
+    k[0] = nh;
+    v[0] = nh + 1;
+  } else {
+    for (int h = 0; h < nh; ++h) {
+      q[size_t(h)] = 3 * h;
+      k[size_t(h)] = 3 * h + 1;
+      v[size_t(h)] = 3 * h + 2;
+    }
+  }
+  for (auto* list : {&q, &k, &v}) src_head_rows.insert(src_head_rows.end(), list->begin(), list->end());
+  std::vector<float> out(w.size());
+  const size_t head_block = size_t(hd) * size_t(row_len);
+  for (size_t dst = 0; dst < src_head_rows.size(); ++dst)
+    std::copy_n(w.begin() + std::ptrdiff_t(size_t(src_head_rows[dst]) * head_block), head_block,
+                out.begin() + std::ptrdiff_t(dst * head_block));
+  return out;
+}
+
+}  // namespace
+
+Model::Model(ModelConfig cfg, Backend& backend, LoadOptions opts)
+    : config_(std::move(cfg)), backend_(backend), opts_(opts) {
+  shape_ = {config_.n_heads, config_.n_kv_heads, config_.head_dim};
+  max_context_ = opts_.max_context > 0 ? opts_.max_context : config_.max_position_embeddings;
+}
+
+std::unique_ptr<Model> Model::load(const std::string& dir, Backend& backend, const LoadOptions& opts) {
+  ModelConfig cfg = load_config(dir);
+  std::unique_ptr<Model> m(new Model(cfg, backend, opts));
+  WeightStore store = WeightStore::open_dir(dir);
+  WeightLoader ld(store, backend, opts, store.names().size());
+  const TensorNames nm = names_for(cfg);
+  const int64_t dim = cfg.hidden_size, hidden = cfg.intermediate_size, vocab = cfg.vocab_size;
+  const int64_t qd = cfg.q_dim(), kvd = cfg.kv_dim();
+  // Embeddings and norms stay 16-bit (fp32 under --quant f32); linears take the chosen format.
+  const Format small = opts.format == Format::F32 ? Format::F32 : Format::BF16;
+  const Format fmt_ = opts.format;
+  const bool is_llama = cfg.arch == Arch::Llama;
+  const bool norm_bias = cfg.norm == NormKind::LayerNorm;
+  const bool sequential = !(cfg.parallel_attn || cfg.new_decoder_architecture);
+
+  auto emb = ld.read(nm.embedding, {vocab, dim});
+  for (int i = 0; i < cfg.n_layers; ++i) {
+    LayerWeights L;
+    if (is_llama) {
+      const bool ab = cfg.attention_bias, mb = cfg.mlp_bias;
+      L.attn_norm = ld.norm(nm.layer(i, "input_layernorm"), dim, false);
+      L.mlp_norm = ld.norm(nm.layer(i, "post_attention_layernorm"), dim, false);
+      auto q = ld.read(nm.layer(i, "self_attn.q_proj.weight"), {qd, dim});
+      auto k = ld.read(nm.layer(i, "self_attn.k_proj.weight"), {kvd, dim});
+      auto v = ld.read(nm.layer(i, "self_attn.v_proj.weight"), {kvd, dim});
+      auto qb = ld.read_optional(nm.layer(i, "self_attn.q_proj.bias"), {qd}, ab);
+      auto kb = ld.read_optional(nm.layer(i, "self_attn.k_proj.bias"), {kvd}, ab);
+      auto vb = ld.read_optional(nm.layer(i, "self_attn.v_proj.bias"), {kvd}, ab);
+      L.wqkv = ld.linear(concat_rows({&q, &k, &v}), qd + 2 * kvd, dim, fmt_, concat_rows({&qb, &kb, &vb}));
+      L.wo = ld.linear(ld.read(nm.layer(i, "self_attn.o_proj.weight"), {dim, qd}), dim, qd, fmt_,
+                       ld.read_optional(nm.layer(i, "self_attn.o_proj.bias"), {dim}, ab));
+      auto gate = ld.read(nm.layer(i, "mlp.gate_proj.weight"), {hidden, dim});
+      auto up = ld.read(nm.layer(i, "mlp.up_proj.weight"), {hidden, dim});
+      auto gb = ld.read_optional(nm.layer(i, "mlp.gate_proj.bias"), {hidden}, mb);
+      auto ub = ld.read_optional(nm.layer(i, "mlp.up_proj.bias"), {hidden}, mb);
+      L.w_up = ld.linear(concat_rows({&gate, &up}), 2 * hidden, dim, fmt_, concat_rows({&gb, &ub}));
+      L.w_down = ld.linear(ld.read(nm.layer(i, "mlp.down_proj.weight"), {dim, hidden}), dim, hidden, fmt_,
+                           ld.read_optional(nm.layer(i, "mlp.down_proj.bias"), {dim}, mb));
+    } else {
+      const bool b = cfg.linear_bias;
+      if (cfg.n_ln_per_layer == 2) {
+        L.attn_norm = ld.norm(nm.layer(i, "ln_attn"), dim, norm_bias);
+        L.mlp_norm = ld.norm(nm.layer(i, "ln_mlp"), dim, norm_bias);
+      } else {
+        L.attn_norm = ld.norm(nm.layer(i, "input_layernorm"), dim, norm_bias);
+        if (sequential) L.mlp_norm = ld.norm(nm.layer(i, "post_attention_layernorm"), dim, norm_bias);
+      }
+      const int64_t qkv_rows = qd + 2 * kvd;
+      auto qkv = ld.read(nm.layer(i, "self_attention.query_key_value.weight"), {qkv_rows, dim});
+      auto qkv_b = ld.read_optional(nm.layer(i, "self_attention.query_key_value.bias"), {qkv_rows}, b);
+      L.wqkv = ld.linear(falcon_qkv_order(qkv, cfg, dim), qkv_rows, dim, fmt_,
+                         b ? falcon_qkv_order(qkv_b, cfg, 1) : std::vector<float>{});
+      L.wo = ld.linear(ld.read(nm.layer(i, "self_attention.dense.weight"), {dim, qd}), dim, qd, fmt_,
+                       ld.read_optional(nm.layer(i, "self_attention.dense.bias"), {dim}, b));
+      L.w_up = ld.linear(ld.read(nm.layer(i, "mlp.dense_h_to_4h.weight"), {hidden, dim}), hidden, dim, fmt_,
+                         ld.read_optional(nm.layer(i, "mlp.dense_h_to_4h.bias"), {hidden}, b));
+      L.w_down = ld.linear(ld.read(nm.layer(i, "mlp.dense_4h_to_h.weight"), {dim, hidden}), dim, hidden, fmt_,
+                           ld.read_optional(nm.layer(i, "mlp.dense_4h_to_h.bias"), {dim}, b));
+    }
+    m->w_.layers.push_back(std::move(L));
+  }
+  m->w_.final_norm = ld.norm(nm.final_norm, dim, norm_bias);
+
+  // Output head: its own tensor, or the embedding when tied (transformers ties them and then
+  // ignores a saved lm_head.weight).
+  const Format head_format = opts.keep_head ? small : fmt_;
+  if (cfg.tie_word_embeddings) {
+    if (ld.has(nm.head)) ld.mark_used(nm.head);
+    m->w_.head = ld.linear(emb, vocab, dim, head_format);
+  } else {
+    m->w_.head = ld.linear(ld.read(nm.head, {vocab, dim}), vocab, dim, head_format);
+  }
+  m->w_.embedding = backend.upload_linear(quantize(small, emb.data(), vocab, dim, opts.quant), {});
+  ld.check_all_used(fmt::format("a {} model with {} layers", cfg.model_type, cfg.n_layers));
+  ld.finish();
+  // ld counted the head (which is the embedding when tied) and norms; an untied embedding is extra.
+  m->n_params_ = ld.n_params() + (cfg.tie_word_embeddings ? 0 : size_t(vocab * dim));
+  for (const auto& L : m->w_.layers)
+    for (const auto* l : {L.wqkv.get(), L.wo.get(), L.w_up.get(), L.w_down.get()})
+      m->linear_params_ += size_t(l->rows() * l->cols());
+  backend.set_rope(rope_inv_freq(cfg));
+  m->cache_ = backend.alloc_kv_cache(cfg.n_layers, opts.n_slots, m->max_context_, int(kvd));
+  m->allocate_scratch();
+  return m;
+}
+
+void Model::allocate_scratch() {
+  const size_t n = size_t(opts_.max_batch_tokens);
+  const size_t dim = size_t(config_.hidden_size), hidden = size_t(config_.intermediate_size);
+  const size_t gu = config_.activation == Activation::SwiGLU ? 2 * hidden : hidden;
+  x_ = backend_.alloc(n * dim, "the residual stream");
+  xn_ = backend_.alloc(n * dim, "normed activations");
+  qkv_ = backend_.alloc(n * size_t(shape_.qkv_dim()), "q/k/v activations");
+  attn_ = backend_.alloc(n * size_t(shape_.q_dim()), "attention output");
+  attn_out_ = backend_.alloc(n * dim, "attention projection");
+  mlp_in_ = backend_.alloc(n * dim, "MLP input");
+  gu_ = backend_.alloc(n * gu, "MLP up projection");
+  act_ = backend_.alloc(n * hidden, "MLP activation");
+  mlp_out_ = backend_.alloc(n * dim, "MLP output");
+  logits_ = backend_.alloc(n * size_t(config_.vocab_size), "logits");
+}
+
+void Model::forward(const TokenBatch& batch, const std::vector<int>& logit_rows, float* logits) {
+  const int chunk = opts_.max_batch_tokens;
+  for (int r : logit_rows)
+    if (r < 0 || r >= batch.size()) throw InputError(fmt::format("logit row {} outside batch of {}", r, batch.size()));
+  for (int begin = 0; begin < batch.size(); begin += chunk) {
+    int end = std::min(batch.size(), begin + chunk);
+    TokenBatch part;
+    part.tokens.assign(batch.tokens.begin() + begin, batch.tokens.begin() + end);
+    part.positions.assign(batch.positions.begin() + begin, batch.positions.begin() + end);
+    part.slots.assign(batch.slots.begin() + begin, batch.slots.begin() + end);
+    std::vector<int> rows;
+    std::vector<size_t> out_index;
+    for (size_t i = 0; i < logit_rows.size(); ++i)
+      if (logit_rows[i] >= begin && logit_rows[i] < end) {
+        rows.push_back(logit_rows[i] - begin);
+        out_index.push_back(i);
+      }
+    std::vector<float> part_logits(rows.size() * size_t(config_.vocab_size));
+    forward_chunk(part, rows, part_logits.data());
+    for (size_t i = 0; i < rows.size(); ++i)
+      std::copy_n(part_logits.begin() + std::ptrdiff_t(i * size_t(config_.vocab_size)), config_.vocab_size,
+                  logits + out_index[i] * size_t(config_.vocab_size));
+  }
+}
+
+// One pre-norm decoder layer per iteration:
+//   sequential (Llama, Falcon without parallel_attn):  x += attn(norm1(x)); x += mlp(norm2(x))
+//   parallel (Falcon 7B, one LayerNorm):                 h = norm1(x); x += attn(h) + mlp(h)
+//   parallel, two LayerNorms (Falcon 40B):              x += attn(ln_attn(x)) + mlp(ln_mlp(x))
+void Model::forward_chunk(const TokenBatch& batch, const std::vector<int>& logit_rows, float* logits) {
+  Backend& be = backend_;
+  const ModelConfig& c = config_;
+  const int dim = c.hidden_size, hidden = c.intermediate_size;
+  const float eps = c.norm_eps;
+  be.set_batch(batch);
+  be.embed(*w_.embedding, *x_);
+  for (int l = 0; l < c.n_layers; ++l) {
+    const LayerWeights& L = w_.layers[size_t(l)];
+    const bool sequential = !(c.parallel_attn || c.new_decoder_architecture);
+    be.norm(*x_, *L.attn_norm, c.norm, eps, dim, *xn_);
+    if (!sequential && L.mlp_norm) be.norm(*x_, *L.mlp_norm, c.norm, eps, dim, *mlp_in_);
+    be.matmul(*L.wqkv, *xn_, *qkv_);
+    be.rope(*qkv_, shape_);
+    be.attention(*qkv_, *cache_, l, shape_, *attn_);
+    be.matmul(*L.wo, *attn_, *attn_out_);
+    const DeviceBuffer* mlp_in = mlp_in_.get();
+    if (sequential) {
+      be.add_norm(*x_, *attn_out_, *L.mlp_norm, c.norm, eps, dim, *mlp_in_);
+    } else if (!L.mlp_norm) {
+      mlp_in = xn_.get();
+    }
+    be.matmul(*L.w_up, *mlp_in, *gu_);
+    be.activation(*gu_, c.activation, hidden, *act_);
+    be.matmul(*L.w_down, *act_, *mlp_out_);
+    if (!sequential) be.add(*x_, *attn_out_, dim);
+    be.add(*x_, *mlp_out_, dim);
+  }
+  // Only the rows whose logits are wanted go through the final norm and the head.
+  TokenBatch last;
+  for (int r : logit_rows) {
+    last.tokens.push_back(batch.tokens[size_t(r)]);
+    last.positions.push_back(batch.positions[size_t(r)]);
+    last.slots.push_back(batch.slots[size_t(r)]);
+  }
+  if (last.size() == 0) return;
+  be.gather_rows(*x_, logit_rows, dim, *xn_);
+  be.set_batch(last);
+  be.norm(*xn_, *w_.final_norm, c.norm, eps, dim, *mlp_in_);
+  be.matmul(*w_.head, *mlp_in_, *logits_);
+  be.download(*logits_, 0, size_t(last.size()) * size_t(c.vocab_size), logits);
+}
+
+size_t Model::weight_bytes() const {
+  size_t total = w_.embedding->bytes() + w_.head->bytes() + linear_bytes() + w_.final_norm->bytes();
+  for (const auto& L : w_.layers) total += L.attn_norm->bytes() + (L.mlp_norm ? L.mlp_norm->bytes() : 0);
+  return total;
+}
+
+size_t Model::linear_bytes() const {
+  size_t total = 0;
+  for (const auto& L : w_.layers)
+    for (const auto* l : {L.wqkv.get(), L.wo.get(), L.w_up.get(), L.w_down.get()}) total += l->bytes();
+  return total;
+}
+
+}  // namespace lowbit

@@ -1,0 +1,81 @@
+// A decoder-only transformer (Llama or Falcon) on a Backend. The two architectures differ only
+// in config flags (norm kind, activation, parallel attention, biases); forward() is written once.
+#pragma once
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "backend/backend.h"
+#include "formats/format.h"
+#include "model/config.h"
+
+namespace lowbit {
+
+struct LoadOptions {
+  Format format = Format::F32;
+  QuantOptions quant;
+  bool keep_head = true;  // output head stays bf16 (f32 under --quant f32), as transformers+bnb keep lm_head
+  int max_context = 0;    // 0 = config's max_position_embeddings
+  int n_slots = 1;        // sequences decoded together (KV cache slots)
+  int max_batch_tokens = 512;  // prefill chunk size: scratch buffers hold this many tokens
+  bool progress = false;  // progress line on stderr while loading
+};
+
+struct LayerWeights {
+  std::unique_ptr<DeviceNorm> attn_norm;  // (dim) Llama input_layernorm; Falcon input_layernorm / ln_attn
+  std::unique_ptr<DeviceNorm> mlp_norm;   // (dim) Llama post_attention_layernorm; Falcon ln_mlp or
+                                          // post_attention_layernorm (sequential); null when shared
+  std::unique_ptr<DeviceLinear> wqkv;     // (q_dim + 2*kv_dim, dim): rows [q heads | k heads | v heads]
+  std::unique_ptr<DeviceLinear> wo;       // (dim, q_dim)
+  std::unique_ptr<DeviceLinear> w_up;     // SwiGLU: (2*hidden, dim) rows [gate | up]; GELU: (hidden, dim)
+  std::unique_ptr<DeviceLinear> w_down;   // (dim, hidden)
+};
+
+struct ModelWeights {
+  std::unique_ptr<DeviceLinear> embedding;  // (vocab, dim), bf16 (f32 under --quant f32)
+  std::vector<LayerWeights> layers;
+  std::unique_ptr<DeviceNorm> final_norm;   // (dim)
+  std::unique_ptr<DeviceLinear> head;       // (vocab, dim)
+};
+
+class Model {
+ public:
+  // Reads config.json and the safetensors of `dir`, checks every tensor's presence and shape,
+  // and quantizes tensor by tensor onto the backend.
+  static std::unique_ptr<Model> load(const std::string& dir, Backend& backend, const LoadOptions& opts);
+
+  // Runs the batch through the model. For each entry r of `logit_rows` (an index into the
+  // batch), writes vocab_size logits to logits + r_index * vocab_size.
+  void forward(const TokenBatch& batch, const std::vector<int>& logit_rows, float* logits);
+
+  const ModelConfig& config() const { return config_; }
+  const LoadOptions& options() const { return opts_; }
+  Backend& backend() { return backend_; }
+  int max_context() const { return max_context_; }
+  size_t weight_bytes() const;   // every weight on the backend, scales and biases included
+  size_t n_params() const { return n_params_; }
+  size_t linear_params() const { return linear_params_; }
+  size_t linear_bytes() const;   // the quantized linears alone (bits per parameter = 8*this/linear_params)
+
+ private:
+  Model(ModelConfig cfg, Backend& backend, LoadOptions opts);
+  void allocate_scratch();
+  void forward_chunk(const TokenBatch& batch, const std::vector<int>& logit_rows, float* logits);
+
+  ModelConfig config_;
+  Backend& backend_;
+  LoadOptions opts_;
+  ModelWeights w_;
+  AttentionShape shape_;
+  int max_context_ = 0;
+  size_t n_params_ = 0, linear_params_ = 0;
+  std::unique_ptr<KvCache> cache_;
+  // Scratch activations for up to opts_.max_batch_tokens tokens.
+  std::unique_ptr<DeviceBuffer> x_, xn_, qkv_, attn_, attn_out_, mlp_in_, gu_, act_, mlp_out_, logits_;
+};
+
+// Inverse rotary frequencies (head_dim/2) with the config's scaling (none, linear, llama3),
+// computed in fp32 exactly as transformers does.
+std::vector<float> rope_inv_freq(const ModelConfig& cfg);
+
+}  // namespace lowbit
