@@ -1,16 +1,333 @@
-// Placeholder until the format lands (next commit).
-#include <string>
+// bitsandbytes blockwise 4-bit weights: NF4, FP4, and their double-quantized variants (-dq),
+// bit-exact with bitsandbytes 0.50.2 on the CPU (tools/make_format_fixtures.py, tests/test_formats).
+//
+// Values: the [rows, cols] weight is flattened row-major; blocks of opts.block_size (64 by default)
+// consecutive values; a block may straddle two rows and the last block may be partial.
+//   absmax[b]  = max |w| over block b (fp32)
+//   full block:    s = clamp(w * (1 / max(absmax, 1e-38)), -1, 1)   (reciprocal once, fp32)
+//   partial last:  s = clamp(w / max(absmax, 1e-38), -1, 1), and bnb STORES max(absmax, 1e-38)
+//   code = the code whose sorted position is the number of fp32 midpoints (a+b)/2 of the sorted
+//          code table strictly below s (torch.bucketize): a tie goes to the lower value. An
+//          all-zero block encodes as the code of 0.0 (NF4 7, FP4 0), as bnb's CPU path does
+//          (its CUDA kernel gives NaN -> code 0 there; we follow the CPU reference).
+//   dequantized value = table[code] * absmax[block] (one fp32 multiply).
+// NF4 table (code 0..15, sorted): -1, -0.6961928, ..., 0 (code 7), ..., 0.7229568, 1.
+// FP4 table (bnb's own, not E2M1): bit 3 = sign, low bits 000 0, 001 0.0625/12, 010 8/12,
+//   011 1, 100 4/12, 101 6/12, 110 2/12, 111 3/12. Sorted order of codes (ties +0 before -0, as
+//   torch.argsort gives): 11 10 13 12 15 14 9 0 8 1 6 7 4 5 2 3 -- so a tiny negative value
+//   encodes as +0 (code 0) and a tiny positive one as -0 (code 8), exactly as bnb's CPU path.
+//
+// Planes (CUDA GEMV layout: one contiguous byte stream, uploaded as is):
+//   codes  [ceil(rows*cols / 2)] bytes: element 2j in the HIGH nibble, 2j+1 in the low nibble
+//          (element 2j = flat index 2j, so a row starts mid-byte when rows*cols offsets are odd);
+//          an odd total count leaves the last low nibble = the code of 0.0 (bnb pads with 0).
+//   scales [n_blocks] fp32 absmax (plain NF4/FP4 only).
+// Double quantization (-dq), stored instead of `scales`:
+//   offset       = mean(absmax), fp32, summed exactly as torch's CPU sum kernel does (below)
+//   scale_codes  [n_blocks] uint8: absmax - offset quantized blockwise in blocks of 256 with
+//                bnb's signed dynamic map (create_dynamic_map(signed=True), kDynamicMap):
+//                absmax2 = max |.| per 256-block; s = clamp(v * (1/absmax2), -1, 1);
+//                code = lut[uint16(((s + 1) * 0.5) * 65535 + 0.5)] where the 65536-entry lut
+//                maps each grid point to its nearest code (libbitsandbytes_cpu's
+//                quantize_blockwise; this is NOT always the exact nearest code).
+//   scales2      [ceil(n_blocks / 256)] fp32 absmax2
+//   absmax[b]    = kDynamicMap[scale_codes[b]] * scales2[b / 256] + offset (two fp32 roundings)
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <numeric>
+#include <vector>
 
-#include "core/error.h"
 #include "formats/format_impl.h"
 
 namespace lowbit::formats {
+
 namespace {
-[[noreturn]] void unavailable() { throw Error(ExitCode::input, "weight format not implemented yet: nf4_fp4"); }
-void stub_quantize(QuantizedTensor&, const float*, ThreadPool&) { unavailable(); }
-void stub_row(const QuantizedTensor&, int64_t, float*) { unavailable(); }
-void stub_matmul(const QuantizedTensor&, const float*, int64_t, float*, ThreadPool&) { unavailable(); }
-constexpr FormatOps kOps{stub_quantize, stub_row, stub_matmul};
+
+constexpr float kTinyAbsmax = 1e-38f;  // bnb's absmax.clamp(min=1e-38) (a subnormal float)
+constexpr int64_t kDqBlock = 256;      // double-quantization block of absmax values
+
+constexpr std::array<float, 16> kNf4Table = {
+    -1.0f, -0.6961928009986877f, -0.5250730514526367f, -0.39491748809814453f,
+    -0.28444138169288635f, -0.18477343022823334f, -0.09105003625154495f, 0.0f,
+    0.07958029955625534f, 0.16093020141124725f, 0.24611230194568634f, 0.33791524171829224f,
+    0.44070982933044434f, 0.5626170039176941f, 0.7229568362236023f, 1.0f};
+
+// bnb builds FP4 as {0, 0.0625, 8, 12, 4, 6, 2, 3, -0, ...} divided by 12 in fp32. Code 8 decodes
+// to +0.0 as libbitsandbytes_cpu's dequantizer does (its torch fallback for odd column counts
+// gives -0.0; the value is the same). The encoder's order does not depend on the sign of zero.
+constexpr std::array<float, 16> kFp4Table = {
+    0.0f,         0.0625f / 12.0f,  8.0f / 12.0f,  1.0f,         4.0f / 12.0f,  6.0f / 12.0f,
+    2.0f / 12.0f, 3.0f / 12.0f,     0.0f,         -0.0625f / 12.0f, -8.0f / 12.0f, -1.0f,
+    -4.0f / 12.0f, -6.0f / 12.0f,   -2.0f / 12.0f, -3.0f / 12.0f};
+
+// bnb's create_dynamic_map(signed=True) (256 sorted fp32 values, as torch builds them).
+constexpr std::array<float, 256> kDynamicMap = {
+    -0x1.fc6666p-1f, -0x1.f53334p-1f, -0x1.eep-1f, -0x1.e6ccccp-1f, -0x1.df999ap-1f, -0x1.d86666p-1f,
+    -0x1.d13334p-1f, -0x1.cap-1f, -0x1.c2ccccp-1f, -0x1.bb999ap-1f, -0x1.b46666p-1f, -0x1.ad3334p-1f,
+    -0x1.a6p-1f, -0x1.9eccccp-1f, -0x1.97999ap-1f, -0x1.906666p-1f, -0x1.893334p-1f, -0x1.82p-1f,
+    -0x1.7accccp-1f, -0x1.73999ap-1f, -0x1.6c6668p-1f, -0x1.653334p-1f, -0x1.5ep-1f, -0x1.56ccccp-1f,
+    -0x1.4f999ap-1f, -0x1.486668p-1f, -0x1.413334p-1f, -0x1.3ap-1f, -0x1.32ccccp-1f, -0x1.2b999ap-1f,
+    -0x1.246668p-1f, -0x1.1d3334p-1f, -0x1.16p-1f, -0x1.0eccccp-1f, -0x1.079998p-1f, -0x1.006666p-1f,
+    -0x1.f26664p-2f, -0x1.e4p-2f, -0x1.d59998p-2f, -0x1.c73334p-2f, -0x1.b8ccccp-2f, -0x1.aa6666p-2f,
+    -0x1.9cp-2f, -0x1.8d9998p-2f, -0x1.7f3334p-2f, -0x1.70ccccp-2f, -0x1.626666p-2f, -0x1.54p-2f,
+    -0x1.459998p-2f, -0x1.373334p-2f, -0x1.28ccccp-2f, -0x1.1a6668p-2f, -0x1.0cp-2f, -0x1.fb3332p-3f,
+    -0x1.de6666p-3f, -0x1.c1999ap-3f, -0x1.a4ccccp-3f, -0x1.88p-3f, -0x1.6b3334p-3f, -0x1.4e6666p-3f,
+    -0x1.31999ap-3f, -0x1.14ccccp-3f, -0x1.fp-4f, -0x1.b66668p-4f, -0x1.93d70ap-4f, -0x1.8851eep-4f,
+    -0x1.7ccccep-4f, -0x1.7147aep-4f, -0x1.65c29p-4f, -0x1.5a3d7p-4f, -0x1.4eb854p-4f, -0x1.433334p-4f,
+    -0x1.37ae14p-4f, -0x1.2c28f6p-4f, -0x1.20a3d6p-4f, -0x1.151ebap-4f, -0x1.09999ap-4f, -0x1.fc28f6p-5f,
+    -0x1.e51ebap-5f, -0x1.ce147ap-5f, -0x1.b70a3ep-5f, -0x1.ap-5f, -0x1.88f5c2p-5f, -0x1.71eb86p-5f,
+    -0x1.5ae146p-5f, -0x1.43d70ap-5f, -0x1.2ccccep-5f, -0x1.15c29p-5f, -0x1.fd70a4p-6f, -0x1.cf5c2ap-6f,
+    -0x1.a147aep-6f, -0x1.733334p-6f, -0x1.451ebap-6f, -0x1.170a3ep-6f, -0x1.d1eb86p-7f, -0x1.75c29p-7f,
+    -0x1.3e76c8p-7f, -0x1.2c083p-7f, -0x1.19999ap-7f, -0x1.072b02p-7f, -0x1.e978d4p-8f, -0x1.c49ba6p-8f,
+    -0x1.9fbe76p-8f, -0x1.7ae148p-8f, -0x1.56041ap-8f, -0x1.3126e8p-8f, -0x1.0c49bap-8f, -0x1.ced914p-9f,
+    -0x1.851eb8p-9f, -0x1.3b645ap-9f, -0x1.e353f8p-10f, -0x1.4fdf3ap-10f, -0x1.eecbfep-11f, -0x1.b3d07cp-11f,
+    -0x1.78d5p-11f, -0x1.3dd982p-11f, -0x1.02de02p-11f, -0x1.8fc506p-12f, -0x1.19ce0ap-12f, -0x1.47ae16p-13f,
+    -0x1.743e96p-14f, -0x1.15df66p-14f, -0x1.6f0068p-15f, -0x1.64840cp-16f, -0x1.040bfep-17f, -0x1.b43528p-19f,
+    -0x1.27476ep-21f, 0.0f, 0x1.27476ep-21f, 0x1.b43528p-19f, 0x1.040bfep-17f, 0x1.64840cp-16f,
+    0x1.6f0068p-15f, 0x1.15df66p-14f, 0x1.743e96p-14f, 0x1.47ae16p-13f, 0x1.19ce0ap-12f, 0x1.8fc506p-12f,
+    0x1.02de02p-11f, 0x1.3dd982p-11f, 0x1.78d5p-11f, 0x1.b3d07cp-11f, 0x1.eecbfep-11f, 0x1.4fdf3ap-10f,
+    0x1.e353f8p-10f, 0x1.3b645ap-9f, 0x1.851eb8p-9f, 0x1.ced914p-9f, 0x1.0c49bap-8f, 0x1.3126e8p-8f,
+    0x1.56041ap-8f, 0x1.7ae148p-8f, 0x1.9fbe76p-8f, 0x1.c49ba6p-8f, 0x1.e978d4p-8f, 0x1.072b02p-7f,
+    0x1.19999ap-7f, 0x1.2c083p-7f, 0x1.3e76c8p-7f, 0x1.75c29p-7f, 0x1.d1eb86p-7f, 0x1.170a3ep-6f,
+    0x1.451ebap-6f, 0x1.733334p-6f, 0x1.a147aep-6f, 0x1.cf5c2ap-6f, 0x1.fd70a4p-6f, 0x1.15c29p-5f,
+    0x1.2ccccep-5f, 0x1.43d70ap-5f, 0x1.5ae146p-5f, 0x1.71eb86p-5f, 0x1.88f5c2p-5f, 0x1.ap-5f,
+    0x1.b70a3ep-5f, 0x1.ce147ap-5f, 0x1.e51ebap-5f, 0x1.fc28f6p-5f, 0x1.09999ap-4f, 0x1.151ebap-4f,
+    0x1.20a3d6p-4f, 0x1.2c28f6p-4f, 0x1.37ae14p-4f, 0x1.433334p-4f, 0x1.4eb854p-4f, 0x1.5a3d7p-4f,
+    0x1.65c29p-4f, 0x1.7147aep-4f, 0x1.7ccccep-4f, 0x1.8851eep-4f, 0x1.93d70ap-4f, 0x1.b66668p-4f,
+    0x1.fp-4f, 0x1.14ccccp-3f, 0x1.31999ap-3f, 0x1.4e6666p-3f, 0x1.6b3334p-3f, 0x1.88p-3f,
+    0x1.a4ccccp-3f, 0x1.c1999ap-3f, 0x1.de6666p-3f, 0x1.fb3332p-3f, 0x1.0cp-2f, 0x1.1a6668p-2f,
+    0x1.28ccccp-2f, 0x1.373334p-2f, 0x1.459998p-2f, 0x1.54p-2f, 0x1.626666p-2f, 0x1.70ccccp-2f,
+    0x1.7f3334p-2f, 0x1.8d9998p-2f, 0x1.9cp-2f, 0x1.aa6666p-2f, 0x1.b8ccccp-2f, 0x1.c73334p-2f,
+    0x1.d59998p-2f, 0x1.e4p-2f, 0x1.f26664p-2f, 0x1.006666p-1f, 0x1.079998p-1f, 0x1.0eccccp-1f,
+    0x1.16p-1f, 0x1.1d3334p-1f, 0x1.246668p-1f, 0x1.2b999ap-1f, 0x1.32ccccp-1f, 0x1.3ap-1f,
+    0x1.413334p-1f, 0x1.486668p-1f, 0x1.4f999ap-1f, 0x1.56ccccp-1f, 0x1.5ep-1f, 0x1.653334p-1f,
+    0x1.6c6668p-1f, 0x1.73999ap-1f, 0x1.7accccp-1f, 0x1.82p-1f, 0x1.893334p-1f, 0x1.906666p-1f,
+    0x1.97999ap-1f, 0x1.9eccccp-1f, 0x1.a6p-1f, 0x1.ad3334p-1f, 0x1.b46666p-1f, 0x1.bb999ap-1f,
+    0x1.c2ccccp-1f, 0x1.cap-1f, 0x1.d13334p-1f, 0x1.d86666p-1f, 0x1.df999ap-1f, 0x1.e6ccccp-1f,
+    0x1.eep-1f, 0x1.f53334p-1f, 0x1.fc6666p-1f, 0x1p+0f,
+};
+
+const std::array<float, 16>& code_table(Format f) {
+  return (f == Format::NF4 || f == Format::NF4_DQ) ? kNf4Table : kFp4Table;
+}
+
+bool is_double_quantized(Format f) { return f == Format::NF4_DQ || f == Format::FP4_DQ; }
+
+// The 4-bit encoder as bnb's CPU path runs it: bucketize against the midpoints of the sorted table.
+struct FourBitEncoder {
+  std::array<float, 15> midpoints;   // ascending, fp32 (a + b) / 2
+  std::array<uint8_t, 16> code_at;   // code of the i-th smallest table value
+
+  explicit FourBitEncoder(const std::array<float, 16>& table) {
+    std::array<uint8_t, 16> order;
+    std::iota(order.begin(), order.end(), uint8_t(0));
+    std::stable_sort(order.begin(), order.end(), [&](uint8_t a, uint8_t b) { return table[a] < table[b]; });
+    code_at = order;
+    for (int i = 0; i < 15; ++i) midpoints[i] = (table[order[i]] + table[order[i + 1]]) / 2.0f;
+  }
+  uint8_t encode(float scaled) const {
+    // number of midpoints strictly below `scaled` == torch.bucketize(right=False)
+    int position = int(std::lower_bound(midpoints.begin(), midpoints.end(), scaled) - midpoints.begin());
+    return code_at[position];
+  }
+};
+
+const FourBitEncoder& encoder_for(Format f) {
+  static const FourBitEncoder nf4(kNf4Table), fp4(kFp4Table);
+  return (f == Format::NF4 || f == Format::NF4_DQ) ? nf4 : fp4;
+}
+
+// libbitsandbytes_cpu's quantize_blockwise lookup: 65536 grid points on [-1, 1], each mapped to
+// the first code whose upper midpoint is not below it.
+struct DynamicMapLut {
+  std::vector<uint8_t> code_at_grid = std::vector<uint8_t>(65536);
+  DynamicMapLut() {
+    std::array<float, 255> midpoints;
+    for (int i = 0; i < 255; ++i) midpoints[i] = 0.5f * (kDynamicMap[i] + kDynamicMap[i + 1]);
+    int code = 0;
+    for (int i = 0; i < 65536; ++i) {
+      float grid = -1.0f + (2.0f * float(i)) / 65535.0f;
+      while (code < 255 && midpoints[code] < grid) ++code;
+      code_at_grid[i] = uint8_t(code);
+    }
+  }
+  uint8_t encode(float scaled) const {
+    float v = std::clamp(scaled, -1.0f, 1.0f);
+    float t = (v + 1.0f) * 0.5f;
+    t = t * 65535.0f;
+    t = t + 0.5f;
+    return code_at_grid[uint16_t(t)];
+  }
+};
+
+// torch's CPU float sum of a contiguous vector (aten SumKernel: lanes of 8 floats, 4-way ILP,
+// 4-level cascade), so mean(absmax) matches bnb to the bit. This mirrors single-threaded torch;
+// torch splits reductions of more than 32768 values across threads (a thread-count-dependent order).
+// Sums `size` elements of `lanes` consecutive floats lane-wise; returns the lane sums.
+std::vector<float> torch_row_sum(const float* data, int lanes, int64_t size) {
+  constexpr int kLevels = 4, kIlp = 4;
+  auto ceil_log2 = [](int64_t x) -> int64_t {
+    if (x <= 2) return 1;
+    int64_t bits = 0;
+    for (uint64_t v = uint64_t(x - 1); v; v >>= 1) ++bits;
+    return bits;
+  };
+  const int64_t size_ilp = size / kIlp;
+  const int64_t level_power = std::max<int64_t>(4, ceil_log2(size_ilp) / kLevels);
+  const int64_t level_step = int64_t(1) << level_power, level_mask = level_step - 1;
+  std::vector<float> acc(size_t(kLevels * kIlp * lanes), 0.0f);  // [level][ilp row][lane]
+  auto at = [&](int level, int row, int lane) -> float& { return acc[size_t((level * kIlp + row) * lanes + lane)]; };
+  auto add_group = [&](int64_t group) {
+    for (int k = 0; k < kIlp; ++k)
+      for (int l = 0; l < lanes; ++l) at(0, k, l) += data[(group * kIlp + k) * lanes + l];
+  };
+  int64_t i = 0;
+  while (i + level_step <= size_ilp) {
+    for (int64_t j = 0; j < level_step; ++j, ++i) add_group(i);
+    for (int j = 1; j < kLevels; ++j) {
+      for (int k = 0; k < kIlp; ++k)
+        for (int l = 0; l < lanes; ++l) {
+          at(j, k, l) += at(j - 1, k, l);
+          at(j - 1, k, l) = 0.0f;
+        }
+      if ((i & (level_mask << (j * level_power))) != 0) break;
+    }
+  }
+  for (; i < size_ilp; ++i) add_group(i);
+  for (int j = 1; j < kLevels; ++j)
+    for (int k = 0; k < kIlp; ++k)
+      for (int l = 0; l < lanes; ++l) at(0, k, l) += at(j, k, l);
+  std::vector<float> sum(static_cast<size_t>(lanes));
+  for (int l = 0; l < lanes; ++l) sum[size_t(l)] = at(0, 0, l);
+  for (int64_t e = size_ilp * kIlp; e < size; ++e)
+    for (int l = 0; l < lanes; ++l) sum[size_t(l)] += data[e * lanes + l];
+  for (int k = 1; k < kIlp; ++k)
+    for (int l = 0; l < lanes; ++l) sum[size_t(l)] += at(0, k, l);
+  return sum;
+}
+
+float torch_mean(const std::vector<float>& v) {
+  const int64_t n = int64_t(v.size());
+  constexpr int kLanes = 8;
+  float total;
+  if (n >= kLanes) {
+    const int64_t vectors = n / kLanes;
+    std::vector<float> lanes = torch_row_sum(v.data(), kLanes, vectors);
+    total = 0.0f;
+    for (int64_t k = vectors * kLanes; k < n; ++k) total += v[size_t(k)];
+    for (float lane : lanes) total += lane;
+  } else {
+    total = torch_row_sum(v.data(), 1, n)[0];
+  }
+  return total / float(n);
+}
+
+int64_t block_count(const QuantizedTensor& q) { return (q.numel() + q.opts.block_size - 1) / q.opts.block_size; }
+
+// fl(fl(a * b) + c): the two roundings bnb performs (a multiply kernel, then a torch add). The
+// volatile keeps the compiler from fusing them into one FMA on targets that have it.
+float multiply_then_add(float a, float b, float c) {
+  volatile float product = a * b;
+  return product + c;
+}
+
+float block_absmax(const QuantizedTensor& q, int64_t block) {
+  if (!is_double_quantized(q.format)) return q.scales[size_t(block)];
+  return multiply_then_add(kDynamicMap[q.scale_codes[size_t(block)]], q.scales2[size_t(block / kDqBlock)], q.offset);
+}
+
+void double_quantize_absmax(QuantizedTensor& q, const std::vector<float>& absmax, ThreadPool& pool) {
+  static const DynamicMapLut lut;
+  const int64_t n = int64_t(absmax.size());
+  q.offset = torch_mean(absmax);
+  q.scale_codes.assign(size_t(n), 0);
+  q.scales2.assign(size_t((n + kDqBlock - 1) / kDqBlock), 0.0f);
+  pool.parallel_for(int64_t(q.scales2.size()), [&](int64_t begin, int64_t end) {
+    for (int64_t b = begin; b < end; ++b) {
+      const int64_t lo = b * kDqBlock, hi = std::min(n, lo + kDqBlock);
+      float centered[kDqBlock];
+      float amax = 0.0f;
+      for (int64_t i = lo; i < hi; ++i) {
+        centered[i - lo] = absmax[size_t(i)] - q.offset;
+        amax = std::max(amax, std::fabs(centered[i - lo]));
+      }
+      q.scales2[size_t(b)] = amax;
+      if (amax == 0.0f) continue;  // codes stay 0, as bnb writes them
+      const float inv = 1.0f / amax;
+      for (int64_t i = lo; i < hi; ++i) q.scale_codes[size_t(i)] = lut.encode(centered[i - lo] * inv);
+    }
+  });
+}
+
+void four_bit_quantize(QuantizedTensor& q, const float* w, ThreadPool& pool) {
+  const FourBitEncoder& encoder = encoder_for(q.format);
+  const int64_t n = q.numel(), bs = q.opts.block_size, blocks = block_count(q);
+  std::vector<float> absmax(static_cast<size_t>(blocks));
+  q.codes.assign(size_t((n + 1) / 2), 0);
+  pool.parallel_for(blocks, [&](int64_t begin, int64_t end) {
+    for (int64_t b = begin; b < end; ++b) {
+      const int64_t lo = b * bs, hi = std::min(n, lo + bs);
+      float amax = 0.0f;
+      for (int64_t i = lo; i < hi; ++i) amax = std::max(amax, std::fabs(w[i]));
+      const bool partial = hi - lo < bs;
+      const float clamped = std::max(amax, kTinyAbsmax);
+      const float inv = 1.0f / clamped;
+      absmax[size_t(b)] = partial ? clamped : amax;
+      // Blocks have an even size and start at even indices, so they own whole bytes.
+      for (int64_t i = lo; i < hi; ++i) {
+        const float scaled = std::clamp(partial ? w[i] / clamped : w[i] * inv, -1.0f, 1.0f);
+        const uint8_t code = encoder.encode(scaled);
+        q.codes[size_t(i / 2)] |= uint8_t(i % 2 == 0 ? code << 4 : code);
+      }
+    }
+  });
+  if (n % 2 == 1) q.codes.back() |= encoder.encode(0.0f);  // bnb pads the odd tail with 0.0
+  if (is_double_quantized(q.format))
+    double_quantize_absmax(q, absmax, pool);
+  else
+    q.scales = std::move(absmax);
+}
+
+// Decodes flat elements [begin, begin + count) into out. A block boundary may fall anywhere.
+void decode_range(const QuantizedTensor& q, int64_t begin, int64_t count, float* out) {
+  const std::array<float, 16>& table = code_table(q.format);
+  const uint8_t* codes = q.codes.data();
+  const int64_t bs = q.opts.block_size, stop = begin + count;
+  int64_t i = begin;
+  while (i < stop) {
+    const int64_t block = i / bs;
+    const int64_t segment_end = std::min(stop, (block + 1) * bs);
+    const float scale = block_absmax(q, block);
+    if (i % 2 == 1) {  // starts on a low nibble
+      *out++ = table[codes[i / 2] & 15] * scale;
+      ++i;
+    }
+    for (; i + 1 < segment_end; i += 2) {  // whole bytes: high nibble first
+      const uint8_t byte = codes[i / 2];
+      out[0] = table[byte >> 4] * scale;
+      out[1] = table[byte & 15] * scale;
+      out += 2;
+    }
+    if (i < segment_end) {  // ends on a high nibble
+      *out++ = table[codes[i / 2] >> 4] * scale;
+      ++i;
+    }
+  }
+}
+
+void four_bit_dequantize_row(const QuantizedTensor& q, int64_t row, float* out) {
+  decode_range(q, row * q.cols, q.cols, out);
+}
+
+void four_bit_matmul(const QuantizedTensor& q, const float* x, int64_t n_tokens, float* y, ThreadPool& pool) {
+  matmul_by_decoded_rows(q, x, n_tokens, y, pool, [&](int64_t r, float* w) { decode_range(q, r * q.cols, q.cols, w); });
+}
+
+constexpr FormatOps kFourBitOps{four_bit_quantize, four_bit_dequantize_row, four_bit_matmul};
+
 }  // namespace
-const FormatOps& four_bit_ops(Format) { return kOps; }
+
+const FormatOps& four_bit_ops(Format) { return kFourBitOps; }
+
 }  // namespace lowbit::formats
