@@ -1,1 +1,220 @@
+// Tokenizer tests: token ids and decoded text equal Hugging Face `tokenizers` on a corpus of
+// hard strings for every vocabulary under tests/data/tokenizers (goldens made by
+// tools/make_tokenizer_goldens.py), streaming decode, and error reporting.
 #include <catch2/catch.hpp>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "core/error.h"
+#include "test_util.h"
+#include "tokenizer/tokenizer.h"
+#include "tokenizer/utf8.h"
+
+namespace fs = std::filesystem;
+using lowbit::InputError;
+using lowbit::Tokenizer;
+
+namespace {
+
+fs::path tokenizers_dir() { return fs::path(lowbit::test::data_dir()) / "tokenizers"; }
+
+// Vocabularies with a golden file, sorted by name.
+std::vector<std::string> vocabularies() {
+  std::vector<std::string> names;
+  for (const auto& entry : fs::directory_iterator(tokenizers_dir()))
+    if (fs::exists(entry.path() / "golden.json") && fs::exists(entry.path() / "tokenizer.json"))
+      names.push_back(entry.path().filename().string());
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+nlohmann::json read_json(const fs::path& path) {
+  std::ifstream in(path);
+  REQUIRE(in.good());
+  return nlohmann::json::parse(in);
+}
+
+Tokenizer load(const std::string& name) {
+  return Tokenizer::from_file((tokenizers_dir() / name / "tokenizer.json").string());
+}
+
+bool is_valid_utf8(const std::string& text) {
+  try {
+    lowbit::utf8::validate(text, "stream output");
+    return true;
+  } catch (const InputError&) {
+    return false;
+  }
+}
+
+std::string write_temp(const std::string& name, const std::string& contents) {
+  const fs::path path = fs::temp_directory_path() / name;
+  std::ofstream(path, std::ios::binary) << contents;
+  return path.string();
+}
+
+}  // namespace
+
+TEST_CASE("the required vocabularies have goldens", "[tokenizer]") {
+  const auto names = vocabularies();
+  for (const char* required : {"llama2", "llama3", "falcon"})
+    CHECK(std::find(names.begin(), names.end(), required) != names.end());
+}
+
+TEST_CASE("encode and decode equal Hugging Face on the golden corpus", "[tokenizer]") {
+  for (const std::string& name : vocabularies()) {
+    const Tokenizer tok = load(name);
+    const nlohmann::json golden = read_json(tokenizers_dir() / name / "golden.json");
+    size_t passed = 0, total = 0;
+    for (const auto& c : golden.at("cases")) {
+      const std::string text = c.at("text").get<std::string>();
+      const auto ids_special = c.at("ids_special").get<std::vector<int32_t>>();
+      const auto ids_plain = c.at("ids_plain").get<std::vector<int32_t>>();
+      INFO(name << ": text '" << text << "'");
+      const auto got_special = tok.encode(text, true);
+      const auto got_plain = tok.encode(text, false);
+      const std::string decoded_special = tok.decode(ids_special, true);
+      const std::string decoded_plain = tok.decode(ids_plain, true);
+      const std::string decoded_kept = tok.decode(ids_special, false);
+      CHECK(got_special == ids_special);
+      CHECK(got_plain == ids_plain);
+      CHECK(decoded_special == c.at("decoded_special").get<std::string>());
+      CHECK(decoded_plain == c.at("decoded_plain").get<std::string>());
+      CHECK(decoded_kept == c.at("decoded_special_kept").get<std::string>());
+      total += 5;
+      passed += (got_special == ids_special) + (got_plain == ids_plain) +
+                (decoded_special == c.at("decoded_special").get<std::string>()) +
+                (decoded_plain == c.at("decoded_plain").get<std::string>()) +
+                (decoded_kept == c.at("decoded_special_kept").get<std::string>());
+    }
+    WARN(name << ": " << passed << "/" << total << " golden checks pass");
+  }
+}
+
+TEST_CASE("special token ids", "[tokenizer]") {
+  const Tokenizer llama2 = load("llama2");
+  CHECK(llama2.bos_id() == 1);
+  CHECK(llama2.eos_id() == 2);
+  CHECK(llama2.vocab_size() == 32000);
+  CHECK(llama2.is_special(1));
+  CHECK_FALSE(llama2.is_special(100));
+  CHECK(llama2.token_to_id("<0x0A>") == 13);
+  CHECK(llama2.id_to_token(13) == "<0x0A>");
+  CHECK(llama2.token_to_id("no such token") == -1);
+
+  const Tokenizer llama3 = load("llama3");
+  CHECK(llama3.bos_id() == 128000);
+  CHECK(llama3.eos_id() == 128001);
+  CHECK(llama3.vocab_size() == 128256);
+
+  const Tokenizer falcon = load("falcon");
+  CHECK(falcon.bos_id() == -1);
+  CHECK(falcon.eos_id() == 11);
+  CHECK(falcon.vocab_size() == 65024);
+}
+
+TEST_CASE("StreamDecoder emits only whole characters and adds up to decode()", "[tokenizer]") {
+  const nlohmann::json corpus = read_json(tokenizers_dir() / "corpus.json");
+  for (const std::string& name : vocabularies()) {
+    const Tokenizer tok = load(name);
+    for (const auto& entry : corpus) {
+      const std::string text = entry.get<std::string>();
+      const auto ids = tok.encode(text, true);
+      for (const bool skip_special : {true, false}) {
+        INFO(name << ": text '" << text << "', skip_special " << skip_special);
+        lowbit::StreamDecoder stream(tok, skip_special);
+        std::string joined;
+        for (const int32_t id : ids) {
+          const std::string piece = stream.push(id);
+          CHECK(is_valid_utf8(piece));
+          joined += piece;
+        }
+        const std::string rest = stream.flush();
+        CHECK(is_valid_utf8(rest));
+        joined += rest;
+        CHECK(joined == tok.decode(ids, skip_special));
+      }
+    }
+  }
+}
+
+TEST_CASE("StreamDecoder holds back a character split across byte-fallback tokens", "[tokenizer]") {
+  const Tokenizer tok = load("llama2");
+  // U+1F600 is F0 9F 98 80; Llama-2 has no piece for it: "▁" then four byte tokens.
+  const auto ids = tok.encode("a \xF0\x9F\x98\x80", false);
+  REQUIRE(ids.size() == 6);
+  lowbit::StreamDecoder stream(tok);
+  std::vector<std::string> pieces;
+  for (const int32_t id : ids) pieces.push_back(stream.push(id));
+  CHECK(pieces[0] == "a");
+  for (size_t i = 1; i < 5; ++i) CHECK(pieces[i] == (i == 1 ? " " : ""));
+  CHECK(pieces[5] == "\xF0\x9F\x98\x80");
+  CHECK(stream.flush().empty());
+}
+
+TEST_CASE("invalid UTF-8 input throws InputError with the byte offset", "[tokenizer]") {
+  const Tokenizer tok = load("llama3");
+  for (const std::string& bad : {std::string("ab\xff"), std::string("ab\xc0\x80"), std::string("ab\xed\xa0\x80"),
+                                 std::string("ab\xe4\xbd"), std::string("ab\x80")}) {
+    try {
+      tok.encode(bad);
+      FAIL("no exception for invalid UTF-8");
+    } catch (const InputError& e) {
+      CHECK(std::string(e.what()).find("byte 2") != std::string::npos);
+    }
+  }
+}
+
+TEST_CASE("bad tokenizer files throw InputError naming the file", "[tokenizer]") {
+  auto message_of = [](const std::string& path) {
+    try {
+      Tokenizer::from_file(path);
+    } catch (const InputError& e) {
+      return std::string(e.what());
+    }
+    return std::string("no exception");
+  };
+  const std::string missing = (fs::temp_directory_path() / "lowbit-no-such-tokenizer.json").string();
+  CHECK(message_of(missing).find(missing) != std::string::npos);
+
+  const std::string bad_json = write_temp("lowbit-bad-json-tokenizer.json", "{\"model\": [1, 2");
+  CHECK(message_of(bad_json).find(bad_json) != std::string::npos);
+
+  const std::string no_model = write_temp("lowbit-no-model-tokenizer.json", "{\"version\": \"1.0\"}");
+  const std::string no_model_message = message_of(no_model);
+  CHECK(no_model_message.find(no_model) != std::string::npos);
+  CHECK(no_model_message.find("model") != std::string::npos);
+
+  const std::string unigram = write_temp("lowbit-unigram-tokenizer.json",
+                                         R"({"model": {"type": "Unigram", "vocab": []}})");
+  const std::string unigram_message = message_of(unigram);
+  CHECK(unigram_message.find(unigram) != std::string::npos);
+  CHECK(unigram_message.find("Unigram") != std::string::npos);
+
+  const std::string nfkc = write_temp("lowbit-nfkc-tokenizer.json",
+                                      R"({"normalizer": {"type": "NFKC"}, "model": {"type": "BPE", "vocab": {}, "merges": []}})");
+  CHECK(message_of(nfkc).find("NFKC") != std::string::npos);
+}
+
+TEST_CASE("encoding a few KB takes milliseconds", "[tokenizer]") {
+  const nlohmann::json corpus = read_json(tokenizers_dir() / "corpus.json");
+  std::string text;
+  for (const auto& entry : corpus) text += entry.get<std::string>() + "\n";
+  while (text.size() < 16 * 1024) text += text;
+  for (const char* name : {"llama2", "llama3", "falcon"}) {
+    const auto load_start = std::chrono::steady_clock::now();
+    const Tokenizer tok = load(name);
+    const auto start = std::chrono::steady_clock::now();
+    const auto ids = tok.encode(text, false);
+    const auto end = std::chrono::steady_clock::now();
+    const double load_ms = std::chrono::duration<double, std::milli>(start - load_start).count();
+    const double encode_ms = std::chrono::duration<double, std::milli>(end - start).count();
+    WARN(name << ": load " << load_ms << " ms; encode " << text.size() << " bytes -> " << ids.size()
+              << " ids in " << encode_ms << " ms");
+    CHECK(encode_ms < 200.0);  // generous: shared CI machines, unoptimised builds
+    CHECK(tok.decode(ids, false) == tok.decode(tok.encode(text, false), false));
+  }
+}
