@@ -1,16 +1,137 @@
-// Placeholder until the format lands (next commit).
-#include <string>
+// LLM.int8() (bitsandbytes MatMul8bitLt forward, inference path), mirrored on the CPU with the
+// rounding points of bitsandbytes 0.50.2's CPU kernels.
+//
+// Weights (Int8Params._quantize): the weight is first cast to fp16, then per output row
+//   SCB[r] = max_c |w16[r, c]|                    (fp32)
+//   CB[r, c] = rint(w16[r, c] * (127 / SCB[r]))   (fp32 product, round half to even; 0 if SCB = 0)
+// Planes (CUDA layout: row-major int8 rows, one fp32 scale per row):
+//   codes  [rows, cols] int8 CB (stored as bytes)
+//   scales [rows] fp32 SCB
+// Dequantized weight (int8_vectorwise_dequant): fl(fl(CB * SCB) * 7.874015718698502e-3f).
+//
+// matmul(x) with threshold t = opts.int8_threshold (0 disables the decomposition):
+//   a = fp16(x)                                   activations are cast to fp16
+//   outlier column c: some token has |a[., c]| >= t
+//   rowStat[tok] = max |a[tok, c]| over the elements below t (outlier ELEMENTS are zeroed first,
+//                  so other values in an outlier column still count, as in bnb)
+//   CA[tok, c] = rint(a * (127 / rowStat)), 0 in outlier columns (and 0 if rowStat = 0)
+//   acc = sum_c CA * CB (int32)
+//   out = fp16(fl(fl(float(acc) * fl(rowStat * SCB)) * 6.200124e-05f))   (bnb's 1/127^2 constant)
+//   outliers: out = fp16(out + sum_{c outlier} a[tok, c] * fp16(dequantized W[r, c])) with the sum
+//             in fp32 (bnb: output.addmm(subA, subB) in fp16)
+// y holds these fp16 values as fp32.
+#include <algorithm>
+#include <cmath>
+#include <vector>
 
-#include "core/error.h"
+#include "core/half.h"
 #include "formats/format_impl.h"
 
 namespace lowbit::formats {
+
 namespace {
-[[noreturn]] void unavailable() { throw Error(ExitCode::input, "weight format not implemented yet: int8"); }
-void stub_quantize(QuantizedTensor&, const float*, ThreadPool&) { unavailable(); }
-void stub_row(const QuantizedTensor&, int64_t, float*) { unavailable(); }
-void stub_matmul(const QuantizedTensor&, const float*, int64_t, float*, ThreadPool&) { unavailable(); }
-constexpr FormatOps kOps{stub_quantize, stub_row, stub_matmul};
+
+constexpr float kInvSquare127 = 6.200124e-05f;            // bnb's int8_mm_dequant constant
+constexpr float kInv127 = 7.874015718698502e-3f;          // bnb's int8_vectorwise_dequant constant
+
+// rint(v) into int8 as torch's round().to(int8) gives it; NaN (0 * inf from a zero scale) -> 0.
+int8_t round_to_int8(float v) {
+  if (std::isnan(v)) return 0;
+  return int8_t(std::clamp(std::nearbyint(v), -128.0f, 127.0f));
+}
+
+const int8_t* cb_row(const QuantizedTensor& q, int64_t row) {
+  return reinterpret_cast<const int8_t*>(q.codes.data()) + row * q.cols;
+}
+
+void int8_quantize(QuantizedTensor& q, const float* w, ThreadPool& pool) {
+  q.codes.resize(size_t(q.numel()));
+  q.scales.assign(size_t(q.rows), 0.0f);
+  pool.parallel_for(q.rows, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const float* in = w + r * q.cols;
+      float absmax = 0.0f;
+      for (int64_t c = 0; c < q.cols; ++c) absmax = std::max(absmax, std::fabs(round_f16(in[c])));
+      q.scales[size_t(r)] = absmax;
+      const float factor = 127.0f / absmax;
+      auto* out = reinterpret_cast<int8_t*>(q.codes.data()) + r * q.cols;
+      for (int64_t c = 0; c < q.cols; ++c) out[c] = round_to_int8(round_f16(in[c]) * factor);
+    }
+  });
+}
+
+float dequantized_weight(int8_t cb, float scb) {
+  const float product = float(cb) * scb;
+  return product * kInv127;
+}
+
+void int8_dequantize_row(const QuantizedTensor& q, int64_t row, float* out) {
+  const int8_t* cb = cb_row(q, row);
+  const float scb = q.scales[size_t(row)];
+  for (int64_t c = 0; c < q.cols; ++c) out[c] = dequantized_weight(cb[c], scb);
+}
+
+int32_t dot_int8(const int8_t* a, const int8_t* b, int64_t n) {
+  int32_t acc = 0;
+  for (int64_t i = 0; i < n; ++i) acc += int32_t(a[i]) * int32_t(b[i]);
+  return acc;
+}
+
+void int8_matmul(const QuantizedTensor& q, const float* x, int64_t n_tokens, float* y, ThreadPool& pool) {
+  const int64_t rows = q.rows, cols = q.cols;
+  const float threshold = q.opts.int8_threshold;
+  // Activation side, once per call: fp16 cast, outlier columns, per-token int8 quantization.
+  std::vector<float> a16(size_t(n_tokens * cols));
+  for (int64_t i = 0; i < n_tokens * cols; ++i) a16[size_t(i)] = round_f16(x[i]);
+  std::vector<int64_t> outlier_cols;
+  std::vector<uint8_t> is_outlier(static_cast<size_t>(cols), 0);
+  if (threshold > 0.0f) {
+    for (int64_t c = 0; c < cols; ++c)
+      for (int64_t t = 0; t < n_tokens; ++t)
+        if (std::fabs(a16[size_t(t * cols + c)]) >= threshold) {
+          is_outlier[size_t(c)] = 1;
+          outlier_cols.push_back(c);
+          break;
+        }
+  }
+  std::vector<int8_t> ca(size_t(n_tokens * cols));
+  std::vector<float> row_stat(static_cast<size_t>(n_tokens));
+  for (int64_t t = 0; t < n_tokens; ++t) {
+    const float* a = a16.data() + t * cols;
+    float absmax = 0.0f;
+    for (int64_t c = 0; c < cols; ++c) {
+      const float v = std::fabs(a[c]);
+      if (!(threshold > 0.0f && v >= threshold)) absmax = std::max(absmax, v);
+    }
+    row_stat[size_t(t)] = absmax;
+    const float factor = 127.0f / absmax;
+    for (int64_t c = 0; c < cols; ++c)
+      ca[size_t(t * cols + c)] = is_outlier[size_t(c)] ? int8_t(0) : round_to_int8(a[c] * factor);
+  }
+  pool.parallel_for(rows, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const int8_t* cb = cb_row(q, r);
+      const float scb = q.scales[size_t(r)];
+      for (int64_t t = 0; t < n_tokens; ++t) {
+        const int32_t acc = dot_int8(ca.data() + t * cols, cb, cols);
+        const float scaled = float(acc) * (row_stat[size_t(t)] * scb);
+        float out = round_f16(scaled * kInvSquare127);
+        if (!outlier_cols.empty()) {
+          float outlier_sum = 0.0f;
+          for (int64_t c : outlier_cols)
+            outlier_sum += a16[size_t(t * cols + c)] * round_f16(dequantized_weight(cb[c], scb));
+          out = round_f16(out + outlier_sum);
+        }
+        y[t * rows + r] = out;
+      }
+    }
+  });
+}
+
+constexpr FormatOps kInt8Ops{int8_quantize, int8_dequantize_row, int8_matmul};
+
 }  // namespace
-const FormatOps& int8_ops() { return kOps; }
+
+const FormatOps& int8_ops() { return kInt8Ops; }
+
 }  // namespace lowbit::formats

@@ -1,16 +1,96 @@
-// Placeholder until the format lands (next commit).
-#include <string>
+// W4A16: int4 weights by round to nearest, groups of opts.w4_group (128) along the input
+// dimension of each row (the last group of a row may be partial), fp16 scales; activations are
+// rounded to fp16 (as Marlin/GPTQ kernels consume them) and accumulated in fp32.
+//
+// Asymmetric (default, GPTQ-style range that always contains 0):
+//   lo = min(min(group), 0), hi = max(max(group), 0)
+//   scale = fp16((hi - lo) / 15); zero = clamp(rint(-lo / scale), 0, 15)
+//   q = clamp(rint(w / scale) + zero, 0, 15); dequantized = (q - zero) * scale
+// Symmetric (opts.w4_symmetric, Marlin-style): scale = fp16(absmax / 7),
+//   q = clamp(rint(w / scale) + 8, 0, 15) (uses -7..7 around 8, no clipping); dequantized = (q - 8) * scale
+// The fp16-rounded scale is the one used to quantize, so dequantization is exact in fp32
+// ((q - zero) is a small integer, scale has 11 significant bits). A zero scale gives 0.
+// Planes (CUDA layout: each row starts on a byte; two columns per byte):
+//   codes    [rows, ceil(cols / 2)] bytes: column 2j in the LOW nibble, 2j+1 in the high nibble
+//            (compressed-tensors order); an odd row leaves the last high nibble 0
+//   scales16 [rows, groups] fp16 bit patterns, groups = ceil(cols / w4_group)
+//   zeros    [rows, groups] zero points 0..15, one per byte (asymmetric only; symmetric: empty, 8)
+#include <algorithm>
+#include <cmath>
+#include <vector>
 
-#include "core/error.h"
+#include "core/half.h"
 #include "formats/format_impl.h"
 
 namespace lowbit::formats {
+
 namespace {
-[[noreturn]] void unavailable() { throw Error(ExitCode::input, "weight format not implemented yet: w4a16"); }
-void stub_quantize(QuantizedTensor&, const float*, ThreadPool&) { unavailable(); }
-void stub_row(const QuantizedTensor&, int64_t, float*) { unavailable(); }
-void stub_matmul(const QuantizedTensor&, const float*, int64_t, float*, ThreadPool&) { unavailable(); }
-constexpr FormatOps kOps{stub_quantize, stub_row, stub_matmul};
+
+constexpr int kSymmetricZero = 8;
+
+int64_t group_count(const QuantizedTensor& q) { return (q.cols + q.opts.w4_group - 1) / q.opts.w4_group; }
+int64_t row_bytes(const QuantizedTensor& q) { return (q.cols + 1) / 2; }
+
+int clamp_code(float v) { return int(std::clamp(v, 0.0f, 15.0f)); }
+
+void w4a16_quantize(QuantizedTensor& q, const float* w, ThreadPool& pool) {
+  const int64_t groups = group_count(q), group = q.opts.w4_group;
+  const bool symmetric = q.opts.w4_symmetric;
+  q.codes.assign(size_t(q.rows * row_bytes(q)), 0);
+  q.scales16.assign(size_t(q.rows * groups), 0);
+  if (!symmetric) q.zeros.assign(size_t(q.rows * groups), 0);
+  pool.parallel_for(q.rows, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const float* in = w + r * q.cols;
+      uint8_t* out = q.codes.data() + r * row_bytes(q);
+      for (int64_t g = 0; g < groups; ++g) {
+        const int64_t lo_col = g * group, hi_col = std::min(q.cols, lo_col + group);
+        float lo = 0.0f, hi = 0.0f, absmax = 0.0f;
+        for (int64_t c = lo_col; c < hi_col; ++c) {
+          lo = std::min(lo, in[c]);
+          hi = std::max(hi, in[c]);
+          absmax = std::max(absmax, std::fabs(in[c]));
+        }
+        const uint16_t scale16 = f32_to_f16(symmetric ? absmax / 7.0f : (hi - lo) / 15.0f);
+        const float scale = f16_to_f32(scale16);
+        int zero = kSymmetricZero;
+        if (!symmetric) zero = scale > 0.0f ? clamp_code(std::nearbyint(-lo / scale)) : 0;
+        q.scales16[size_t(r * groups + g)] = scale16;
+        if (!symmetric) q.zeros[size_t(r * groups + g)] = uint8_t(zero);
+        for (int64_t c = lo_col; c < hi_col; ++c) {
+          const int code = scale > 0.0f ? clamp_code(std::nearbyint(in[c] / scale) + float(zero)) : zero;
+          out[c / 2] |= uint8_t(c % 2 == 0 ? code : code << 4);
+        }
+      }
+    }
+  });
+}
+
+void w4a16_dequantize_row(const QuantizedTensor& q, int64_t row, float* out) {
+  const int64_t groups = group_count(q), group = q.opts.w4_group;
+  const uint8_t* in = q.codes.data() + row * row_bytes(q);
+  for (int64_t g = 0; g < groups; ++g) {
+    const float scale = f16_to_f32(q.scales16[size_t(row * groups + g)]);
+    const int zero = q.opts.w4_symmetric ? kSymmetricZero : q.zeros[size_t(row * groups + g)];
+    const int64_t hi_col = std::min(q.cols, (g + 1) * group);
+    for (int64_t c = g * group; c < hi_col; ++c) {
+      const int code = c % 2 == 0 ? in[c / 2] & 15 : in[c / 2] >> 4;
+      out[c] = float(code - zero) * scale;
+    }
+  }
+}
+
+void w4a16_matmul(const QuantizedTensor& q, const float* x, int64_t n_tokens, float* y, ThreadPool& pool) {
+  std::vector<float> x16(size_t(n_tokens * q.cols));
+  for (int64_t i = 0; i < n_tokens * q.cols; ++i) x16[size_t(i)] = round_f16(x[i]);
+  matmul_by_decoded_rows(q, x16.data(), n_tokens, y, pool,
+                         [&](int64_t r, float* w) { w4a16_dequantize_row(q, r, w); });
+}
+
+constexpr FormatOps kW4a16Ops{w4a16_quantize, w4a16_dequantize_row, w4a16_matmul};
+
 }  // namespace
-const FormatOps& w4a16_ops() { return kOps; }
+
+const FormatOps& w4a16_ops() { return kW4a16Ops; }
+
 }  // namespace lowbit::formats

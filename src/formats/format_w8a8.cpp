@@ -1,16 +1,76 @@
-// Placeholder until the format lands (next commit).
-#include <string>
+// W8A8 int8: int8 weights with one symmetric scale per output channel (static), int8 activations
+// with one scale per token (dynamic), int32 accumulation -- vLLM compressed-tensors' INT8 scheme.
+//
+// Weights:  w_scale[r] = absmax(row r) / 127 (fp32); q = saturate_int8(rint(w / w_scale)),
+//           0 for an all-zero row. Dequantized weight = q * w_scale.
+// Activations per token: x_scale = absmax / 127; xq = saturate_int8(rint(x / x_scale)).
+// Output:   y = float(sum_c xq * q) * (w_scale * x_scale)   (fp32)
+// Planes (CUDA layout: row-major int8 rows, one fp32 scale per row):
+//   codes  [rows, cols] int8 (stored as bytes)
+//   scales [rows] fp32 w_scale
+#include <algorithm>
+#include <cmath>
+#include <vector>
 
-#include "core/error.h"
 #include "formats/format_impl.h"
 
 namespace lowbit::formats {
+
 namespace {
-[[noreturn]] void unavailable() { throw Error(ExitCode::input, "weight format not implemented yet: w8a8"); }
-void stub_quantize(QuantizedTensor&, const float*, ThreadPool&) { unavailable(); }
-void stub_row(const QuantizedTensor&, int64_t, float*) { unavailable(); }
-void stub_matmul(const QuantizedTensor&, const float*, int64_t, float*, ThreadPool&) { unavailable(); }
-constexpr FormatOps kOps{stub_quantize, stub_row, stub_matmul};
+
+int8_t saturate_round(float v) { return int8_t(std::clamp(std::nearbyint(v), -128.0f, 127.0f)); }
+
+// Quantizes n values with one symmetric scale (absmax / 127); returns the scale.
+float quantize_symmetric(const float* in, int64_t n, int8_t* out) {
+  float absmax = 0.0f;
+  for (int64_t i = 0; i < n; ++i) absmax = std::max(absmax, std::fabs(in[i]));
+  const float scale = absmax / 127.0f;
+  for (int64_t i = 0; i < n; ++i) out[i] = scale > 0.0f ? saturate_round(in[i] / scale) : int8_t(0);
+  return scale;
+}
+
+const int8_t* weight_row(const QuantizedTensor& q, int64_t row) {
+  return reinterpret_cast<const int8_t*>(q.codes.data()) + row * q.cols;
+}
+
+void w8a8_quantize(QuantizedTensor& q, const float* w, ThreadPool& pool) {
+  q.codes.resize(size_t(q.numel()));
+  q.scales.assign(size_t(q.rows), 0.0f);
+  pool.parallel_for(q.rows, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r)
+      q.scales[size_t(r)] =
+          quantize_symmetric(w + r * q.cols, q.cols, reinterpret_cast<int8_t*>(q.codes.data()) + r * q.cols);
+  });
+}
+
+void w8a8_dequantize_row(const QuantizedTensor& q, int64_t row, float* out) {
+  const int8_t* in = weight_row(q, row);
+  const float scale = q.scales[size_t(row)];
+  for (int64_t c = 0; c < q.cols; ++c) out[c] = float(in[c]) * scale;
+}
+
+void w8a8_matmul(const QuantizedTensor& q, const float* x, int64_t n_tokens, float* y, ThreadPool& pool) {
+  const int64_t rows = q.rows, cols = q.cols;
+  std::vector<int8_t> xq(size_t(n_tokens * cols));
+  std::vector<float> x_scale(static_cast<size_t>(n_tokens));
+  for (int64_t t = 0; t < n_tokens; ++t) x_scale[size_t(t)] = quantize_symmetric(x + t * cols, cols, xq.data() + t * cols);
+  pool.parallel_for(rows, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const int8_t* wq = weight_row(q, r);
+      for (int64_t t = 0; t < n_tokens; ++t) {
+        const int8_t* a = xq.data() + t * cols;
+        int32_t acc = 0;
+        for (int64_t c = 0; c < cols; ++c) acc += int32_t(a[c]) * int32_t(wq[c]);
+        y[t * rows + r] = float(acc) * (q.scales[size_t(r)] * x_scale[size_t(t)]);
+      }
+    }
+  });
+}
+
+constexpr FormatOps kW8a8Ops{w8a8_quantize, w8a8_dequantize_row, w8a8_matmul};
+
 }  // namespace
-const FormatOps& w8a8_ops() { return kOps; }
+
+const FormatOps& w8a8_ops() { return kW8a8Ops; }
+
 }  // namespace lowbit::formats
