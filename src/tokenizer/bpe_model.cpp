@@ -26,12 +26,15 @@ BpeModel::BpeModel(const nlohmann::json& config, const std::string& file) {
   const auto& vocab = config.at("vocab");
   if (!vocab.is_object()) throw InputError(file + ": model.vocab must be an object");
   vocab_.reserve(vocab.size());
-  for (const auto& [token, id_value] : vocab.items()) {
-    const auto id = id_value.get<int32_t>();
+  tokens_.reserve(vocab.size());
+  for (auto it = vocab.begin(); it != vocab.end(); ++it) {
+    const std::string& token = it.key();
+    if (!it.value().is_number_integer()) throw InputError(file + ": non-integer id for token '" + token + "'");
+    const auto id = it.value().get<int32_t>();
     if (id < 0) throw InputError(file + ": negative id for token '" + token + "'");
     if (static_cast<size_t>(id) >= tokens_.size()) tokens_.resize(static_cast<size_t>(id) + 1);
     tokens_[static_cast<size_t>(id)] = token;
-    vocab_.emplace(token, id);
+    vocab_.set(token, id);
   }
 
   const auto unk = config.find("unk_token");
@@ -49,34 +52,36 @@ BpeModel::BpeModel(const nlohmann::json& config, const std::string& file) {
   // Merges come as "left right" strings (older files) or [left, right] pairs.
   const auto& merges = config.at("merges");
   merges_.reserve(merges.size());
+  std::string joined;
   int32_t rank = 0;
   for (const auto& merge : merges) {
-    std::string left, right;
+    std::string_view left, right;
     if (merge.is_string()) {
-      const std::string text = merge.get<std::string>();
+      const std::string_view text = merge.get_ref<const std::string&>();
       const size_t space = text.find(' ');
       if (space == std::string::npos || text.find(' ', space + 1) != std::string::npos)
-        throw InputError(file + ": malformed merge '" + text + "'");
+        throw InputError(file + ": malformed merge '" + std::string(text) + "'");
       left = text.substr(0, space);
       right = text.substr(space + 1);
-    } else if (merge.is_array() && merge.size() == 2) {
-      left = merge[0].get<std::string>();
-      right = merge[1].get<std::string>();
+    } else if (merge.is_array() && merge.size() == 2 && merge[0].is_string() && merge[1].is_string()) {
+      left = merge[0].get_ref<const std::string&>();
+      right = merge[1].get_ref<const std::string&>();
     } else {
       throw InputError(file + ": malformed merge " + merge.dump());
     }
+    joined.assign(left).append(right);
     const int32_t left_id = token_to_id(left), right_id = token_to_id(right);
-    const int32_t merged_id = token_to_id(left + right);
+    const int32_t merged_id = token_to_id(joined);
     if (left_id < 0 || right_id < 0 || merged_id < 0)
-      throw InputError(file + ": merge '" + left + " " + right + "' uses a token not in the vocabulary");
+      throw InputError(file + ": merge '" + std::string(left) + " " + std::string(right) +
+                       "' uses a token not in the vocabulary");
     // A repeated pair keeps its last rank, as tokenizers' HashMap collect does.
-    merges_[pair_key(left_id, right_id)] = Merge{rank++, merged_id};
+    merges_.set(pair_key(left_id, right_id), {rank++, merged_id});
   }
 }
 
 int32_t BpeModel::token_to_id(std::string_view token) const {
-  const auto it = vocab_.find(token);
-  return it == vocab_.end() ? -1 : it->second;
+  return vocab_.get(token);
 }
 
 const std::string* BpeModel::id_to_token(int32_t id) const {
@@ -170,8 +175,9 @@ std::vector<int32_t> BpeModel::merge_word(std::string_view word) const {
   auto push_pair = [&](int32_t left) {
     const int32_t right = symbols[static_cast<size_t>(left)].next;
     if (right < 0) return;
-    const auto it = merges_.find(pair_key(symbols[static_cast<size_t>(left)].id, symbols[static_cast<size_t>(right)].id));
-    if (it != merges_.end()) queue.push({it->second.rank, left, it->second.merged_id});
+    const MergeMap::Merge* merge =
+        merges_.get(pair_key(symbols[static_cast<size_t>(left)].id, symbols[static_cast<size_t>(right)].id));
+    if (merge) queue.push({merge->rank, left, merge->merged_id});
   };
   for (size_t i = 0; i + 1 < symbols.size(); ++i) push_pair(static_cast<int32_t>(i));
 
@@ -183,8 +189,8 @@ std::vector<int32_t> BpeModel::merge_word(std::string_view word) const {
     const auto right_index = static_cast<size_t>(left.next);
     const Symbol right = symbols[right_index];
     // Skip stale entries: the pair at this position changed since it was queued.
-    const auto it = merges_.find(pair_key(left.id, right.id));
-    if (it == merges_.end() || it->second.merged_id != top.merged_id) continue;
+    const MergeMap::Merge* merge = merges_.get(pair_key(left.id, right.id));
+    if (!merge || merge->merged_id != top.merged_id) continue;
     left.id = top.merged_id;
     left.next = right.next;
     symbols[right_index].alive = false;

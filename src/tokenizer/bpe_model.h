@@ -11,6 +11,8 @@
 
 #include <nlohmann/json_fwd.hpp>
 
+#include "tokenizer/flat_maps.h"
+
 namespace lowbit {
 
 // Lets unordered_map<std::string, ...> be searched with a string_view without a copy.
@@ -18,7 +20,6 @@ struct StringHash {
   using is_transparent = void;
   size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
 };
-using TokenIdMap = std::unordered_map<std::string, int32_t, StringHash, std::equal_to<>>;
 
 class BpeModel {
  public:
@@ -32,19 +33,15 @@ class BpeModel {
   int32_t max_id() const { return static_cast<int32_t>(tokens_.size()) - 1; }
 
  private:
-  struct Merge {
-    int32_t rank;
-    int32_t merged_id;
-  };
   static uint64_t pair_key(int32_t left, int32_t right) {
     return (static_cast<uint64_t>(static_cast<uint32_t>(left)) << 32) | static_cast<uint32_t>(right);
   }
   std::vector<int32_t> merge_word(std::string_view word) const;
   bool has_byte_tokens(std::string_view character) const;
 
-  TokenIdMap vocab_;
+  StringIdMap vocab_;
   std::vector<std::string> tokens_;                // id -> token string ("" for gaps)
-  std::unordered_map<uint64_t, Merge> merges_;     // (left id, right id) -> rank, result
+  MergeMap merges_;                                // (left id, right id) -> rank, result
   std::array<int32_t, 256> byte_fallback_ids_{};   // id of "<0xXX>", or -1
   bool byte_fallback_ = false;
   bool fuse_unk_ = false;
