@@ -24,6 +24,7 @@ Vocabularies:
   falcon            rebuilt from ggml-vocab-falcon.gguf to behave like tiiuae/falcon-7b's
                     tokenizer.json (see build_falcon for what was checked).
   llama3            copied verbatim (with tokenizer_config.json).
+  llama2-added-tokens  llama2 plus added tokens using lstrip/rstrip/single_word/normalized.
   stories260K       copied from models/stories260K/tokenizer.json when that file exists.
 """
 import argparse
@@ -121,7 +122,42 @@ CORPUS = [
     "1 22 333 4444 55555 666666",
     "x=1;y=22;z=333",
     "The quick brown fox jumps over the lazy dog. " * 4,
+    "next\u0085line and a\u0085\u0085 b",
+    "Arabic-Indic ١٢٣٤ fullwidth １２３ roman Ⅻ superscript ²³ half ½",
+    "BOM\ufeffinside and soft\u00adhyphen",
+    "<mask> hello world [SEP] xyz",
+    "a <mask>b  <mask>  c",
+    "hello hellohello say hello.",
+    "[SEP][SEP] x [SEP]\n",
+    "xyzxyz xyz",
 ]
+
+# Random mixtures of the pieces that stress pre-tokenizers, merges and added-token matching;
+# fixed seed so the committed corpus is reproducible.
+FUZZ_PIECES = [
+    " ", "  ", "   ", "\t", "\n", "\r\n", "\r", "\u0085", "\u00a0", "\u3000", "\u2009",
+    "0", "7", "42", "123", "2024", "9999999", "3.14", "١٢", "²", "½", "Ⅻ",
+    "a", "Z", "I", "hello", "World", "the", "ing", "tion", "ÿ", "é", "e\u0301", "ß", "Ω", "я",
+    "中", "文字", "日本語", "한", "ไ", "😀", "👍🏽", "👨\u200d👩\u200d👧", "🇫🇷", "\u200b", "\ufeff",
+    "!", "?", "...", ",", ".", "'s", "'S", "'ll", "'", "\"", "--", "->", "::", "{", "}", "()", "#",
+    "@", "`", "~", "_", "__init__", "$", "%", "&&", "||", "/*", "*/", "\\", "<", ">", "|",
+    "<s>", "</s>", "<unk>", "<|begin_of_text|>", "<|eot_id|>", "<|endoftext|>", ">>TITLE<<",
+    "<mask>", "[SEP]", "xyz", "<0x41>", "▁", "▁▁", "Ġ", "Ċ",
+]
+
+
+def fuzz_corpus(count=300, seed=20240601):
+    import random
+
+    rng = random.Random(seed)
+    out = []
+    for _ in range(count):
+        n = rng.randint(1, 24)
+        out.append("".join(rng.choice(FUZZ_PIECES) for _ in range(n)))
+    return out
+
+
+CORPUS += fuzz_corpus()
 
 
 def write_json(path, obj):
@@ -230,6 +266,26 @@ def build_falcon(shared, out_dir):
     shutil.copyfile(os.path.join(shared, "tokenizers/falcon/LICENSE"), os.path.join(d, "LICENSE"))
 
 
+def build_llama2_added_tokens(out_dir):
+    """Llama-2 (legacy normalizer) plus added tokens with every matching flag HF has:
+    lstrip/rstrip special "<mask>", single_word normalized "hello", rstrip raw "[SEP]",
+    normalized "xyz" (matched after the Prepend/Replace normalizer ran)."""
+    from tokenizers import AddedToken, Tokenizer
+
+    tok = Tokenizer.from_file(os.path.join(out_dir, "llama2", "tokenizer.json"))
+    tok.add_special_tokens([AddedToken("<mask>", lstrip=True, rstrip=True, normalized=False, special=True)])
+    tok.add_tokens([
+        AddedToken("hello", single_word=True, normalized=True, special=False),
+        AddedToken("[SEP]", rstrip=True, normalized=False, special=False),
+        AddedToken("xyz", normalized=True, special=False),
+    ])
+    d = os.path.join(out_dir, "llama2-added-tokens")
+    os.makedirs(d, exist_ok=True)
+    tok.save(os.path.join(d, "tokenizer.json"))
+    with open(os.path.join(d, "LICENSE"), "w") as f:
+        f.write(LLAMA2_LICENSE_NOTE)
+
+
 def copy_llama3(shared, out_dir):
     d = os.path.join(out_dir, "llama3")
     os.makedirs(d, exist_ok=True)
@@ -276,10 +332,11 @@ def main():
     for name in ("llama2", "llama2-metaspace"):
         with open(os.path.join(out_dir, name, "LICENSE"), "w") as f:
             f.write(LLAMA2_LICENSE_NOTE)
+    build_llama2_added_tokens(out_dir)
     build_falcon(args.shared, out_dir)
     copy_llama3(args.shared, out_dir)
 
-    names = ["llama2", "llama2-metaspace", "falcon", "llama3"]
+    names = ["llama2", "llama2-metaspace", "llama2-added-tokens", "falcon", "llama3"]
     stories = os.path.join(args.root, "models/stories260K/tokenizer.json")
     if os.path.exists(stories):
         d = os.path.join(out_dir, "stories260K")

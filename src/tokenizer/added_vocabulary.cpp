@@ -81,11 +81,12 @@ AddedVocabulary::AddedVocabulary(const nlohmann::json& added_tokens, const Norma
     tokens_.push_back(std::move(token));
   }
   for (size_t i = 0; i < tokens_.size(); ++i) {
-    const AddedToken& token = tokens_[i];
+    AddedToken& token = tokens_[i];
+    token.token_string = token.normalized && normalizer ? normalizer->normalize(token.content) : token.content;
     // Rust's char::is_alphanumeric, approximated by general categories L and N.
     if (token.single_word && !word_character_) word_character_ = std::make_unique<Regex>(R"(^[\p{L}\p{N}])", file);
     if (token.normalized)
-      normalized_.add(normalizer ? normalizer->normalize(token.content) : token.content, static_cast<int32_t>(i));
+      normalized_.add(token.token_string, static_cast<int32_t>(i));
     else
       raw_.add(token.content, static_cast<int32_t>(i));
   }

@@ -22,6 +22,9 @@ class Normalizer;
 struct AddedToken {
   int32_t id = -1;
   std::string content;
+  // What id_to_token and decode use: tokenizers stores a normalized token's content as the
+  // normalizer rewrote it (Llama-2's "hello" becomes "▁hello", decoded " hello").
+  std::string token_string;
   bool special = false;
   bool lstrip = false;       // swallow whitespace before the match
   bool rstrip = false;       // swallow whitespace after the match

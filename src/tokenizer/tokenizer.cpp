@@ -77,7 +77,7 @@ std::string TokenizerImpl::decode(const std::vector<int32_t>& ids, bool skip_spe
   tokens.reserve(ids.size());
   for (const int32_t id : ids) {
     if (const AddedToken* added = added_.find(id)) {
-      if (!(skip_special && added->special)) tokens.push_back(added->content);
+      if (!(skip_special && added->special)) tokens.push_back(added->token_string);
     } else if (const std::string* token = model_.id_to_token(id)) {
       tokens.push_back(*token);
     }
@@ -104,7 +104,7 @@ int32_t TokenizerImpl::token_to_id(std::string_view token) const {
 }
 
 std::string TokenizerImpl::id_to_token(int32_t id) const {
-  if (const AddedToken* added = added_.find(id)) return added->content;
+  if (const AddedToken* added = added_.find(id)) return added->token_string;
   const std::string* token = model_.id_to_token(id);
   return token ? *token : std::string();
 }
