@@ -3,6 +3,7 @@
 // (nibble order, block boundaries, scales), and the format names.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstring>

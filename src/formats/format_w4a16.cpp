@@ -73,10 +73,20 @@ void w4a16_dequantize_row(const QuantizedTensor& q, int64_t row, float* out) {
     const float scale = f16_to_f32(q.scales16[size_t(row * groups + g)]);
     const int zero = q.opts.w4_symmetric ? kSymmetricZero : q.zeros[size_t(row * groups + g)];
     const int64_t hi_col = std::min(q.cols, (g + 1) * group);
-    for (int64_t c = g * group; c < hi_col; ++c) {
-      const int code = c % 2 == 0 ? in[c / 2] & 15 : in[c / 2] >> 4;
-      out[c] = float(code - zero) * scale;
+    int64_t c = g * group;
+    // (q - zero) * scale for the 16 codes once per group, then one lookup per column.
+    float value[16];
+    for (int code = 0; code < 16; ++code) value[code] = float(code - zero) * scale;
+    if (c % 2 == 1) {  // odd group size: the group starts on a high nibble
+      out[c] = value[in[c / 2] >> 4];
+      ++c;
     }
+    for (; c + 1 < hi_col; c += 2) {
+      const uint8_t byte = in[c / 2];
+      out[c] = value[byte & 15];
+      out[c + 1] = value[byte >> 4];
+    }
+    if (c < hi_col) out[c] = value[in[c / 2] & 15];
   }
 }
 
