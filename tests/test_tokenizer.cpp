@@ -21,11 +21,15 @@ namespace {
 
 fs::path tokenizers_dir() { return fs::path(lowbit::test::data_dir()) / "tokenizers"; }
 
+bool has_tokenizer(const fs::path& dir) {
+  return fs::exists(dir / "tokenizer.json") || fs::exists(dir / "variant.json");
+}
+
 // Vocabularies with a golden file, sorted by name.
 std::vector<std::string> vocabularies() {
   std::vector<std::string> names;
   for (const auto& entry : fs::directory_iterator(tokenizers_dir()))
-    if (fs::exists(entry.path() / "golden.json") && fs::exists(entry.path() / "tokenizer.json"))
+    if (fs::exists(entry.path() / "golden.json") && has_tokenizer(entry.path()))
       names.push_back(entry.path().filename().string());
   std::sort(names.begin(), names.end());
   return names;
@@ -37,9 +41,20 @@ nlohmann::json read_json(const fs::path& path) {
   return nlohmann::json::parse(in);
 }
 
-Tokenizer load(const std::string& name) {
-  return Tokenizer::from_file((tokenizers_dir() / name / "tokenizer.json").string());
+// The vocabulary's tokenizer.json; a variant (variant.json: {"base", "replace"}) is rebuilt
+// from its base's file into a temporary file, as tools/make_tokenizer_goldens.py does.
+std::string tokenizer_path(const std::string& name) {
+  const fs::path dir = tokenizers_dir() / name;
+  if (fs::exists(dir / "tokenizer.json")) return (dir / "tokenizer.json").string();
+  const nlohmann::json variant = read_json(dir / "variant.json");
+  nlohmann::json merged = read_json(tokenizers_dir() / variant.at("base").get<std::string>() / "tokenizer.json");
+  for (const auto& [key, value] : variant.at("replace").items()) merged[key] = value;
+  const fs::path path = fs::temp_directory_path() / ("lowbit-tokenizer-" + name + ".json");
+  std::ofstream(path, std::ios::binary) << merged.dump();
+  return path.string();
 }
+
+Tokenizer load(const std::string& name) { return Tokenizer::from_file(tokenizer_path(name)); }
 
 bool is_valid_utf8(const std::string& text) {
   try {

@@ -7,7 +7,9 @@ tests read the committed outputs. Run from the repository root:
     python3 tools/make_tokenizer_goldens.py [--shared /work/shared]
 
 Outputs, per vocabulary <name> in tests/data/tokenizers/<name>/:
-  tokenizer.json   the Hugging Face fast tokenizer lowbit loads
+  tokenizer.json   the Hugging Face fast tokenizer lowbit loads, or instead
+  variant.json     {"base": other vocabulary, "replace": {top-level key: value}}: the base's
+                   tokenizer.json with those keys replaced (same model, other pipeline)
   golden.json      {"vocabulary": name, "cases": [{"text", "ids_special", "ids_plain",
                     "decoded_special", "decoded_plain"}]} where ids_* come from
                     tokenizers' encode(text, add_special_tokens=True/False).ids and decoded_* is
@@ -25,6 +27,8 @@ Vocabularies:
                     tokenizer.json (see build_falcon for what was checked).
   llama3            copied verbatim (with tokenizer_config.json).
   llama2-added-tokens  llama2 plus added tokens using lstrip/rstrip/single_word/normalized.
+  llama2-metaspace-split  Metaspace(always, split) pre-tokenizer and Metaspace decoder.
+  falcon-*          falcon's model under other pre-tokenizers/post-processors (variants).
   stories260K       copied from models/stories260K/tokenizer.json when that file exists.
 """
 import argparse
@@ -210,9 +214,14 @@ def build_llama2(shared, out_dir):
         tok.post_processor = processors.TemplateProcessing(
             single="<s>:0 $A:0", pair="<s>:0 $A:0 <s>:1 $B:1",
             special_tokens=[("<s>", 1)])
-        d = os.path.join(out_dir, name)
-        os.makedirs(d, exist_ok=True)
-        tok.save(os.path.join(d, "tokenizer.json"))
+        if name == "llama2":
+            d = os.path.join(out_dir, name)
+            os.makedirs(d, exist_ok=True)
+            tok.save(os.path.join(d, "tokenizer.json"))
+            with open(os.path.join(d, "LICENSE"), "w") as f:
+                f.write(LLAMA2_LICENSE_NOTE)
+        else:
+            write_variant(out_dir, name, "llama2", tok)
         # Check the conversion against SentencePiece itself on the corpus (without specials).
         sp = spm.SentencePieceProcessor(model_file=model_path)
         mismatches = [t for t in CORPUS if "<" not in t and sp.encode(t) != tok.encode(t, add_special_tokens=False).ids]
@@ -279,11 +288,93 @@ def build_llama2_added_tokens(out_dir):
         AddedToken("[SEP]", rstrip=True, normalized=False, special=False),
         AddedToken("xyz", normalized=True, special=False),
     ])
-    d = os.path.join(out_dir, "llama2-added-tokens")
+    write_variant(out_dir, "llama2-added-tokens", "llama2", tok)
+
+
+def build_llama2_metaspace_split(out_dir):
+    """Llama-2 with Metaspace(prepend_scheme "always", split true) and a Metaspace decoder."""
+    from tokenizers import Tokenizer, decoders, pre_tokenizers
+
+    tok = Tokenizer.from_file(os.path.join(out_dir, "llama2", "tokenizer.json"))
+    tok.normalizer = None
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always", split=True)
+    tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always", split=True)
+    write_variant(out_dir, "llama2-metaspace-split", "llama2", tok)
+
+
+def build_falcon_variants(out_dir):
+    """Falcon's vocabulary under other pipelines, to cover what the real files do not use:
+    Split behaviours (Removed, MergedWithPrevious/Next, Contiguous, invert), String patterns,
+    ByteLevel add_prefix_space and use_regex=false, a Regex Replace normalizer, Whitespace,
+    WhitespaceSplit, individual Digits, and post-processors with a suffix and a Sequence."""
+    from tokenizers import Regex, Tokenizer, normalizers, pre_tokenizers, processors
+
+    base = os.path.join(out_dir, "falcon", "tokenizer.json")
+
+    tok = Tokenizer.from_file(base)
+    tok.normalizer = normalizers.Replace(Regex(" {2,}"), " ")
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split("-", behavior="merged_with_previous"),
+        pre_tokenizers.Split(Regex("[0-9]+"), behavior="merged_with_next"),
+        pre_tokenizers.Split(Regex("\\?"), behavior="removed"),
+        pre_tokenizers.ByteLevel(add_prefix_space=True, use_regex=True),
+    ])
+    tok.post_processor = processors.TemplateProcessing(
+        single=">>TITLE<< $A <|endoftext|>", special_tokens=[(">>TITLE<<", 0), ("<|endoftext|>", 11)])
+    write_variant(out_dir, "falcon-split-behaviors", "falcon", tok)
+
+    tok = Tokenizer.from_file(base)
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.WhitespaceSplit(),
+        pre_tokenizers.Split(Regex("[aeiou]"), behavior="contiguous", invert=True),
+        pre_tokenizers.Digits(individual_digits=True),
+        pre_tokenizers.Punctuation(behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
+    tok.post_processor = processors.Sequence([
+        processors.ByteLevel(trim_offsets=False),
+        processors.TemplateProcessing(single=">>QUESTION<< $A", special_tokens=[(">>QUESTION<<", 6)]),
+    ])
+    write_variant(out_dir, "falcon-invert", "falcon", tok)
+
+    tok = Tokenizer.from_file(base)
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Whitespace(),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
+    write_variant(out_dir, "falcon-whitespace", "falcon", tok)
+
+
+def write_variant(out_dir, name, base, tok):
+    """Stores a vocabulary that differs from `base` only outside "model" as variant.json,
+    {"base": base, "replace": {top-level key: value}}, instead of another multi-MB
+    tokenizer.json; the test (and write_golden) rebuild the full file from it."""
+    with open(os.path.join(out_dir, base, "tokenizer.json"), encoding="utf-8") as f:
+        base_json = json.load(f)
+    variant_json = json.loads(tok.to_str())
+    assert variant_json["model"] == base_json["model"], f"{name}: model differs from {base}"
+    replace = {k: v for k, v in variant_json.items() if k != "model" and base_json.get(k) != v}
+    d = os.path.join(out_dir, name)
     os.makedirs(d, exist_ok=True)
-    tok.save(os.path.join(d, "tokenizer.json"))
-    with open(os.path.join(d, "LICENSE"), "w") as f:
-        f.write(LLAMA2_LICENSE_NOTE)
+    stale = os.path.join(d, "tokenizer.json")
+    if os.path.exists(stale):
+        os.remove(stale)
+    write_json(os.path.join(d, "variant.json"), {"base": base, "replace": replace})
+    shutil.copyfile(os.path.join(out_dir, base, "LICENSE"), os.path.join(d, "LICENSE"))
+
+
+def tokenizer_json_text(d):
+    """The tokenizer.json of directory `d`, rebuilt from variant.json where there is one."""
+    variant_path = os.path.join(d, "variant.json")
+    if not os.path.exists(variant_path):
+        with open(os.path.join(d, "tokenizer.json"), encoding="utf-8") as f:
+            return f.read()
+    with open(variant_path, encoding="utf-8") as f:
+        variant = json.load(f)
+    with open(os.path.join(os.path.dirname(d), variant["base"], "tokenizer.json"), encoding="utf-8") as f:
+        merged = json.load(f)
+    merged.update(variant["replace"])
+    return json.dumps(merged, ensure_ascii=False)
 
 
 def copy_llama3(shared, out_dir):
@@ -303,7 +394,7 @@ https://ai.meta.com/llama/license/
 def write_golden(name, d):
     from tokenizers import Tokenizer
 
-    tok = Tokenizer.from_file(os.path.join(d, "tokenizer.json"))
+    tok = Tokenizer.from_str(tokenizer_json_text(d))
     cases = []
     for text in CORPUS:
         with_special = tok.encode(text, add_special_tokens=True).ids
@@ -329,14 +420,14 @@ def main():
     write_json(os.path.join(out_dir, "corpus.json"), CORPUS)
 
     build_llama2(args.shared, out_dir)
-    for name in ("llama2", "llama2-metaspace"):
-        with open(os.path.join(out_dir, name, "LICENSE"), "w") as f:
-            f.write(LLAMA2_LICENSE_NOTE)
     build_llama2_added_tokens(out_dir)
+    build_llama2_metaspace_split(out_dir)
     build_falcon(args.shared, out_dir)
+    build_falcon_variants(out_dir)
     copy_llama3(args.shared, out_dir)
 
-    names = ["llama2", "llama2-metaspace", "llama2-added-tokens", "falcon", "llama3"]
+    names = ["llama2", "llama2-metaspace", "llama2-added-tokens", "llama2-metaspace-split", "falcon",
+             "falcon-split-behaviors", "falcon-invert", "falcon-whitespace", "llama3"]
     stories = os.path.join(args.root, "models/stories260K/tokenizer.json")
     if os.path.exists(stories):
         d = os.path.join(out_dir, "stories260K")

@@ -10,8 +10,11 @@
 namespace lowbit {
 namespace {
 
-// Oniguruma's Unicode \s is the White_Space property, which includes U+0085 (NEL); PCRE2's
-// UCP \s is "Z or tab/LF/VT/FF/CR" and misses it. Rewrite \s and \S so both agree.
+// Rewrites the escapes whose Unicode meaning differs between Oniguruma and PCRE2 (10.42, UCP):
+//  \s  Oniguruma: White_Space, which includes U+0085 (NEL); PCRE2: Z or tab/LF/VT/FF/CR.
+//  \w  Oniguruma: Letter | Mark | Decimal_Number | Connector_Punctuation; PCRE2: L, N and "_".
+constexpr const char* kWordClass = "\\p{L}\\p{M}\\p{Nd}\\p{Pc}";
+
 std::string onig_to_pcre2(const std::string& pattern) {
   std::string out;
   out.reserve(pattern.size() + 16);
@@ -25,6 +28,10 @@ std::string onig_to_pcre2(const std::string& pattern) {
         out += class_depth > 0 ? "\\s\\x{85}" : "[\\s\\x{85}]";
       } else if (e == 'S' && class_depth == 0) {
         out += "[^\\s\\x{85}]";
+      } else if (e == 'w') {
+        out += class_depth > 0 ? kWordClass : "[" + std::string(kWordClass) + "]";
+      } else if (e == 'W' && class_depth == 0) {
+        out += "[^" + std::string(kWordClass) + "]";
       } else {
         out += '\\';
         out += e;
