@@ -1,12 +1,471 @@
 #include "backend/cuda_backend.h"
 
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include <fmt/format.h>
+
 #include "core/error.h"
+#include "kernels/attention.cuh"
+#include "kernels/elementwise.cuh"
+#include "kernels/embedding.cuh"
+#include "kernels/gemv.cuh"
+#include "kernels/norm.cuh"
+#include "kernels/rope.cuh"
+#include "kernels/sampling.cuh"
 
 namespace lowbit {
 
-// Placeholder until the CUDA backend lands: selecting it reports that plainly.
-std::unique_ptr<Backend> make_cuda_backend(int) {
-  throw DeviceError("the CUDA backend is not implemented yet; use --device cpu");
+namespace {
+
+class CudaBuffer final : public DeviceBuffer {
+ public:
+  CudaBuffer(size_t n, DeviceMemory mem) : DeviceBuffer(n), memory(std::move(mem)) {}
+  float* data() const { return memory.as<float>(); }
+  DeviceMemory memory;
+};
+
+// codes: [rows, cols] row-major, bf16 bits (BF16) or fp32 (F32); bias: rows fp32 or empty.
+class CudaLinear final : public DeviceLinear {
+ public:
+  CudaLinear(int64_t rows, int64_t cols, Format f, DeviceMemory w, DeviceMemory b)
+      : DeviceLinear(rows, cols, f, w.bytes() + b.bytes()), weight(std::move(w)), bias(std::move(b)) {}
+  const float* bias_or_null() const { return bias.bytes() > 0 ? bias.as<float>() : nullptr; }
+  DeviceMemory weight, bias;
+};
+
+class CudaNorm final : public DeviceNorm {
+ public:
+  CudaNorm(DeviceMemory w, DeviceMemory b, size_t dim)
+      : DeviceNorm(w.bytes() + b.bytes()), weight(std::move(w)), bias(std::move(b)), dim(dim) {}
+  const float* bias_or_null() const { return bias.bytes() > 0 ? bias.as<float>() : nullptr; }
+  DeviceMemory weight, bias;
+  size_t dim;
+};
+
+// K and V of every layer, fp32 [layer][slot][position][kv_dim] (kernels/attention.cuh), the
+// CPU oracle's layout. fp32 keeps --quant f32 exact; at decode the weights, not the cache,
+// dominate the bytes read for contexts up to a few thousand tokens.
+class CudaKvCache final : public KvCache {
+ public:
+  CudaKvCache(int n_layers, int n_slots, int max_context, int kv_dim, DeviceMemory k, DeviceMemory v)
+      : KvCache(n_slots, max_context), n_layers(n_layers), kv_dim(kv_dim), keys(std::move(k)), values(std::move(v)) {}
+  size_t layer_offset(int layer) const { return size_t(layer) * n_slots_ * size_t(max_context_) * kv_dim; }
+  int n_layers, kv_dim;
+  DeviceMemory keys, values;
+};
+
+float* data(DeviceBuffer& b) { return static_cast<CudaBuffer&>(b).data(); }
+const float* data(const DeviceBuffer& b) { return static_cast<const CudaBuffer&>(b).data(); }
+
+void require_floats(const DeviceBuffer& b, size_t n, const char* op, const char* which) {
+  if (b.size() < n)
+    throw DeviceError(fmt::format("cuda {}: {} holds {} floats, the batch needs {}", op, which, b.size(), n));
+}
+
+constexpr size_t kStagingSlots = 4;
+
+}  // namespace
+
+// A pinned host buffer a batch upload is copied from, with the event that marks the copy done:
+// the host writes a slot again only after its previous copy has left it. A ring of a few slots
+// lets the two set_batch calls of one forward (model.cpp) not wait on each other.
+struct CudaBackend::StagingSlot {
+  PinnedMemory host;
+  cudaEvent_t copied = nullptr;
+};
+
+CudaBackend::CudaBackend(const CudaContextOptions& opts) : ctx_(opts) {
+  staging_.resize(kStagingSlots);
+  for (auto& s : staging_) LOWBIT_CUDA_CHECK(cudaEventCreateWithFlags(&s.copied, cudaEventDisableTiming));
+}
+
+CudaBackend::~CudaBackend() {
+  cudaStreamSynchronize(ctx_.stream());
+  for (auto& [n, exec] : graphs_) cudaGraphExecDestroy(exec);
+  for (auto& s : staging_)
+    if (s.copied != nullptr) cudaEventDestroy(s.copied);
+}
+
+void CudaBackend::check(cudaError_t err, const char* what) const {
+  if (err != cudaSuccess)
+    throw DeviceError(fmt::format("launching {} failed: {} ({})", what, cudaGetErrorName(err), cudaGetErrorString(err)));
+}
+
+std::unique_ptr<DeviceBuffer> CudaBackend::alloc(size_t n_floats, const std::string& what) {
+  if (capturing_batch_ > 0) throw DeviceError(fmt::format("cannot allocate {} while capturing a CUDA graph", what));
+  return std::make_unique<CudaBuffer>(n_floats, ctx_.allocate(n_floats * sizeof(float), what));
+}
+
+std::unique_ptr<DeviceLinear> CudaBackend::upload_linear(QuantizedTensor w, std::vector<float> bias) {
+  if (w.format != Format::F32 && w.format != Format::BF16)
+    throw DeviceError(fmt::format("format {} has no CUDA kernel yet", format_name(w.format)));
+  if (!bias.empty() && int64_t(bias.size()) != w.rows)
+    throw DeviceError(fmt::format("bias of {} values for a weight of {} rows", bias.size(), w.rows));
+  const std::string shape = fmt::format("a {}x{} {} weight", w.rows, w.cols, format_name(w.format));
+  DeviceMemory weight = ctx_.allocate(w.codes.size(), shape);
+  LOWBIT_CUDA_CHECK(cudaMemcpyAsync(weight.get(), w.codes.data(), w.codes.size(), cudaMemcpyHostToDevice, ctx_.stream()));
+  DeviceMemory b = ctx_.allocate(bias.size() * sizeof(float), "a bias of " + shape);
+  if (!bias.empty())
+    LOWBIT_CUDA_CHECK(cudaMemcpyAsync(b.get(), bias.data(), bias.size() * sizeof(float), cudaMemcpyHostToDevice,
+                                      ctx_.stream()));
+  // The host vectors die with this call: make sure the (pageable) copies have read them.
+  ctx_.synchronize();
+  return std::make_unique<CudaLinear>(w.rows, w.cols, w.format, std::move(weight), std::move(b));
+}
+
+std::unique_ptr<DeviceNorm> CudaBackend::upload_norm(std::vector<float> weight, std::vector<float> bias) {
+  DeviceMemory w = ctx_.allocate(weight.size() * sizeof(float), "norm weights");
+  DeviceMemory b = ctx_.allocate(bias.size() * sizeof(float), "norm bias");
+  if (!weight.empty())
+    LOWBIT_CUDA_CHECK(cudaMemcpyAsync(w.get(), weight.data(), w.bytes(), cudaMemcpyHostToDevice, ctx_.stream()));
+  if (!bias.empty())
+    LOWBIT_CUDA_CHECK(cudaMemcpyAsync(b.get(), bias.data(), b.bytes(), cudaMemcpyHostToDevice, ctx_.stream()));
+  ctx_.synchronize();
+  return std::make_unique<CudaNorm>(std::move(w), std::move(b), weight.size());
+}
+
+std::unique_ptr<KvCache> CudaBackend::alloc_kv_cache(int n_layers, int n_slots, int max_context, int kv_dim) {
+  const size_t floats = size_t(n_layers) * size_t(n_slots) * size_t(max_context) * size_t(kv_dim);
+  DeviceMemory k = ctx_.allocate(floats * sizeof(float), "the KV cache (keys)");
+  DeviceMemory v = ctx_.allocate(floats * sizeof(float), "the KV cache (values)");
+  return std::make_unique<CudaKvCache>(n_layers, n_slots, max_context, kv_dim, std::move(k), std::move(v));
+}
+
+void CudaBackend::download(const DeviceBuffer& src, size_t offset, size_t n, float* dst) {
+  if (capturing_batch_ > 0) throw DeviceError("download() cannot be part of a captured CUDA graph");
+  if (offset + n > src.size())
+    throw DeviceError(fmt::format("download of {} floats at {} from a buffer of {}", n, offset, src.size()));
+  if (n == 0) return;
+  LOWBIT_CUDA_CHECK(cudaMemcpyAsync(dst, data(src) + offset, n * sizeof(float), cudaMemcpyDeviceToHost, ctx_.stream()));
+  ctx_.synchronize();
+}
+
+void CudaBackend::upload(DeviceBuffer& dst, size_t offset, size_t n, const float* src) {
+  if (offset + n > dst.size())
+    throw DeviceError(fmt::format("upload of {} floats at {} into a buffer of {}", n, offset, dst.size()));
+  if (n == 0) return;
+  LOWBIT_CUDA_CHECK(cudaMemcpyAsync(data(dst) + offset, src, n * sizeof(float), cudaMemcpyHostToDevice, ctx_.stream()));
+  ctx_.synchronize();
+}
+
+void CudaBackend::set_rope(std::vector<float> inv_freq) {
+  inv_freq_ = ctx_.allocate(inv_freq.size() * sizeof(float), "rotary frequencies");
+  if (!inv_freq.empty())
+    LOWBIT_CUDA_CHECK(cudaMemcpyAsync(inv_freq_.get(), inv_freq.data(), inv_freq_.bytes(), cudaMemcpyHostToDevice,
+                                      ctx_.stream()));
+  ctx_.synchronize();
+}
+
+void CudaBackend::invalidate_graphs() {
+  for (auto& [n, exec] : graphs_) cudaGraphExecDestroy(exec);
+  graphs_.clear();
+}
+
+float* CudaBackend::ensure_workspace(DeviceMemory& mem, size_t bytes, const char* what) {
+  if (mem.bytes() >= bytes) return mem.as<float>();
+  if (capturing_batch_ > 0)
+    throw DeviceError(fmt::format("{} must grow while capturing a CUDA graph: run the step eagerly first", what));
+  invalidate_graphs();  // graphs hold the old address
+  ctx_.synchronize();   // the old buffer may still be in use by queued kernels
+  mem.release();
+  // Round up to 1 MiB so that a slowly growing batch does not reallocate every step.
+  const size_t rounded = (bytes + (size_t(1) << 20) - 1) & ~((size_t(1) << 20) - 1);
+  mem = ctx_.allocate(rounded, what);
+  return mem.as<float>();
+}
+
+void CudaBackend::ensure_batch_capacity(int n) {
+  if (n <= batch_capacity_) return;
+  const int capacity = std::max(n, 2 * batch_capacity_);
+  ensure_workspace(batch_device_, size_t(3) * size_t(capacity) * sizeof(int32_t), "the token batch");
+  batch_capacity_ = int(batch_device_.bytes() / (3 * sizeof(int32_t)));
+  for (auto& s : staging_) {
+    LOWBIT_CUDA_CHECK(cudaEventSynchronize(s.copied));
+    s.host = PinnedMemory(size_t(3) * size_t(batch_capacity_) * sizeof(int32_t));
+  }
+}
+
+// Device layout for the current batch of n: [tokens n | positions n | slots n].
+const int32_t* CudaBackend::device_tokens() const { return batch_device_.as<int32_t>(); }
+const int32_t* CudaBackend::device_positions() const { return batch_device_.as<int32_t>() + batch_.size(); }
+const int32_t* CudaBackend::device_slots() const { return batch_device_.as<int32_t>() + 2 * batch_.size(); }
+
+void CudaBackend::set_batch(const TokenBatch& batch) {
+  const int n = batch.size();
+  if (int(batch.positions.size()) != n || int(batch.slots.size()) != n)
+    throw DeviceError("set_batch: tokens, positions and slots differ in length");
+  batch_ = batch;
+  if (n == 0) return;
+  ensure_batch_capacity(n);
+  if (capturing_batch_ > 0) return;  // replays read what the set_batch before them uploaded
+  StagingSlot& slot = staging_[next_staging_];
+  next_staging_ = (next_staging_ + 1) % staging_.size();
+  LOWBIT_CUDA_CHECK(cudaEventSynchronize(slot.copied));
+  int32_t* host = slot.host.as<int32_t>();
+  std::memcpy(host, batch.tokens.data(), size_t(n) * sizeof(int32_t));
+  std::memcpy(host + n, batch.positions.data(), size_t(n) * sizeof(int32_t));
+  std::memcpy(host + 2 * n, batch.slots.data(), size_t(n) * sizeof(int32_t));
+  LOWBIT_CUDA_CHECK(cudaMemcpyAsync(batch_device_.get(), host, size_t(3) * n * sizeof(int32_t), cudaMemcpyHostToDevice,
+                                    ctx_.stream()));
+  LOWBIT_CUDA_CHECK(cudaEventRecord(slot.copied, ctx_.stream()));
+}
+
+void CudaBackend::embed(const DeviceLinear& table, DeviceBuffer& out) {
+  const auto& t = static_cast<const CudaLinear&>(table);
+  for (int32_t id : batch_.tokens)
+    if (id < 0 || id >= t.rows())
+      throw InputError(fmt::format("token id {} is outside the vocabulary (size {})", id, t.rows()));
+  require_floats(out, size_t(batch_.size()) * size_t(t.cols()), "embed", "the output");
+  check(kernels::launch_embedding(t.weight.get(), t.format() == Format::BF16, device_tokens(), batch_.size(),
+                                  int(t.cols()), data(out), ctx_.stream()),
+        "embedding");
+}
+
+void CudaBackend::norm(const DeviceBuffer& x, const DeviceNorm& w, NormKind kind, float eps, int dim, DeviceBuffer& out) {
+  const auto& nw = static_cast<const CudaNorm&>(w);
+  const size_t n = size_t(batch_.size()) * size_t(dim);
+  require_floats(x, n, "norm", "the input");
+  require_floats(out, n, "norm", "the output");
+  // x is only read when no residual delta is given.
+  check(kernels::launch_norm(const_cast<float*>(data(x)), nullptr, nw.weight.as<float>(), nw.bias_or_null(),
+                             kind == NormKind::RMSNorm ? kernels::NormKindGpu::rms : kernels::NormKindGpu::layer, eps,
+                             batch_.size(), dim, data(out), ctx_.stream()),
+        "norm");
+}
+
+void CudaBackend::add_norm(DeviceBuffer& residual, const DeviceBuffer& delta, const DeviceNorm& w, NormKind kind,
+                           float eps, int dim, DeviceBuffer& out) {
+  const auto& nw = static_cast<const CudaNorm&>(w);
+  const size_t n = size_t(batch_.size()) * size_t(dim);
+  require_floats(residual, n, "add_norm", "the residual");
+  require_floats(delta, n, "add_norm", "the delta");
+  require_floats(out, n, "add_norm", "the output");
+  check(kernels::launch_norm(data(residual), data(delta), nw.weight.as<float>(), nw.bias_or_null(),
+                             kind == NormKind::RMSNorm ? kernels::NormKindGpu::rms : kernels::NormKindGpu::layer, eps,
+                             batch_.size(), dim, data(out), ctx_.stream()),
+        "add_norm");
+}
+
+// Runs of consecutive rows become one device-to-device copy each: the usual requests (the last
+// row of a prompt, every row of a decode batch) are one copy, no index upload, and the copies
+// are capturable in a CUDA graph.
+void CudaBackend::gather_rows(const DeviceBuffer& src, const std::vector<int>& rows, int dim, DeviceBuffer& dst) {
+  require_floats(dst, rows.size() * size_t(dim), "gather_rows", "the destination");
+  size_t i = 0;
+  while (i < rows.size()) {
+    size_t run = 1;
+    while (i + run < rows.size() && rows[i + run] == rows[i] + int(run)) ++run;
+    if (rows[i] < 0 || (size_t(rows[i]) + run) * size_t(dim) > src.size())
+      throw DeviceError(fmt::format("gather_rows: row {} outside a buffer of {} floats", rows[i], src.size()));
+    LOWBIT_CUDA_CHECK(cudaMemcpyAsync(data(dst) + i * size_t(dim), data(src) + size_t(rows[i]) * size_t(dim),
+                                      run * size_t(dim) * sizeof(float), cudaMemcpyDeviceToDevice, ctx_.stream()));
+    i += run;
+  }
+}
+
+void CudaBackend::add(DeviceBuffer& x, const DeviceBuffer& y, int dim) {
+  const size_t n = size_t(batch_.size()) * size_t(dim);
+  require_floats(x, n, "add", "x");
+  require_floats(y, n, "add", "y");
+  check(kernels::launch_add(data(x), data(y), n, ctx_.stream()), "add");
+}
+
+// n <= 16 tokens (decode): the bandwidth-bound GEMV in kernels/gemv.cu, bias fused.
+// More tokens (prefill): cuBLAS. BF16 runs as a bf16 x bf16 GEMM with fp32 accumulation and fp32
+// output, the activations rounded to bf16 first (tensor cores need both operands 16-bit);
+// F32 runs as a true fp32 GEMM (no TF32), keeping --quant f32 exact. Bias in a small kernel.
+void CudaBackend::matmul(const DeviceLinear& w, const DeviceBuffer& x, DeviceBuffer& y) {
+  const auto& l = static_cast<const CudaLinear&>(w);
+  const int n = batch_.size();
+  const int rows = int(l.rows()), cols = int(l.cols());
+  require_floats(x, size_t(n) * size_t(cols), "matmul", "the input");
+  require_floats(y, size_t(n) * size_t(rows), "matmul", "the output");
+  if (n == 0) return;
+  const bool bf16 = l.format() == Format::BF16;
+  if (n <= kernels::kMaxGemvTokens) {
+    if (bf16)
+      check(kernels::launch_gemv_bf16(l.weight.as<uint16_t>(), l.bias_or_null(), data(x), n, rows, cols, data(y),
+                                      ctx_.stream()),
+            "gemv (bf16)");
+    else
+      check(kernels::launch_gemv_f32(l.weight.as<float>(), l.bias_or_null(), data(x), n, rows, cols, data(y),
+                                     ctx_.stream()),
+            "gemv (f32)");
+    return;
+  }
+  const float alpha = 1.0f, beta = 0.0f;
+  // Column-major view: Y^T [rows, n] = W [rows, cols] (stored row-major = col-major W^T, so
+  // op T) x X^T [cols, n] (row-major X = col-major X^T).
+  if (bf16) {
+    const size_t elems = size_t(n) * size_t(cols);
+    auto* xb = reinterpret_cast<uint16_t*>(ensure_workspace(gemm_input_bf16_, elems * sizeof(uint16_t),
+                                                            "bf16 activations for the GEMM"));
+    check(kernels::launch_to_bf16(data(x), elems, xb, ctx_.stream()), "fp32 -> bf16 conversion");
+    LOWBIT_CUBLAS_CHECK(cublasGemmEx(ctx_.cublas(), CUBLAS_OP_T, CUBLAS_OP_N, rows, n, cols, &alpha, l.weight.get(),
+                                     CUDA_R_16BF, cols, xb, CUDA_R_16BF, cols, &beta, data(y), CUDA_R_32F, rows,
+                                     CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+  } else {
+    LOWBIT_CUBLAS_CHECK(cublasGemmEx(ctx_.cublas(), CUBLAS_OP_T, CUBLAS_OP_N, rows, n, cols, &alpha, l.weight.get(),
+                                     CUDA_R_32F, cols, data(x), CUDA_R_32F, cols, &beta, data(y), CUDA_R_32F, rows,
+                                     CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+  }
+  if (l.bias_or_null() != nullptr)
+    check(kernels::launch_add_bias(data(y), l.bias_or_null(), n, rows, ctx_.stream()), "bias add");
+}
+
+void CudaBackend::rope(DeviceBuffer& qkv, const AttentionShape& s) {
+  if (inv_freq_.bytes() < size_t(s.head_dim / 2) * sizeof(float))
+    throw DeviceError("rope: set_rope() was not called with head_dim/2 frequencies");
+  require_floats(qkv, size_t(batch_.size()) * size_t(s.qkv_dim()), "rope", "qkv");
+  check(kernels::launch_rope(data(qkv), device_positions(), inv_freq_.as<float>(), batch_.size(), s.n_heads,
+                             s.n_kv_heads, s.head_dim, s.qkv_dim(), ctx_.stream()),
+        "rope");
+}
+
+void CudaBackend::attention(const DeviceBuffer& qkv, KvCache& cache, int layer, const AttentionShape& s,
+                            DeviceBuffer& out) {
+  auto& kv = static_cast<CudaKvCache&>(cache);
+  const int n = batch_.size();
+  if (n == 0) return;
+  if (layer < 0 || layer >= kv.n_layers) throw DeviceError(fmt::format("attention: layer {} outside the cache", layer));
+  if (s.kv_dim() != kv.kv_dim) throw DeviceError("attention: kv_dim differs from the cache's");
+  if (s.head_dim > 256 || s.head_dim % 2 != 0 || s.n_kv_heads <= 0 || s.n_heads % s.n_kv_heads != 0)
+    throw DeviceError(fmt::format("attention: unsupported shape ({} heads, {} kv heads, head_dim {})", s.n_heads,
+                                  s.n_kv_heads, s.head_dim));
+  bool one_slot = true;
+  for (int t = 0; t < n; ++t) {
+    const int slot = batch_.slots[size_t(t)], pos = batch_.positions[size_t(t)];
+    if (slot < 0 || slot >= kv.n_slots() || pos < 0 || pos >= kv.max_context())
+      throw InputError(fmt::format("position {} of slot {} is outside the KV cache ({} slots x {} positions)", pos,
+                                   slot, kv.n_slots(), kv.max_context()));
+    one_slot = one_slot && slot == batch_.slots[0];
+  }
+  require_floats(qkv, size_t(n) * size_t(s.qkv_dim()), "attention", "qkv");
+  require_floats(out, size_t(n) * size_t(s.q_dim()), "attention", "the output");
+  kernels::AttentionGeometry g;
+  g.n_heads = s.n_heads;
+  g.n_kv_heads = s.n_kv_heads;
+  g.head_dim = s.head_dim;
+  g.max_context = kv.max_context();
+  float* k_layer = kv.keys.as<float>() + kv.layer_offset(layer);
+  float* v_layer = kv.values.as<float>() + kv.layer_offset(layer);
+  check(kernels::launch_kv_store(data(qkv), device_positions(), device_slots(), n, g, k_layer, v_layer, ctx_.stream()),
+        "kv store");
+  if (one_slot && n > 1) {
+    // A prompt chunk: query tiles share K/V tiles.
+    check(kernels::launch_attention_prefill(data(qkv), k_layer, v_layer, device_positions(), device_slots(), n, g,
+                                            data(out), ctx_.stream()),
+          "attention (prefill)");
+  } else {
+    float* workspace = ensure_workspace(attention_workspace_, kernels::decode_workspace_floats(n, g) * sizeof(float),
+                                        "the attention workspace");
+    check(kernels::launch_attention_decode(data(qkv), k_layer, v_layer, device_positions(), device_slots(), n, g,
+                                           workspace, data(out), ctx_.stream()),
+          "attention (decode)");
+  }
+}
+
+void CudaBackend::activation(const DeviceBuffer& gu, Activation act, int hidden, DeviceBuffer& out) {
+  const int n = batch_.size();
+  require_floats(out, size_t(n) * size_t(hidden), "activation", "the output");
+  if (act == Activation::SwiGLU) {
+    require_floats(gu, size_t(n) * 2 * size_t(hidden), "activation", "the input");
+    check(kernels::launch_swiglu(data(gu), n, hidden, data(out), ctx_.stream()), "swiglu");
+  } else {
+    require_floats(gu, size_t(n) * size_t(hidden), "activation", "the input");
+    check(kernels::launch_gelu(data(gu), size_t(n) * size_t(hidden), data(out), ctx_.stream()), "gelu");
+  }
+}
+
+void CudaBackend::synchronize() { ctx_.synchronize(); }
+
+int32_t CudaBackend::sample_on_device(const DeviceBuffer& logits, size_t row, int vocab, const SamplingParams& params,
+                                      std::span<const int32_t> history, uint64_t step) {
+  validate(params);
+  if (vocab <= 0 || (row + 1) * size_t(vocab) > logits.size())
+    throw DeviceError(fmt::format("sample_on_device: row {} of {} logits outside a buffer of {}", row, vocab,
+                                  logits.size()));
+  float* workspace = ensure_workspace(sampling_workspace_, kernels::sampling_workspace_bytes(vocab), "sampling scores");
+  int32_t* device_history = nullptr;
+  if (params.repetition_penalty != 1.0f && !history.empty()) {
+    device_history = reinterpret_cast<int32_t*>(
+        ensure_workspace(sampling_history_, history.size() * sizeof(int32_t), "the sampling history"));
+    // Pageable source: the call returns once the bytes are staged, in stream order.
+    LOWBIT_CUDA_CHECK(cudaMemcpyAsync(device_history, history.data(), history.size() * sizeof(int32_t),
+                                      cudaMemcpyHostToDevice, ctx_.stream()));
+  }
+  auto* result = reinterpret_cast<int32_t*>(ensure_workspace(sampling_result_, sizeof(int32_t), "the sampled token"));
+  kernels::SamplingKernelParams p;
+  p.temperature = params.temperature;
+  p.top_k = params.top_k;
+  p.top_p = params.top_p;
+  p.min_p = params.min_p;
+  p.repetition_penalty = params.repetition_penalty;
+  p.seed = params.seed;
+  p.step = step;
+  check(kernels::launch_sample(data(logits) + row * size_t(vocab), vocab, device_history,
+                               device_history != nullptr ? int(history.size()) : 0, p, workspace, result,
+                               ctx_.stream()),
+        "sampling");
+  int32_t id = -1;
+  LOWBIT_CUDA_CHECK(cudaMemcpyAsync(&id, result, sizeof(int32_t), cudaMemcpyDeviceToHost, ctx_.stream()));
+  ctx_.synchronize();
+  if (id < 0) throw InputError("sampler: every logit is -inf");
+  return id;
+}
+
+void CudaBackend::begin_capture(int batch_size) {
+  if (capturing_batch_ > 0) throw DeviceError("begin_capture: a capture is already in progress");
+  if (batch_size <= 0) throw DeviceError("begin_capture: batch size must be positive");
+  ctx_.synchronize();
+  // Thread-local mode: other threads' CUDA calls stay legal while this stream is captured.
+  LOWBIT_CUDA_CHECK(cudaStreamBeginCapture(ctx_.stream(), cudaStreamCaptureModeThreadLocal));
+  capturing_batch_ = batch_size;
+}
+
+void CudaBackend::end_capture() {
+  if (capturing_batch_ <= 0) throw DeviceError("end_capture: no capture in progress");
+  const int n = capturing_batch_;
+  capturing_batch_ = 0;
+  cudaGraph_t graph = nullptr;
+  LOWBIT_CUDA_CHECK(cudaStreamEndCapture(ctx_.stream(), &graph));
+  cudaGraphExec_t exec = nullptr;
+  cudaError_t err = cudaGraphInstantiate(&exec, graph, 0);
+  cudaGraphDestroy(graph);
+  cuda_check(err, "cudaGraphInstantiate");
+  auto it = graphs_.find(n);
+  if (it != graphs_.end()) {
+    cudaGraphExecDestroy(it->second);
+    it->second = exec;
+  } else {
+    graphs_.emplace(n, exec);
+  }
+}
+
+void CudaBackend::abort_capture() {
+  if (capturing_batch_ <= 0) return;
+  capturing_batch_ = 0;
+  cudaGraph_t graph = nullptr;
+  cudaStreamEndCapture(ctx_.stream(), &graph);  // an invalidated capture reports an error: ignore it
+  if (graph != nullptr) cudaGraphDestroy(graph);
+  (void)cudaGetLastError();
+}
+
+void CudaBackend::replay(int batch_size) {
+  auto it = graphs_.find(batch_size);
+  if (it == graphs_.end()) throw DeviceError(fmt::format("replay: no CUDA graph captured for batch size {}", batch_size));
+  if (batch_.size() != batch_size)
+    throw DeviceError(fmt::format("replay: graph for batch size {} but the current batch has {} tokens", batch_size,
+                                  batch_.size()));
+  LOWBIT_CUDA_CHECK(cudaGraphLaunch(it->second, ctx_.stream()));
+}
+
+std::unique_ptr<Backend> make_cuda_backend(int device_index) {
+  CudaContextOptions opts;
+  opts.device_index = device_index;
+  return std::make_unique<CudaBackend>(opts);
 }
 
 }  // namespace lowbit

@@ -1,10 +1,100 @@
-// The CUDA backend (implemented in cuda_backend.cpp over the kernels in kernels/).
+// The CUDA backend: the whole forward pass on one GPU, fp32 activations, weights in BF16 (the
+// fast path) or F32 (the exactness oracle, `--quant f32`), fp32 KV cache. Kernels live in
+// kernels/ (one file per family); this class owns their buffers and launches them on the
+// CudaContext's stream. docs/cuda-backend.md describes layouts and kernels.
+//
+// Beyond the Backend interface it offers, for the generation loop to adopt:
+//  - sample_on_device(): one token from a row of logits without downloading them;
+//  - CUDA graphs of a decode step, keyed by batch size: begin_capture(n) / end_capture() around
+//    one forward (no download inside), then set_batch(next) + replay(n) for every later step.
 #pragma once
+#include <cstdint>
+#include <map>
 #include <memory>
+#include <span>
+#include <string>
+#include <vector>
 
 #include "backend/backend.h"
+#include "backend/cuda_context.h"
+#include "sampler/sampler.h"
 
 namespace lowbit {
+
+class CudaBackend final : public Backend {
+ public:
+  explicit CudaBackend(const CudaContextOptions& opts);
+  ~CudaBackend() override;
+  std::string name() const override { return "cuda"; }
+
+  std::unique_ptr<DeviceBuffer> alloc(size_t n_floats, const std::string& what) override;
+  // F32 and BF16 weights; other formats throw DeviceError "format X has no CUDA kernel yet".
+  std::unique_ptr<DeviceLinear> upload_linear(QuantizedTensor w, std::vector<float> bias) override;
+  std::unique_ptr<DeviceNorm> upload_norm(std::vector<float> weight, std::vector<float> bias) override;
+  std::unique_ptr<KvCache> alloc_kv_cache(int n_layers, int n_slots, int max_context, int kv_dim) override;
+  void download(const DeviceBuffer& src, size_t offset, size_t n, float* dst) override;
+  void set_rope(std::vector<float> inv_freq) override;
+  void set_batch(const TokenBatch& batch) override;
+
+  void embed(const DeviceLinear& table, DeviceBuffer& out) override;
+  void norm(const DeviceBuffer& x, const DeviceNorm& w, NormKind kind, float eps, int dim, DeviceBuffer& out) override;
+  void add_norm(DeviceBuffer& residual, const DeviceBuffer& delta, const DeviceNorm& w, NormKind kind, float eps,
+                int dim, DeviceBuffer& out) override;
+  void gather_rows(const DeviceBuffer& src, const std::vector<int>& rows, int dim, DeviceBuffer& dst) override;
+  void add(DeviceBuffer& x, const DeviceBuffer& y, int dim) override;
+  void matmul(const DeviceLinear& w, const DeviceBuffer& x, DeviceBuffer& y) override;
+  void rope(DeviceBuffer& qkv, const AttentionShape& shape) override;
+  void attention(const DeviceBuffer& qkv, KvCache& cache, int layer, const AttentionShape& shape,
+                 DeviceBuffer& out) override;
+  void activation(const DeviceBuffer& gu, Activation act, int hidden, DeviceBuffer& out) override;
+  void synchronize() override;
+
+  // Copies n floats from the host into dst at offset (tests, and inputs computed on the host).
+  void upload(DeviceBuffer& dst, size_t offset, size_t n, const float* src);
+
+  // Samples one token from logits[row * vocab .. + vocab) with sampler.h's semantics and
+  // uniform01(params.seed, step): the same id as sample_token() on the downloaded row (up to
+  // the parallel rounding described in kernels/sampling.cuh). Waits for the result.
+  int32_t sample_on_device(const DeviceBuffer& logits, size_t row, int vocab, const SamplingParams& params,
+                           std::span<const int32_t> history, uint64_t step);
+
+  // --- CUDA graphs of the decode step -----------------------------------------------------
+  // Between begin_capture(n) and end_capture() the ops of one forward over a batch of n tokens
+  // are recorded, not run. Preconditions: the same forward ran eagerly once (so every buffer it
+  // needs exists; allocating while capturing throws), no download() inside, the batch shape is
+  // the one replays will have (one token per slot for decode). set_batch() while capturing only
+  // records the host copy: the graph reads tokens/positions/slots from fixed device arrays.
+  // replay(n) runs the graph on whatever batch the last set_batch(n tokens) uploaded.
+  // Reallocating a buffer a graph points into (a larger batch, say) drops every graph.
+  void begin_capture(int batch_size);
+  void end_capture();
+  void abort_capture();  // after an exception while capturing: leaves capture mode, keeps nothing
+  bool has_graph(int batch_size) const { return graphs_.count(batch_size) != 0; }
+  void replay(int batch_size);
+
+  CudaContext& context() { return ctx_; }
+
+ private:
+  struct StagingSlot;
+  void ensure_batch_capacity(int n);
+  float* ensure_workspace(DeviceMemory& mem, size_t bytes, const char* what);
+  void invalidate_graphs();
+  void check(cudaError_t err, const char* what) const;
+  const int32_t* device_tokens() const;
+  const int32_t* device_positions() const;
+  const int32_t* device_slots() const;
+
+  CudaContext ctx_;
+  TokenBatch batch_;                 // host copy of the current batch
+  DeviceMemory batch_device_;        // [tokens n | positions n | slots n] int32 for the current n
+  int batch_capacity_ = 0;
+  std::vector<StagingSlot> staging_;  // ring of pinned buffers for batch uploads
+  size_t next_staging_ = 0;
+  DeviceMemory inv_freq_;
+  DeviceMemory attention_workspace_, gemm_input_bf16_, sampling_workspace_, sampling_history_, sampling_result_;
+  std::map<int, cudaGraphExec_t> graphs_;
+  int capturing_batch_ = 0;  // > 0 between begin_capture and end_capture
+};
 
 std::unique_ptr<Backend> make_cuda_backend(int device_index);
 
