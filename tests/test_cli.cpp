@@ -1,1 +1,182 @@
+// The lowbit binary as a user runs it: exit codes, one-line errors, streamed vs JSON output.
 #include <catch2/catch.hpp>
+
+#include <sys/wait.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "test_util.h"
+
+namespace fs = std::filesystem;
+using lowbit::test::data_dir;
+using lowbit::test::lowbit_bin;
+using lowbit::test::root_dir;
+
+namespace {
+
+struct Result {
+  int code;
+  std::string out, err;
+};
+
+std::string slurp(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+std::string quote(const std::string& s) {
+  std::string q = "'";
+  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return q + "'";
+}
+
+Result lowbit(const std::vector<std::string>& args) {
+  static int counter = 0;
+  fs::path dir = fs::temp_directory_path() / ("lowbit_cli_" + std::to_string(getpid()));
+  fs::create_directories(dir);
+  fs::path out = dir / ("out" + std::to_string(counter)), err = dir / ("err" + std::to_string(counter++));
+  std::string cmd = quote(lowbit_bin());
+  for (const auto& a : args) cmd += " " + quote(a);
+  cmd += " >" + quote(out.string()) + " 2>" + quote(err.string()) + " </dev/null";
+  int status = std::system(cmd.c_str());
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, slurp(out), slurp(err)};
+}
+
+// The error contract: exactly one line, starting "error: ", containing `needle`.
+void check_one_line_error(const Result& r, int code, const std::string& needle) {
+  INFO("stderr: " << r.err);
+  CHECK(r.code == code);
+  CHECK(r.err.rfind("error: ", 0) == 0);
+  CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
+  CHECK(r.err.find(needle) != std::string::npos);
+}
+
+const std::string stories() { return root_dir() + "/models/stories260K"; }
+
+fs::path copy_fixture(const std::string& name) {
+  fs::path dst = fs::temp_directory_path() / ("lowbit_fixture_" + std::to_string(getpid()) + "_" + name);
+  fs::remove_all(dst);
+  fs::copy(data_dir() + "/models/llama-gqa-tied", dst, fs::copy_options::recursive);
+  return dst;
+}
+
+}  // namespace
+
+TEST_CASE("--version and --help work", "[cli]") {
+  auto v = lowbit({"--version"});
+  CHECK(v.code == 0);
+  CHECK(v.out.rfind("lowbit ", 0) == 0);
+  auto h = lowbit({"run", "--help"});
+  CHECK(h.code == 0);
+  for (const char* flag : {"--max-new-tokens", "--temperature", "--top-k", "--top-p", "--min-p", "--repeat-penalty",
+                           "--seed", "--device", "--quant", "--json"})
+    CHECK(h.out.find(flag) != std::string::npos);
+}
+
+TEST_CASE("bad flag values are usage errors naming the flag (exit 2)", "[cli]") {
+  const std::string m = stories();
+  check_one_line_error(lowbit({"run", "-m", m, "-p", "x", "--temperature", "-1"}), 2, "--temperature");
+  check_one_line_error(lowbit({"run", "-m", m, "-p", "x", "--temperature", "0.5", "--top-p", "0"}), 2, "--top-p");
+  check_one_line_error(lowbit({"run", "-m", m, "-p", "x", "--temperature", "0.5", "--top-p", "1.5"}), 2, "--top-p");
+  check_one_line_error(lowbit({"run", "-m", m, "-p", "x", "--top-k", "-1"}), 2, "--top-k");
+  check_one_line_error(lowbit({"run", "-m", m, "-p", "x", "-n", "-1"}), 2, "--max-new-tokens");
+  check_one_line_error(lowbit({"run", "-m", m, "-p", "x", "--quant", "int3"}), 2, "int3");
+  check_one_line_error(lowbit({"run", "-m", m, "-p", "x", "--device", "tpu"}), 2, "--device");
+  check_one_line_error(lowbit({"run", "--no-such-flag"}), 2, "no-such-flag");
+}
+
+TEST_CASE("tokenize prints the ids on one line", "[cli]") {
+  auto r = lowbit({"tokenize", "-m", stories(), "-p", "Once upon a time"});
+  REQUIRE(r.code == 0);
+  CHECK(r.out.rfind("1 ", 0) == 0);  // BOS first
+  CHECK(std::count(r.out.begin(), r.out.end(), '\n') == 1);
+  auto n = lowbit({"tokenize", "-m", stories(), "--no-special", "-p", "Once upon a time"});
+  REQUIRE(n.code == 0);
+  CHECK(r.out == "1 " + n.out);
+}
+
+TEST_CASE("run streams text and --json gives the same text with counts", "[cli]") {
+  auto s = lowbit({"run", "-m", stories(), "-p", "Once upon a time", "-n", "40", "--temperature", "0"});
+  REQUIRE(s.code == 0);
+  auto j = lowbit({"run", "-m", stories(), "-p", "Once upon a time", "-n", "40", "--temperature", "0", "--json"});
+  REQUIRE(j.code == 0);
+  auto rec = nlohmann::json::parse(j.out);
+  CHECK(s.out == "Once upon a time" + rec["text"].get<std::string>() + "\n");
+  CHECK(rec["generated_tokens"].get<int>() == int(rec["token_ids"].size()));
+  CHECK(rec["generated_tokens"].get<int>() <= 40);
+  CHECK(rec["prompt_tokens"].get<int>() > 1);
+  CHECK(s.err.find("tokens/s") != std::string::npos);  // speed summary on stderr
+}
+
+TEST_CASE("the same seed gives the same text; another seed another", "[cli]") {
+  auto run = [](const std::string& seed) {
+    auto r = lowbit({"run", "-m", stories(), "-n", "60", "--temperature", "1", "--seed", seed, "--json"});
+    REQUIRE(r.code == 0);
+    return nlohmann::json::parse(r.out)["token_ids"].get<std::vector<int>>();
+  };
+  CHECK(run("11") == run("11"));
+  CHECK(run("11") != run("12"));
+}
+
+TEST_CASE("info reports parameters and bytes", "[cli]") {
+  auto r = lowbit({"info", "-m", stories()});
+  REQUIRE(r.code == 0);
+  // dim 64, hidden 172, 5 layers, 8 heads / 4 kv (head dim 8), vocab 512, tied:
+  // 5 * (64*64*2 + 32*64*2 + 172*64*3 + 2*64) + 512*64 + 64 = 260032
+  CHECK(r.out.find("parameters    260032") != std::string::npos);
+  CHECK(r.out.find("llama") != std::string::npos);
+}
+
+TEST_CASE("prompts longer than the context fail unless --truncate", "[cli]") {
+  std::string longp;
+  for (int i = 0; i < 40; ++i) longp += "Once upon a time ";
+  check_one_line_error(lowbit({"run", "-m", stories(), "--ctx", "16", "-p", longp, "-n", "2"}), 1, "context");
+  auto ok = lowbit({"run", "-m", stories(), "--ctx", "16", "-p", longp, "-n", "2", "--truncate", "--json"});
+  CHECK(ok.code == 0);
+}
+
+TEST_CASE("invalid UTF-8 in a prompt is a one-line input error", "[cli]") {
+  check_one_line_error(lowbit({"run", "-m", stories(), "-p", "abc\xff\xfe", "-n", "2"}), 1, "UTF-8");
+}
+
+TEST_CASE("malformed model folders give one line and exit 1", "[cli]") {
+  SECTION("missing folder") { check_one_line_error(lowbit({"run", "-m", "/nonexistent/model", "-p", "x"}), 1, "/nonexistent/model"); }
+  SECTION("truncated safetensors") {
+    auto d = copy_fixture("trunc");
+    fs::resize_file(d / "model.safetensors", fs::file_size(d / "model.safetensors") / 2);
+    check_one_line_error(lowbit({"run", "-m", d.string(), "-p", "x", "-n", "1"}), 1, "model.safetensors");
+  }
+  SECTION("bad JSON in config.json") {
+    auto d = copy_fixture("badjson");
+    std::ofstream(d / "config.json") << "{\"hidden_size\": 64,";
+    check_one_line_error(lowbit({"run", "-m", d.string(), "-p", "x", "-n", "1"}), 1, "config.json");
+  }
+  SECTION("missing tensor") {
+    auto d = copy_fixture("missing");
+    // Claim one layer more than the file holds: layer 2's tensors are missing.
+    auto cfg = nlohmann::json::parse(slurp(d / "config.json"));
+    cfg["num_hidden_layers"] = 3;
+    std::ofstream(d / "config.json") << cfg.dump();
+    check_one_line_error(lowbit({"run", "-m", d.string(), "-p", "x", "-n", "1"}), 1, "model.layers.2.");
+  }
+  SECTION("wrong shape") {
+    auto d = copy_fixture("shape");
+    auto cfg = nlohmann::json::parse(slurp(d / "config.json"));
+    cfg["intermediate_size"] = 128;  // the file holds 160
+    std::ofstream(d / "config.json") << cfg.dump();
+    check_one_line_error(lowbit({"run", "-m", d.string(), "-p", "x", "-n", "1"}), 1, "shape");
+  }
+  SECTION("extra tensor") {
+    auto d = copy_fixture("extra");
+    auto cfg = nlohmann::json::parse(slurp(d / "config.json"));
+    cfg["num_hidden_layers"] = 1;  // layer 1's tensors become unexpected
+    std::ofstream(d / "config.json") << cfg.dump();
+    check_one_line_error(lowbit({"run", "-m", d.string(), "-p", "x", "-n", "1"}), 1, "unexpected tensor");
+  }
+}

@@ -150,7 +150,7 @@ TEST_CASE("stories260K greedy text from BOS equals llama2.c's reference output",
   GenerationRequest req;
   req.prompt = {tok.bos_id()};
   req.sampling.temperature = 0;
-  req.max_new_tokens = 255;  // llama2.c's default 256 steps, BOS included
+  req.max_new_tokens = 256;  // run.c: 256 steps from pos 0, each samples one token
   req.stop_ids = {tok.bos_id()};  // run.c stops when the model emits BOS
   auto r = generate(*model, req, [](int32_t) { return true; });
   std::string text = tok.decode(r.tokens, true);

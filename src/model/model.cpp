@@ -16,7 +16,7 @@ namespace {
 // Hugging Face tensor names of one architecture.
 struct TensorNames {
   std::string embedding, final_norm, head;
-  std::string layer(int i, const std::string& leaf) const { return fmt::format(layer_prefix, i) + leaf; }
+  std::string layer(int i, const std::string& leaf) const { return fmt::format(fmt::runtime(layer_prefix), i) + leaf; }
   std::string layer_prefix;
 };
 
@@ -95,7 +95,7 @@ std::vector<float> concat_rows(std::initializer_list<const std::vector<float>*> 
 std::vector<float> falcon_qkv_order(const std::vector<float>& w, const ModelConfig& cfg, int64_t row_len) {
   const int hd = cfg.head_dim, nh = cfg.n_heads, nkv = cfg.n_kv_heads;
   std::vector<int> src_head_rows;  // source head index (in head_dim rows) for each destination head
-  std::vector<int> q(size_t(nh)), k(size_t(nkv)), v(size_t(nkv));
+  std::vector<int> q(static_cast<size_t>(nh)), k(static_cast<size_t>(nkv)), v(static_cast<size_t>(nkv));
   if (cfg.new_decoder_architecture) {
     int r = nh / nkv;
     for (int g = 0; g < nkv; ++g) {
