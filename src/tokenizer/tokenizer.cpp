@@ -93,6 +93,8 @@ std::string TokenizerImpl::decode(const std::vector<int32_t>& ids, bool skip_spe
   return text;
 }
 
+bool TokenizerImpl::is_added_token(int32_t id) const { return added_.find(id) != nullptr; }
+
 bool TokenizerImpl::is_special(int32_t id) const {
   const AddedToken* added = added_.find(id);
   return added && added->special;
@@ -149,23 +151,59 @@ std::string Tokenizer::id_to_token(int32_t id) const { return impl_->id_to_token
 
 StreamDecoder::StreamDecoder(const Tokenizer& tok, bool skip_special) : tok_(tok), skip_special_(skip_special) {}
 
+std::string StreamDecoder::decode_window() const {
+  const auto first = ids_.begin() + static_cast<std::ptrdiff_t>(window_start_);
+  return tok_.decode(std::vector<int32_t>(first, ids_.end()), skip_special_);
+}
+
 std::string StreamDecoder::push(int32_t id) {
   ids_.push_back(id);
-  const std::string text = tok_.decode(ids_, skip_special_);
+  const std::string text = decode_window();
   // Trailing U+FFFD may be a character whose remaining bytes are still to come (decode repairs
   // an unfinished UTF-8 sequence with it), so it is held back until a later id settles it.
   constexpr std::string_view kReplacement = "\xEF\xBF\xBD";
   size_t stable = text.size();
-  while (stable >= kReplacement.size() && std::string_view(text).substr(stable - kReplacement.size(), kReplacement.size()) == kReplacement)
+  while (stable >= kReplacement.size() &&
+         std::string_view(text).substr(stable - kReplacement.size(), kReplacement.size()) == kReplacement)
     stable -= kReplacement.size();
-  if (stable <= emitted_) return std::string();
-  std::string out = text.substr(emitted_, stable - emitted_);
-  emitted_ = stable;
+  std::string out;
+  if (stable > emitted_) {
+    out = text.substr(emitted_, stable - emitted_);
+    emitted_ = stable;
+  }
+  advance_window();
   return out;
 }
 
+void StreamDecoder::advance_window() {
+  // Decoders act on the start of their input (Strip, Metaspace's first token, skipped special
+  // tokens) and on runs of adjacent tokens (ByteFallback bytes, byte-level UTF-8). A new start
+  // w is safe when ids_[w] is an ordinary token that decodes alone to whole characters and the
+  // text decoded from w is exactly the tail of the current window's text: then every later id
+  // adds the same text in both windows.
+  constexpr size_t kMaxWindow = 64, kKeep = 8;
+  if (ids_.size() - window_start_ <= kMaxWindow) return;
+  const std::string current = decode_window();
+  for (size_t w = ids_.size() - kKeep; w < ids_.size(); ++w) {
+    const int32_t first = ids_[w];
+    if (tok_.impl().is_added_token(first)) continue;
+    const std::string token = tok_.id_to_token(first);
+    if (token.size() == 6 && token.compare(0, 3, "<0x") == 0) continue;  // a byte-fallback piece
+    const std::string alone = tok_.decode({first}, skip_special_);
+    if (alone.empty() || alone.find("\xEF\xBF\xBD") != std::string::npos) continue;
+    const std::string from_w =
+        tok_.decode(std::vector<int32_t>(ids_.begin() + static_cast<std::ptrdiff_t>(w), ids_.end()), skip_special_);
+    if (from_w.size() > current.size()) continue;
+    const size_t dropped = current.size() - from_w.size();
+    if (dropped > emitted_ || current.compare(dropped, std::string::npos, from_w) != 0) continue;
+    window_start_ = w;
+    emitted_ -= dropped;
+    return;
+  }
+}
+
 std::string StreamDecoder::flush() {
-  const std::string text = tok_.decode(ids_, skip_special_);
+  const std::string text = decode_window();
   std::string out = emitted_ < text.size() ? text.substr(emitted_) : std::string();
   emitted_ = text.size();
   return out;

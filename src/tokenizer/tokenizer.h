@@ -53,10 +53,16 @@ class StreamDecoder {
   std::string flush();
 
  private:
+  std::string decode_window() const;
+  void advance_window();
+
   const Tokenizer& tok_;
   bool skip_special_;
+  // Only ids_[window_start_..] are decoded on each push, so streaming stays linear in length;
+  // the window start moves only where decoding from there provably continues the same text.
   std::vector<int32_t> ids_;
-  size_t emitted_ = 0;  // bytes of decode(ids_) already returned
+  size_t window_start_ = 0;
+  size_t emitted_ = 0;  // bytes of decode(window) already returned
 };
 
 }  // namespace lowbit

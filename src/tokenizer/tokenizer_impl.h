@@ -30,6 +30,7 @@ class TokenizerImpl {
   int32_t bos_id() const { return bos_id_; }
   int32_t eos_id() const { return eos_id_; }
   bool is_special(int32_t id) const;
+  bool is_added_token(int32_t id) const;
   int32_t token_to_id(std::string_view token) const;
   std::string id_to_token(int32_t id) const;
 
