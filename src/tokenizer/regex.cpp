@@ -59,7 +59,7 @@ struct Regex::Compiled {
   ~Compiled() { pcre2_code_free(code); }
 };
 
-Regex::Regex(const std::string& pattern, const std::string& where) : compiled_(new Compiled) {
+Regex::Regex(const std::string& pattern, const std::string& where) : compiled_(new Compiled), pattern_(pattern) {
   const std::string translated = onig_to_pcre2(pattern);
   int error_code = 0;
   PCRE2_SIZE error_offset = 0;
@@ -91,7 +91,14 @@ std::vector<std::pair<size_t, size_t>> Regex::find_all(std::string_view text) co
     // Input was validated once up front, so PCRE2 need not re-check UTF-8 on every call.
     const int rc = pcre2_match(compiled_->code, subject, text.size(), pos, PCRE2_NO_UTF_CHECK,
                                match_data.get(), nullptr);
-    if (rc < 0) break;
+    if (rc == PCRE2_ERROR_NOMATCH) break;
+    if (rc < 0) {
+      // Stopping here would silently tokenize the rest differently from HF; refuse instead.
+      PCRE2_UCHAR message[256];
+      pcre2_get_error_message(rc, message, sizeof(message));
+      throw InputError("tokenizer regex '" + pattern_ + "' failed at byte " + std::to_string(pos) + ": " +
+                       reinterpret_cast<const char*>(message));
+    }
     const PCRE2_SIZE* ovector = pcre2_get_ovector_pointer(match_data.get());
     const size_t start = ovector[0], end = ovector[1];
     if (end > start) {

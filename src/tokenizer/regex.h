@@ -35,6 +35,7 @@ class Regex {
  private:
   struct Compiled;
   std::unique_ptr<Compiled> compiled_;
+  std::string pattern_;  // as written in tokenizer.json, for error messages
 };
 
 // tokenizers' SplitDelimiterBehavior.
