@@ -26,9 +26,11 @@ struct RunFlags {
 int run(const RunFlags& f) {
   if (!f.prompt.empty() && !f.prompt_file.empty()) throw UsageError("give the prompt with -p or -f, not both");
   // No prompt at all: generate from BOS alone.
+  // Flags are checked before anything is loaded, so a usage error costs nothing.
+  validate_model_flags(f.model);
+  SamplingParams sp = sampling_params(f.sampling, load_generation_defaults(f.model.model_dir));
   std::string text = f.prompt_file.empty() ? f.prompt : read_text_file(f.prompt_file);
   Session s = open_session(f.model);
-  SamplingParams sp = sampling_params(f.sampling, s.generation);
   std::vector<int32_t> prompt = s.tokenizer->encode(text, true);
   if (prompt.empty()) throw InputError("the prompt encodes to no tokens and the tokenizer adds no BOS");
   const int ctx = s.model->max_context();

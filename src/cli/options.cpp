@@ -40,6 +40,12 @@ void add_sampling_flags(CLI::App& app, SamplingFlags& f) {
   app.add_option("--seed", f.seed, "random seed (default: random, printed in the log)");
 }
 
+void validate_model_flags(const ModelFlags& f) {
+  if (f.device != "auto" && f.device != "cpu" && f.device != "cuda")
+    throw UsageError(fmt::format("--device: unknown device '{}' (use auto, cpu or cuda)", f.device));
+  load_options(f, "cpu");
+}
+
 LoadOptions load_options(const ModelFlags& f, const std::string& backend_name) {
   LoadOptions o;
   if (f.quant == "auto")

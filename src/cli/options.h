@@ -35,6 +35,8 @@ struct SamplingFlags {
 void add_model_flags(CLI::App& app, ModelFlags& f);
 void add_sampling_flags(CLI::App& app, SamplingFlags& f);
 
+// Throws UsageError naming the first bad flag (format name, device, sizes) without loading anything.
+void validate_model_flags(const ModelFlags& f);
 // Validates the flags and resolves "auto" values for the chosen backend.
 LoadOptions load_options(const ModelFlags& f, const std::string& backend_name);
 // Merges flags over generation_config.json defaults (transformers semantics: greedy unless
