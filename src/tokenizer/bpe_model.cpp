@@ -85,7 +85,7 @@ int32_t BpeModel::token_to_id(std::string_view token) const {
 }
 
 const std::string* BpeModel::id_to_token(int32_t id) const {
-  if (id < 0 || static_cast<size_t>(id) >= tokens_.size()) return nullptr;
+  if (id < 0 || static_cast<size_t>(id) >= tokens_.size() || tokens_[static_cast<size_t>(id)].empty()) return nullptr;
   return &tokens_[static_cast<size_t>(id)];
 }
 
@@ -106,6 +106,7 @@ void BpeModel::encode_word(std::string_view word, std::vector<int32_t>& ids) con
   else
     word_ids = merge_word(word);
   ids.insert(ids.end(), word_ids.begin(), word_ids.end());
+  if (word.size() > kMaxCachedWordBytes) return;
   std::lock_guard<std::mutex> lock(cache_mutex_);
   if (cache_.size() >= kMaxCachedWords) cache_.clear();
   cache_.emplace(std::string(word), std::move(word_ids));

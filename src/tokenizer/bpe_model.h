@@ -40,7 +40,7 @@ class BpeModel {
   bool has_byte_tokens(std::string_view character) const;
 
   StringIdMap vocab_;
-  std::vector<std::string> tokens_;                // id -> token string ("" for gaps)
+  std::vector<std::string> tokens_;                // id -> token string ("" for unused ids)
   MergeMap merges_;                                // (left id, right id) -> rank, result
   std::array<int32_t, 256> byte_fallback_ids_{};   // id of "<0xXX>", or -1
   bool byte_fallback_ = false;
@@ -51,6 +51,7 @@ class BpeModel {
   // Words repeat a lot in text; caching their ids makes long inputs cheap. Bounded and guarded
   // so encode() stays const and thread-safe.
   static constexpr size_t kMaxCachedWords = 1 << 16;
+  static constexpr size_t kMaxCachedWordBytes = 256;  // whole unsplit prompts are not words
   mutable std::mutex cache_mutex_;
   mutable std::unordered_map<std::string, std::vector<int32_t>, StringHash, std::equal_to<>> cache_;
 };
