@@ -146,7 +146,9 @@ std::unique_ptr<Model> Model::load(const std::string& dir, Backend& backend, con
   const bool norm_bias = cfg.norm == NormKind::LayerNorm;
   const bool sequential = !(cfg.parallel_attn || cfg.new_decoder_architecture);
 
-  auto emb = ld.read(nm.embedding, {vocab, dim});
+  // Tensor by tensor from the mmap: each is converted to fp32, quantized, uploaded and freed, so
+  // peak host memory is about one unquantized tensor (q/k/v or gate/up: one fused group) plus
+  // the quantized model. The embedding comes last because a tied head quantizes it too.
   for (int i = 0; i < cfg.n_layers; ++i) {
     LayerWeights L;
     if (is_llama) {
@@ -197,6 +199,7 @@ std::unique_ptr<Model> Model::load(const std::string& dir, Backend& backend, con
   // Output head: its own tensor, or the embedding when tied (transformers ties them and then
   // ignores a saved lm_head.weight).
   const Format head_format = opts.keep_head ? small : fmt_;
+  auto emb = ld.read(nm.embedding, {vocab, dim});
   if (cfg.tie_word_embeddings) {
     if (ld.has(nm.head)) ld.mark_used(nm.head);
     m->w_.head = ld.linear(emb, vocab, dim, head_format);
