@@ -19,6 +19,7 @@ int main(int argc, char** argv) {
   CLI::App app{"lowbit: run Llama and Falcon models with quantized weights on the CPU or a CUDA GPU"};
   app.set_version_flag("--version", std::string("lowbit ") + LOWBIT_VERSION + (LOWBIT_HAVE_CUDA ? " (cuda)" : " (cpu only)"));
   app.require_subcommand(1);
+  app.fallthrough();  // -q works before or after the subcommand
   bool quiet = false;
   app.add_flag("-q,--quiet", quiet, "log warnings and errors only");
   int exit_code = 0;
