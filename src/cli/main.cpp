@@ -27,6 +27,9 @@ int main(int argc, char** argv) {
   lowbit::cli::add_info_command(app, exit_code);
   lowbit::cli::add_tokenize_command(app, exit_code);
   lowbit::cli::add_convert_command(app, exit_code);
+  lowbit::cli::add_ppl_command(app, exit_code);
+  lowbit::cli::add_make_model_command(app, exit_code);
+  lowbit::cli::add_bench_command(app, exit_code);
   app.parse_complete_callback([&] {
     if (quiet) spdlog::set_level(spdlog::level::warn);
   });

@@ -1,0 +1,335 @@
+// `lowbit bench`: llama-bench style throughput per weight format. For each format the model is
+// loaded (and quantized) once; for each batch size b and prompt length p it measures
+//  - prefill: b prompts of p random token ids in one forward (b slots), tokens/s = b*p / time;
+//  - time to first token: that prefill plus picking each sequence's first token;
+//  - decode: --gen steps of one token per slot (b tokens per forward), tokens/s = b*gen / time;
+//  - effective decode bandwidth: the weight bytes one decode step reads / step time, where
+//      bytes per step = weight_bytes - embedding table + b embedding rows
+//    (every linear, norm and the head are read once per step whatever b is; the embedding is a
+//    lookup of b rows; KV-cache reads are left out — at these lengths they are a few percent);
+//  - its share of the machine's copy bandwidth, measured in the same run (CPU: memcpy of a
+//    1 GiB buffer over all threads, counting read + write bytes as STREAM's Copy does);
+//  - decode speed-up against bf16 (or against the first format when bf16 is not listed).
+// A warm-up (prefill + two decode steps) precedes the timed repeats of each combination.
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <random>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include "cli/commands.h"
+#include "cli/options.h"
+#include "core/error.h"
+#include "core/parallel.h"
+#include "model/model.h"
+
+namespace lowbit::cli {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+struct BenchFlags {
+  ModelFlags model;
+  std::string quant_list = "bf16";
+  std::string batch_list = "1";
+  std::string prompt_list = "128";
+  int gen = 64;
+  int repeats = 3;
+  bool json = false;
+};
+
+std::vector<std::string> split_list(const std::string& flag, const std::string& text) {
+  std::vector<std::string> items;
+  std::stringstream ss(text);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    item.erase(0, item.find_first_not_of(" \t"));
+    item.erase(item.find_last_not_of(" \t") + 1);
+    if (item.empty()) throw UsageError(fmt::format("{} '{}': empty list entry", flag, text));
+    items.push_back(item);
+  }
+  if (items.empty()) throw UsageError(fmt::format("{}: give at least one value", flag));
+  return items;
+}
+
+std::vector<int> parse_int_list(const std::string& flag, const std::string& text, int min_value, int max_value) {
+  std::vector<int> values;
+  for (const std::string& item : split_list(flag, text)) {
+    size_t used = 0;
+    long v = 0;
+    try {
+      v = std::stol(item, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used != item.size() || v < min_value || v > max_value)
+      throw UsageError(fmt::format("{} '{}': '{}' is not an integer in [{}, {}]", flag, text, item, min_value, max_value));
+    values.push_back(int(v));
+  }
+  return values;
+}
+
+// Host memory copy bandwidth in GB/s (read + write bytes / s): best of 3 copies of a 1 GiB
+// buffer split into one contiguous part per thread. Pages are touched before timing.
+double host_copy_bandwidth_gbs(int threads) {
+  const size_t bytes = size_t(1) << 30;
+  std::vector<uint8_t> src(bytes, 1), dst(bytes, 0);
+  ThreadPool pool(threads);
+  const int64_t parts = pool.size();
+  double best = 0;
+  for (int rep = 0; rep < 3; ++rep) {
+    auto t0 = Clock::now();
+    pool.parallel_for(parts, [&](int64_t p0, int64_t p1) {
+      for (int64_t p = p0; p < p1; ++p) {
+        const size_t begin = bytes * size_t(p) / size_t(parts), end = bytes * size_t(p + 1) / size_t(parts);
+        std::memcpy(dst.data() + begin, src.data() + begin, end - begin);
+      }
+    });
+    const double s = seconds_since(t0);
+    best = std::max(best, 2.0 * double(bytes) / s / 1e9);
+  }
+  return best;
+}
+
+std::string cpu_model_name() {
+  std::ifstream in("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind("model name", 0) == 0) {
+      const size_t colon = line.find(':');
+      if (colon != std::string::npos) return line.substr(line.find_first_not_of(' ', colon + 1));
+    }
+  return "unknown CPU";
+}
+
+int argmax(const float* x, int n) { return int(std::max_element(x, x + n) - x); }
+
+struct Row {
+  std::string format;
+  int batch = 0, prompt_len = 0;
+  size_t weight_bytes = 0;
+  double load_s = 0;
+  double prefill_tokens_per_s = 0, ttft_ms = 0;
+  double decode_tokens_per_s = 0, decode_tokens_per_s_std = 0;
+  double decode_gbs = 0;
+  double decode_bw_share = NAN;   // NaN: no bandwidth measurement for this device
+  double decode_speedup = NAN;
+};
+
+// Prefill b prompts then decode `gen` steps; returns {prefill s, ttft s, decode s}.
+struct Timing {
+  double prefill_s = 0, ttft_s = 0, decode_s = 0;
+};
+
+Timing run_once(Model& model, const std::vector<std::vector<int32_t>>& prompts, int gen) {
+  const int b = int(prompts.size()), p = int(prompts[0].size()), vocab = model.config().vocab_size;
+  TokenBatch batch;
+  std::vector<int> rows;
+  for (int s = 0; s < b; ++s) {
+    for (int i = 0; i < p; ++i) {
+      batch.tokens.push_back(prompts[size_t(s)][size_t(i)]);
+      batch.positions.push_back(i);
+      batch.slots.push_back(s);
+    }
+    rows.push_back(s * p + p - 1);
+  }
+  std::vector<float> logits(size_t(b) * size_t(vocab));
+  Timing t;
+  auto t0 = Clock::now();
+  model.forward(batch, rows, logits.data());  // forward downloads the logits: it has synchronized
+  t.prefill_s = seconds_since(t0);
+  TokenBatch step;
+  for (int s = 0; s < b; ++s) {
+    step.tokens.push_back(argmax(logits.data() + size_t(s) * size_t(vocab), vocab));
+    step.positions.push_back(p);
+    step.slots.push_back(s);
+  }
+  t.ttft_s = seconds_since(t0);
+  std::vector<int> all_rows(static_cast<size_t>(b));
+  for (int s = 0; s < b; ++s) all_rows[size_t(s)] = s;
+  t0 = Clock::now();
+  for (int g = 0; g < gen; ++g) {
+    model.forward(step, all_rows, logits.data());
+    for (int s = 0; s < b; ++s) {
+      step.tokens[size_t(s)] = argmax(logits.data() + size_t(s) * size_t(vocab), vocab);
+      ++step.positions[size_t(s)];
+    }
+  }
+  t.decode_s = seconds_since(t0);
+  return t;
+}
+
+std::string fixed(double v, int digits) { return std::isfinite(v) ? fmt::format("{:.{}f}", v, digits) : "n/a"; }
+
+int run_bench(const BenchFlags& f) {
+  std::vector<Format> formats;
+  for (const std::string& name : split_list("--quant", f.quant_list)) {
+    try {
+      formats.push_back(parse_format(name));
+    } catch (const UsageError& e) {
+      throw UsageError(fmt::format("--quant: {}", e.what()));
+    }
+  }
+  const std::vector<int> batches = parse_int_list("--batch", f.batch_list, 1, 4096);
+  const std::vector<int> prompt_lens = parse_int_list("--prompt-len", f.prompt_list, 1, 1 << 20);
+  if (f.gen < 1) throw UsageError(fmt::format("--gen {}: must be >= 1", f.gen));
+  if (f.repeats < 1) throw UsageError(fmt::format("--repeats {}: must be >= 1", f.repeats));
+  if (!std::filesystem::is_directory(f.model.model_dir))
+    throw InputError(fmt::format("{}: model folder not found", f.model.model_dir));
+  const ModelConfig cfg = load_config(f.model.model_dir);
+  const int max_prompt = *std::max_element(prompt_lens.begin(), prompt_lens.end());
+  const int max_batch = *std::max_element(batches.begin(), batches.end());
+  const int context = f.model.ctx > 0 ? f.model.ctx : cfg.max_position_embeddings;
+  if (max_prompt + f.gen > context)
+    throw UsageError(fmt::format("--prompt-len {} + --gen {}: exceed the context of {} tokens", max_prompt, f.gen,
+                                 context));
+
+  auto backend = make_backend(f.model.device, f.model.threads);
+  const bool on_cpu = backend->name() == "cpu";
+  std::string device = backend->name();
+  double copy_gbs = NAN;
+  if (on_cpu) {
+    const int threads = f.model.threads > 0 ? f.model.threads : int(std::max(1u, std::thread::hardware_concurrency()));
+    device = fmt::format("cpu: {}, {} threads", cpu_model_name(), threads);
+    copy_gbs = host_copy_bandwidth_gbs(f.model.threads);
+    spdlog::info("host memcpy bandwidth {:.1f} GB/s (read + write)", copy_gbs);
+  }
+  // TODO(cuda): measure device-to-device cudaMemcpy bandwidth through a backend hook
+  // (e.g. Backend::measure_copy_bandwidth_gbs()) once the CUDA backend exposes one; until then
+  // the share of bandwidth is reported as n/a on CUDA.
+
+  // Random prompts, the same for every format so the rows are comparable.
+  std::mt19937_64 rng(0);
+  std::uniform_int_distribution<int32_t> token(0, cfg.vocab_size - 1);
+  std::vector<std::vector<int32_t>> all_prompts(static_cast<size_t>(max_batch));
+  for (auto& prompt : all_prompts)
+    for (int i = 0; i < max_prompt; ++i) prompt.push_back(token(rng));
+
+  std::vector<Row> rows;
+  for (Format format : formats) {
+    ModelFlags mf = f.model;
+    mf.quant = std::string(format_name(format));
+    LoadOptions opts = load_options(mf, backend->name());
+    opts.n_slots = max_batch;
+    opts.max_context = max_prompt + f.gen;  // the KV cache holds what the benchmark uses, no more
+    opts.progress = !f.json;
+    auto t0 = Clock::now();
+    std::unique_ptr<Model> model = Model::load(f.model.model_dir, *backend, opts);
+    const double load_s = seconds_since(t0);
+    spdlog::info("{}: loaded in {:.2f} s, weights {:.2f} MB", format_name(format), load_s, model->weight_bytes() / 1e6);
+    // The embedding table is bf16 (f32 under --quant f32) whatever the format.
+    const size_t embedding_row_bytes = size_t(cfg.hidden_size) * (format == Format::F32 ? 4 : 2);
+    for (int b : batches) {
+      for (int p : prompt_lens) {
+        std::vector<std::vector<int32_t>> prompts;
+        for (int s = 0; s < b; ++s)
+          prompts.emplace_back(all_prompts[size_t(s)].begin(), all_prompts[size_t(s)].begin() + p);
+        run_once(*model, prompts, 2);  // warm-up: caches, page faults, lazy allocations
+        std::vector<Timing> timings;
+        for (int r = 0; r < f.repeats; ++r) timings.push_back(run_once(*model, prompts, f.gen));
+        Row row;
+        row.format = std::string(format_name(format));
+        row.batch = b;
+        row.prompt_len = p;
+        row.weight_bytes = model->weight_bytes();
+        row.load_s = load_s;
+        std::vector<double> decode_rates;
+        double prefill_s = 0, ttft_s = 0, decode_s = 0;
+        for (const Timing& t : timings) {
+          prefill_s += t.prefill_s / f.repeats;
+          ttft_s += t.ttft_s / f.repeats;
+          decode_s += t.decode_s / f.repeats;
+          decode_rates.push_back(double(b) * f.gen / t.decode_s);
+        }
+        row.prefill_tokens_per_s = double(b) * p / prefill_s;
+        row.ttft_ms = ttft_s * 1e3;
+        row.decode_tokens_per_s = double(b) * f.gen / decode_s;
+        double var = 0;
+        for (double v : decode_rates) var += (v - row.decode_tokens_per_s) * (v - row.decode_tokens_per_s);
+        row.decode_tokens_per_s_std = std::sqrt(var / double(decode_rates.size()));
+        const double bytes_per_step =
+            double(row.weight_bytes) - double(cfg.vocab_size) * double(embedding_row_bytes) + double(b) * double(embedding_row_bytes);
+        row.decode_gbs = bytes_per_step / (decode_s / f.gen) / 1e9;
+        row.decode_bw_share = row.decode_gbs / copy_gbs;
+        rows.push_back(row);
+        spdlog::info("{} b={} p={}: prefill {:.1f} tok/s, ttft {:.1f} ms, decode {:.1f} tok/s", row.format, b, p,
+                     row.prefill_tokens_per_s, row.ttft_ms, row.decode_tokens_per_s);
+      }
+    }
+  }
+
+  const auto bf16 = std::find(formats.begin(), formats.end(), Format::BF16);
+  const std::string baseline(format_name(bf16 != formats.end() ? Format::BF16 : formats[0]));
+  for (Row& row : rows)
+    for (const Row& base : rows)
+      if (base.format == baseline && base.batch == row.batch && base.prompt_len == row.prompt_len)
+        row.decode_speedup = row.decode_tokens_per_s / base.decode_tokens_per_s;
+
+  auto number_or_null = [](double v) { return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(nullptr); };
+  if (f.json) {
+    nlohmann::json j;
+    j["device"] = device;
+    j["model"] = f.model.model_dir;
+    j["copy_bandwidth_gbs"] = number_or_null(copy_gbs);
+    j["speedup_baseline"] = baseline;
+    j["gen"] = f.gen;
+    j["repeats"] = f.repeats;
+    j["rows"] = nlohmann::json::array();
+    for (const Row& r : rows)
+      j["rows"].push_back({{"format", r.format},
+                           {"batch", r.batch},
+                           {"prompt_len", r.prompt_len},
+                           {"weight_bytes", r.weight_bytes},
+                           {"load_s", r.load_s},
+                           {"prefill_tokens_per_s", r.prefill_tokens_per_s},
+                           {"ttft_ms", r.ttft_ms},
+                           {"decode_tokens_per_s", r.decode_tokens_per_s},
+                           {"decode_tokens_per_s_std", r.decode_tokens_per_s_std},
+                           {"decode_gbs", r.decode_gbs},
+                           {"decode_bw_share", number_or_null(r.decode_bw_share)},
+                           {"decode_speedup_vs_bf16", number_or_null(r.decode_speedup)}});
+    std::puts(j.dump(2).c_str());
+  } else {
+    std::printf("device: %s; copy bandwidth %s GB/s; %s, gen %d, %d repeats\n\n", device.c_str(),
+                fixed(copy_gbs, 1).c_str(), f.model.model_dir.c_str(), f.gen, f.repeats);
+    std::printf("| format | batch | prompt | weights MB | prefill tok/s | TTFT ms | decode tok/s | decode GB/s | "
+                "%% of copy BW | decode vs %s |\n",
+                baseline.c_str());
+    std::printf("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    for (const Row& r : rows)
+      std::printf("| %s | %d | %d | %.2f | %.1f | %.2f | %.1f ± %.1f | %.2f | %s | %sx |\n", r.format.c_str(), r.batch,
+                  r.prompt_len, r.weight_bytes / 1e6, r.prefill_tokens_per_s, r.ttft_ms, r.decode_tokens_per_s,
+                  r.decode_tokens_per_s_std, r.decode_gbs, fixed(100.0 * r.decode_bw_share, 1).c_str(),
+                  fixed(r.decode_speedup, 2).c_str());
+  }
+  std::fflush(stdout);
+  return 0;
+}
+
+}  // namespace
+
+void add_bench_command(CLI::App& app, int& exit_code) {
+  auto flags = std::make_shared<BenchFlags>();
+  CLI::App* cmd = app.add_subcommand("bench", "prefill/decode throughput per weight format (llama-bench style)");
+  add_model_flags(*cmd, flags->model);
+  // --quant takes a list here; the shared single-format option is replaced.
+  cmd->remove_option(cmd->get_option("--quant"));
+  cmd->add_option("--quant", flags->quant_list, "comma-separated formats, e.g. bf16,int8,nf4")->capture_default_str();
+  cmd->add_option("--batch", flags->batch_list, "comma-separated batch sizes (sequences decoded together)")
+      ->capture_default_str();
+  cmd->add_option("--prompt-len", flags->prompt_list, "comma-separated prompt lengths")->capture_default_str();
+  cmd->add_option("--gen", flags->gen, "decode steps per run")->capture_default_str();
+  cmd->add_option("--repeats", flags->repeats, "timed runs per combination (after one warm-up)")->capture_default_str();
+  cmd->add_flag("--json", flags->json, "print one JSON document instead of a markdown table");
+  cmd->callback([flags, &exit_code] { exit_code = run_bench(*flags); });
+}
+
+}  // namespace lowbit::cli
