@@ -14,7 +14,7 @@ Usage: python tools/verify_stories260k.py [--model models/stories260K]
 Installs torch, transformers and tokenizers from PyPI when missing. Exit code 0 = verified.
 """
 import argparse
-import importlib
+import importlib.util
 import os
 import re
 import struct
@@ -119,7 +119,9 @@ def main():
 
     # 1. Greedy generation from BOS, as llama2.c's run does at temperature 0.
     torch.manual_seed(0)
-    model = transformers.LlamaForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    version = tuple(int(x) for x in re.findall(r"\d+", transformers.__version__)[:2])
+    dtype_arg = "dtype" if version >= (4, 56) else "torch_dtype"  # renamed in 4.56
+    model = transformers.LlamaForCausalLM.from_pretrained(model_dir, **{dtype_arg: torch.float32})
     model.eval()
     with torch.no_grad():
         out = model.generate(torch.tensor([[BOS]]), max_new_tokens=LLAMA2C_STEPS, do_sample=False,
