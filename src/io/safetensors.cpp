@@ -28,8 +28,8 @@ namespace {
 namespace fs = std::filesystem;
 using json = nlohmann::json;
 
-// A header bigger than this is not a real model's (Llama-405B's is ~100 KB per shard); refusing
-// it early keeps a corrupt length field from asking for gigabytes of JSON parsing.
+// Real headers are kilobytes to a few megabytes; refusing anything bigger early keeps a corrupt
+// length field from asking for gigabytes of JSON parsing.
 constexpr uint64_t kMaxHeaderBytes = 100ull << 20;
 
 std::string in_quotes(const std::string& name) { return "'" + name + "'"; }

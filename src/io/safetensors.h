@@ -31,6 +31,8 @@ class SafetensorsFile {
  public:
   static std::unique_ptr<SafetensorsFile> open(const std::string& path);
   ~SafetensorsFile();
+  SafetensorsFile(const SafetensorsFile&) = delete;  // owns the mapping
+  SafetensorsFile& operator=(const SafetensorsFile&) = delete;
   const std::vector<TensorInfo>& tensors() const { return tensors_; }
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
   const std::string& path() const { return path_; }
