@@ -30,6 +30,9 @@ int main(int argc, char** argv) {
   lowbit::cli::add_ppl_command(app, exit_code);
   lowbit::cli::add_make_model_command(app, exit_code);
   lowbit::cli::add_bench_command(app, exit_code);
+  lowbit::cli::add_sweep_command(app, exit_code);
+  lowbit::cli::add_batch_command(app, exit_code);
+  lowbit::cli::add_report_command(app, exit_code);
   app.parse_complete_callback([&] {
     if (quiet) spdlog::set_level(spdlog::level::warn);
   });
