@@ -1,0 +1,549 @@
+// Sweeps, batch generation and the study report: grid parsing, quality metrics, crash-safe JSONL,
+// batched decode equal to one-at-a-time decode, `lowbit batch` killed and resumed, shards, and the
+// HTML report rendered by a real browser.
+#include <catch2/catch.hpp>
+
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <regex>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "backend/cpu_backend.h"
+#include "core/error.h"
+#include "core/progress.h"
+#include "generate/generate.h"
+#include "model/model.h"
+#include "study/batch_generate.h"
+#include "study/grid.h"
+#include "study/jsonl.h"
+#include "study/metrics.h"
+#include "study/report.h"
+#include "test_util.h"
+#include "tokenizer/tokenizer.h"
+
+extern char** environ;
+
+namespace fs = std::filesystem;
+using lowbit::test::data_dir;
+using lowbit::test::lowbit_bin;
+using lowbit::test::root_dir;
+using nlohmann::json;
+using namespace lowbit;
+using namespace lowbit::study;
+
+namespace {
+
+std::string slurp(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+fs::path temp_dir(const std::string& name) {
+  fs::path d = fs::temp_directory_path() / ("lowbit_study_" + std::to_string(getpid()) + "_" + name);
+  fs::remove_all(d);
+  fs::create_directories(d);
+  return d;
+}
+
+std::string stories() { return root_dir() + "/models/stories260K"; }
+
+// Starts a program with stdout and stderr sent to `log`; returns its pid.
+pid_t spawn(const std::vector<std::string>& args, const fs::path& log) {
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_addopen(&actions, 1, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  posix_spawn_file_actions_adddup2(&actions, 1, 2);
+  std::vector<char*> argv;
+  for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  pid_t pid = -1;
+  int rc = posix_spawnp(&pid, argv[0], &actions, nullptr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  REQUIRE(rc == 0);
+  return pid;
+}
+
+// Exit code, or 128 + signal for a killed process.
+int wait_for(pid_t pid) {
+  int status = 0;
+  waitpid(pid, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+struct Run {
+  int code;
+  std::string log;
+};
+
+Run run_lowbit(std::vector<std::string> args, const fs::path& dir) {
+  static int counter = 0;
+  fs::path log = dir / ("log" + std::to_string(counter++));
+  args.insert(args.begin(), lowbit_bin());
+  int code = wait_for(spawn(args, log));
+  return {code, slurp(log)};
+}
+
+size_t count_lines(const fs::path& p) {
+  std::string s = slurp(p);
+  return size_t(std::count(s.begin(), s.end(), '\n'));
+}
+
+// id (as JSON text) -> text; fails on duplicates and on any line that is not whole JSON.
+std::map<std::string, std::string> results_by_id(const fs::path& p) {
+  std::string s = slurp(p);
+  REQUIRE((s.empty() || s.back() == '\n'));
+  std::map<std::string, std::string> out;
+  std::istringstream in(s);
+  std::string line;
+  while (std::getline(in, line)) {
+    json j = json::parse(line);
+    INFO("duplicate id " << j["id"].dump());
+    CHECK(out.emplace(j["id"].dump(), j["text"].get<std::string>()).second);
+  }
+  return out;
+}
+
+void write_prompts(const fs::path& p, int n, int max_new_tokens) {
+  const char* starts[] = {"Once upon a time", "The little dog", "Lily and Tom", "One day", "The sun was"};
+  std::ofstream out(p);
+  for (int i = 0; i < n; ++i) {
+    // Ids of both kinds; the string one is appended, not concatenated (a GCC 12 -Wrestrict false positive).
+    std::string text_id = "r";
+    text_id.append(std::to_string(i));
+    json j{{"id", i % 3 == 0 ? json(text_id) : json(i)}, {"prompt", starts[i % 5]}, {"max_new_tokens", max_new_tokens}};
+    if (i % 2 == 1) j["temperature"] = 0.8;  // the rest use the flag default (greedy)
+    out << j.dump() << "\n";
+  }
+}
+
+template <class F>
+std::string usage_error_of(F&& f) {
+  try {
+    f();
+  } catch (const UsageError& e) {
+    return e.what();
+  }
+  return "(no UsageError)";
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+TEST_CASE("grid lists: values, ranges with float steps, integers", "[study][grid]") {
+  auto t = parse_float_list("--temperature", "0:1:0.1");
+  REQUIRE(t.size() == 11);
+  CHECK(t[3] == 0.3);  // rounded onto the grid, not 0.30000000000000004
+  CHECK(t.back() == 1.0);
+  CHECK(parse_float_list("--top-p", "0.9:1:0.05") == std::vector<double>{0.9, 0.95, 1.0});
+  CHECK(parse_float_list("--top-p", "0:1:0.3") == std::vector<double>{0, 0.3, 0.6, 0.9});  // 1 is off the grid
+  CHECK(parse_float_list("--temperature", "0, 0.5:1:0.25") == std::vector<double>{0, 0.5, 0.75, 1});
+  CHECK(parse_float_list("--temperature", "0.7") == std::vector<double>{0.7});
+  CHECK(parse_int_list("--top-k", "1,10,50") == std::vector<int64_t>{1, 10, 50});
+  CHECK(parse_int_list("--max-new-tokens", "16:64:16") == std::vector<int64_t>{16, 32, 48, 64});
+  CHECK(parse_int_list("--seed", "1:10:3,20") == std::vector<int64_t>{1, 4, 7, 10, 20});
+  CHECK(parse_name_list("--quant", "bf16, nf4,fp4-dq") == std::vector<std::string>{"bf16", "nf4", "fp4-dq"});
+}
+
+TEST_CASE("bad grid specs are usage errors naming the flag", "[study][grid]") {
+  for (const char* bad : {"", "1,,2", "a", "1:2", "1:2:3:4", "0:1:0", "0:1:-0.1", "1:0:0.1", "0.5,0.5", "0:1e9:1e-9",
+                          "0:1:x", "inf"}) {
+    INFO(bad);
+    CHECK(usage_error_of([&] { parse_float_list("--temperature", bad); }).find("--temperature") == 0);
+  }
+  for (const char* bad : {"0.5", "1:10:0.5", "1.5:3:1", ""}) {
+    INFO(bad);
+    CHECK(usage_error_of([&] { parse_int_list("--top-k", bad); }).find("--top-k") == 0);
+  }
+  CHECK(usage_error_of([] { parse_name_list("--quant", "nf4,nf4"); }).find("--quant") == 0);
+  SweepAxes a{{0.5}, {1.5}, {0}, {16}, {0}, 1};
+  CHECK(usage_error_of([&] { validate_axes(a); }).find("--top-p") == 0);
+  a.top_p = {1};
+  a.temperature = {-0.1};
+  CHECK(usage_error_of([&] { validate_axes(a); }).find("--temperature") == 0);
+  a.temperature = {0};
+  a.max_new_tokens = {0};
+  CHECK(usage_error_of([&] { validate_axes(a); }).find("--max-new-tokens") == 0);
+  a.max_new_tokens = {8};
+  a.repeats = 0;
+  CHECK(usage_error_of([&] { validate_axes(a); }).find("--repeats") == 0);
+}
+
+TEST_CASE("grid expansion: cartesian product, repeats get seed + r", "[study][grid]") {
+  SweepAxes a{{0, 0.5, 1}, {1}, {10, 50}, {16, 32}, {7, 100}, 3};
+  validate_axes(a);
+  auto g = expand_grid(a);
+  REQUIRE(g.size() == 3 * 2 * 1 * 2 * 2 * 3);
+  CHECK(g[0].temperature == 0);
+  CHECK(g[0].seed == 7);
+  CHECK(g[1].seed == 8);
+  CHECK(g[1].repeat == 1);
+  CHECK(g[2].seed == 9);
+  CHECK(g[2].base_seed == 7);
+  CHECK(g[3].seed == 100);
+  CHECK(g.back().temperature == 1);
+  CHECK(g.back().top_k == 50);
+  CHECK(g.back().max_new_tokens == 32);
+  CHECK(g.back().seed == 102);
+  std::set<std::tuple<double, int, int, uint64_t>> unique;
+  for (const auto& s : g) unique.insert({s.temperature, s.top_k, s.max_new_tokens, s.seed});
+  CHECK(unique.size() == g.size());
+}
+
+// ---------------------------------------------------------------------------------------------
+TEST_CASE("token agreement and first divergence", "[study][metrics]") {
+  std::vector<int32_t> a{1, 2, 3, 4}, b{1, 2, 5, 4, 9}, c{1, 2}, empty;
+  auto ab = token_agreement(a, b);
+  CHECK(ab.fraction == 0.75);  // 3 of the first 4 positions
+  CHECK(ab.first_divergence == 2);
+  auto aa = token_agreement(a, a);
+  CHECK(aa.fraction == 1);
+  CHECK(aa.first_divergence == -1);
+  auto ac = token_agreement(a, c);  // a prefix: agreement 1, diverges where c ends
+  CHECK(ac.fraction == 1);
+  CHECK(ac.first_divergence == 2);
+  CHECK(token_agreement(empty, empty).fraction == 1);
+  CHECK(token_agreement(empty, a).fraction == 0);
+  CHECK(token_agreement(empty, a).first_divergence == 0);
+}
+
+TEST_CASE("ROUGE-L F1 on whitespace words", "[study][metrics]") {
+  // LCS(the cat sat on the mat, the cat on a mat) = the cat on mat = 4; P = 4/5, R = 4/6.
+  double p = 4.0 / 5, r = 4.0 / 6;
+  CHECK(rouge_l_f1("the cat sat on the mat", "the cat on a mat") == Approx(2 * p * r / (p + r)).epsilon(1e-12));
+  CHECK(rouge_l_f1("a b c", "  a\tb\nc ") == 1);
+  CHECK(rouge_l_f1("a b c", "d e") == 0);
+  CHECK(rouge_l_f1("", "") == 1);
+  CHECK(rouge_l_f1("a", "") == 0);
+  // LCS is order-sensitive: "b a" vs "a b" share one word in order. P = R = 1/2.
+  CHECK(rouge_l_f1("a b", "b a") == Approx(0.5));
+  std::vector<std::string_view> x{"a", "b", "c", "b", "d", "a", "b"}, y{"b", "d", "c", "a", "b", "a"};
+  CHECK(lcs_length(x, y) == 4);  // the textbook (CLRS) example: b c b a
+}
+
+TEST_CASE("distinct-n and log-softmax", "[study][metrics]") {
+  std::vector<int32_t> ids{1, 2, 1, 2, 3};
+  CHECK(distinct_n(ids, 1) == Approx(3.0 / 5));
+  CHECK(distinct_n(ids, 2) == Approx(3.0 / 4));  // (1,2) (2,1) (1,2) (2,3)
+  CHECK(distinct_n(ids, 6) == 0);
+  CHECK(distinct_n(std::vector<int32_t>{7, 7, 7}, 1) == Approx(1.0 / 3));
+  std::vector<float> logits{0, 0};
+  CHECK(log_softmax_at(logits, 0) == Approx(-std::log(2.0)));
+  std::vector<float> big{1000, 0, -1000};  // stable for large logits
+  CHECK(log_softmax_at(big, 0) == Approx(0).margin(1e-12));
+  CHECK(log_softmax_at(big, 1) == Approx(-1000).epsilon(1e-9));
+}
+
+TEST_CASE("progress lines: bar, rate, ETA", "[study][progress]") {
+  std::string line = format_progress("sweep", 5, 10, "runs", 1.0, 10);
+  CHECK(line.find("[#####-----]") != std::string::npos);
+  CHECK(line.find("5/10 runs") != std::string::npos);
+  CHECK(line.find("5.00 runs/s") != std::string::npos);
+  CHECK(line.find("ETA 1s") != std::string::npos);
+  CHECK(format_progress("x", 0, 10, "runs", 0, 0).find('[') == std::string::npos);
+  CHECK(format_duration(125) == "2m05s");
+  CHECK(format_duration(3725) == "1h02m");
+}
+
+// ---------------------------------------------------------------------------------------------
+TEST_CASE("JSONL: whole lines, torn tails cut, malformed lines named by line number", "[study][jsonl]") {
+  fs::path dir = temp_dir("jsonl");
+  fs::path p = dir / "out.jsonl";
+  {
+    JsonlAppender out(p.string(), true);
+    out.append({{"id", 1}, {"text", "a\nb"}});
+    out.append({{"id", "two"}, {"text", std::string("bad utf8 \xff")}});
+  }
+  CHECK(count_lines(p) == 2);
+  CHECK(truncate_torn_tail(p.string()) == 0);
+  { std::ofstream(p, std::ios::app) << "{\"id\": 3, \"te"; }
+  CHECK(read_jsonl(p.string(), true).size() == 2);
+  CHECK_THROWS_AS(read_jsonl(p.string(), false), InputError);
+  CHECK(truncate_torn_tail(p.string()) == 13);
+  CHECK(read_jsonl(p.string(), false).size() == 2);
+  { std::ofstream(p, std::ios::app) << "not json\n{\"id\": 4}\n"; }
+  try {
+    read_jsonl(p.string(), false);
+    FAIL("no error");
+  } catch (const InputError& e) {
+    CHECK(std::string(e.what()).find(p.string() + ":3:") != std::string::npos);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+TEST_CASE("batched decode gives the same tokens as decoding each sequence alone", "[study][batch]") {
+  const std::string dir = stories();
+  Tokenizer tok = Tokenizer::from_file(dir + "/tokenizer.json");
+  std::vector<GenerationRequest> requests;
+  const char* prompts[] = {"Once upon a time", "The little dog", "Lily", "One day, a girl named Sue", "The sun"};
+  for (int i = 0; i < 7; ++i) {
+    GenerationRequest r;
+    r.prompt = tok.encode(prompts[i % 5], true);
+    r.sampling.temperature = i % 3 == 0 ? 0.0f : 0.9f;
+    r.sampling.top_k = i % 2 ? 0 : 40;
+    r.sampling.top_p = i == 4 ? 0.9f : 1.0f;
+    r.sampling.seed = uint64_t(100 + i);
+    r.max_new_tokens = 10 + 7 * i;  // different lengths, so slots are refilled mid-batch
+    r.stop_ids = {2};
+    requests.push_back(r);
+  }
+  // int8 is left out on purpose: its outlier columns depend on the whole batch (batch_generate.h).
+  for (Format f : {Format::F32, Format::BF16, Format::NF4, Format::W8A8}) {
+    CpuBackend backend(2);
+    LoadOptions single_opts;
+    single_opts.format = f;
+    auto single = Model::load(dir, backend, single_opts);
+    LoadOptions batched_opts = single_opts;
+    batched_opts.n_slots = 3;
+    auto batched = Model::load(dir, backend, batched_opts);
+    std::vector<GenerationResult> got(requests.size());
+    std::vector<size_t> order;
+    bool complete = generate_batched(
+        *batched, requests,
+        [&](size_t i, const GenerationResult& r) {
+          got[i] = r;
+          order.push_back(i);
+        },
+        [] { return true; });
+    REQUIRE(complete);
+    REQUIRE(order.size() == requests.size());
+    for (size_t i = 0; i < requests.size(); ++i) {
+      INFO("format " << format_name(f) << ", request " << i);
+      GenerationResult alone = generate(*single, requests[i], [](int32_t) { return true; });
+      CHECK(got[i].tokens == alone.tokens);
+      CHECK(got[i].stop == alone.stop);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+TEST_CASE("lowbit batch: killed with SIGKILL, resumed, equals an uninterrupted run", "[study][batch][cli]") {
+  fs::path dir = temp_dir("resume");
+  fs::path input = dir / "prompts.jsonl";
+  write_prompts(input, 120, 100);
+  const std::vector<std::string> common{"batch", "-m", stories(), "-t", "1", "--input", input.string()};
+
+  auto args = [&](const fs::path& out, std::vector<std::string> extra) {
+    std::vector<std::string> a = common;
+    a.insert(a.begin(), lowbit_bin());
+    a.push_back("--output");
+    a.push_back(out.string());
+    a.insert(a.end(), extra.begin(), extra.end());
+    return a;
+  };
+
+  fs::path full = dir / "full.jsonl";
+  REQUIRE(wait_for(spawn(args(full, {"--batch-size", "4"}), dir / "full.log")) == 0);
+  auto expected = results_by_id(full);
+  REQUIRE(expected.size() == 120);
+
+  // Kill as soon as a few records are out, so the run dies in the middle of its work.
+  fs::path out = dir / "resumed.jsonl";
+  pid_t pid = spawn(args(out, {"--batch-size", "4"}), dir / "killed.log");
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while ((!fs::exists(out) || count_lines(out) < 2) && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  kill(pid, SIGKILL);
+  CHECK(wait_for(pid) == 128 + SIGKILL);
+  size_t before = count_lines(out);
+  INFO("lines before resume: " << before);
+  CHECK(before >= 2);
+  CHECK(before < 120);
+  // A torn last line, as a kill during write() would leave it: resume must cut it off.
+  { std::ofstream(out, std::ios::app) << "{\"id\": \"r0\", \"text\": \"tor"; }
+
+  Run resumed = run_lowbit({"batch", "-m", stories(), "-t", "1", "--input", input.string(), "--output", out.string(),
+                            "--resume", "--batch-size", "3"},
+                           dir);
+  INFO(resumed.log);
+  REQUIRE(resumed.code == 0);
+  CHECK(resumed.log.find("torn") != std::string::npos);
+  CHECK(results_by_id(out) == expected);
+
+  // Resuming a complete file does nothing.
+  Run again = run_lowbit({"batch", "-m", stories(), "--input", input.string(), "--output", out.string(), "--resume"},
+                         dir);
+  CHECK(again.code == 0);
+  CHECK(count_lines(out) == 120);
+}
+
+TEST_CASE("lowbit batch --shard I/N: shards are disjoint and cover the input", "[study][batch][cli]") {
+  fs::path dir = temp_dir("shard");
+  fs::path input = dir / "prompts.jsonl";
+  write_prompts(input, 10, 8);
+  std::map<std::string, std::string> all;
+  size_t total = 0;
+  for (int i = 0; i < 3; ++i) {
+    fs::path out = dir / ("shard" + std::to_string(i) + ".jsonl");
+    Run r = run_lowbit({"batch", "-m", stories(), "--input", input.string(), "--output", out.string(), "--shard",
+                        std::to_string(i) + "/3"},
+                       dir);
+    REQUIRE(r.code == 0);
+    auto part = results_by_id(out);
+    CHECK(part.size() == (i == 0 ? 4u : 3u));  // indices 0,3,6,9 | 1,4,7 | 2,5,8
+    total += part.size();
+    all.insert(part.begin(), part.end());
+  }
+  CHECK(total == 10);
+  CHECK(all.size() == 10);  // disjoint
+  fs::path whole = dir / "whole.jsonl";
+  REQUIRE(run_lowbit({"batch", "-m", stories(), "--input", input.string(), "--output", whole.string()}, dir).code == 0);
+  CHECK(results_by_id(whole) == all);
+}
+
+TEST_CASE("lowbit batch errors: malformed input line, bad flags, existing output", "[study][batch][cli]") {
+  fs::path dir = temp_dir("errors");
+  fs::path input = dir / "in.jsonl";
+  { std::ofstream(input) << "{\"id\": 1, \"prompt\": \"a\"}\n\n{\"id\": 2, \"prompt\": \"b\"\n"; }
+  fs::path out = dir / "out.jsonl";
+  Run bad = run_lowbit({"batch", "-m", stories(), "--input", input.string(), "--output", out.string()}, dir);
+  CHECK(bad.code == 1);
+  CHECK(bad.log.find(input.string() + ":3:") != std::string::npos);
+  { std::ofstream(input) << "{\"id\": 1, \"prompt\": \"a\", \"top_p\": 2}\n"; }
+  Run range = run_lowbit({"batch", "-m", stories(), "--input", input.string(), "--output", out.string()}, dir);
+  CHECK(range.code == 1);
+  CHECK(range.log.find(input.string() + ":1:") != std::string::npos);
+  for (const char* shard : {"3/3", "1", "a/2", "-1/2", "0/0"}) {
+    Run r = run_lowbit({"batch", "-m", stories(), "--input", input.string(), "--output", out.string(), "--shard", shard},
+                       dir);
+    INFO(shard << ": " << r.log);
+    CHECK(r.code == 2);
+    CHECK(r.log.find("--shard") != std::string::npos);
+  }
+  { std::ofstream(out) << "{\"id\": 9}\n"; }
+  Run exists = run_lowbit({"batch", "-m", stories(), "--input", input.string(), "--output", out.string()}, dir);
+  CHECK(exists.code == 2);
+  CHECK(exists.log.find("--resume") != std::string::npos);
+}
+
+// ---------------------------------------------------------------------------------------------
+namespace {
+
+// Checks every <svg> of the page draws something: it has <path>, <rect> or <circle> elements,
+// and none of its shapes is degenerate (zero width/height/radius or an empty path).
+void check_svgs(const std::string& html) {
+  std::regex svg_re("<svg[^>]*>([\\s\\S]*?)</svg>");
+  std::regex rect_re("<rect [^>]*width=\"([0-9.]+)\" height=\"([0-9.]+)\"");
+  std::regex circle_re("<circle [^>]*r=\"([0-9.]+)\"");
+  std::regex path_re("<path d=\"([^\"]*)\"");
+  size_t n_svg = 0;
+  for (auto it = std::sregex_iterator(html.begin(), html.end(), svg_re); it != std::sregex_iterator(); ++it) {
+    ++n_svg;
+    const std::string body = (*it)[1];
+    size_t shapes = 0;
+    for (auto r = std::sregex_iterator(body.begin(), body.end(), rect_re); r != std::sregex_iterator(); ++r, ++shapes) {
+      CHECK(std::stod((*r)[1]) > 0);
+      CHECK(std::stod((*r)[2]) > 0);
+    }
+    for (auto c = std::sregex_iterator(body.begin(), body.end(), circle_re); c != std::sregex_iterator(); ++c, ++shapes)
+      CHECK(std::stod((*c)[1]) > 0);
+    for (auto p = std::sregex_iterator(body.begin(), body.end(), path_re); p != std::sregex_iterator(); ++p, ++shapes)
+      CHECK((*p)[1].length() > 3);
+    // Beyond the white background rect: the chart draws data.
+    CHECK(shapes > 2);
+  }
+  CHECK(n_svg >= 7);
+}
+
+std::string find_chromium() {
+  for (const char* p : {"/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome"})
+    if (fs::exists(p)) return p;
+  return "";
+}
+
+}  // namespace
+
+TEST_CASE("plot helpers: ticks, labels, escaping", "[study][report]") {
+  CHECK(nice_ticks(0, 1, 6) == std::vector<double>{0, 0.2, 0.4, 0.6, 0.8, 1.0});
+  CHECK(nice_ticks(3, 97, 6) == std::vector<double>{0, 20, 40, 60, 80, 100});
+  auto t = nice_ticks(-2.37, -1.12, 6);
+  CHECK(t.front() <= -2.37);
+  CHECK(t.back() >= -1.12);
+  CHECK(nice_ticks(5, 5, 6).size() >= 2);
+  CHECK(tick_label(0.30000000000000004) == "0.3");
+  CHECK(tick_label(50) == "50");
+  CHECK(html_escape("<a href=\"x\">&'") == "&lt;a href=&quot;x&quot;&gt;&amp;&#39;");
+}
+
+TEST_CASE("lowbit sweep + report: records, quality fields, an HTML page a browser renders", "[study][report][cli]") {
+  fs::path dir = temp_dir("report");
+  fs::path runs = dir / "runs.jsonl", html = dir / "report.html", png = dir / "report.png";
+  Run sweep = run_lowbit({"sweep", "-m", stories(), "--quant", "nf4,W8A8", "--temperature", "0:1:0.5", "--top-k",
+                          "1,40", "-n", "24", "-p", "Once upon a time", "-p", "The <b>dog</b> & \"cat\"", "-o",
+                          runs.string()},
+                         dir);
+  INFO(sweep.log);
+  REQUIRE(sweep.code == 0);
+  std::vector<json> records;
+  for (auto& r : read_jsonl(runs.string(), false)) records.push_back(r.value);
+  REQUIRE(records.size() == 3 * 2 * 3 * 2);  // bf16 (implicit) + nf4 + W8A8, 2 prompts, 3 T x 2 top-k
+  CHECK(records[0]["quant"] == "bf16");
+  CHECK(records[0]["implicit_reference"] == true);
+  for (const json& r : records) {
+    for (const char* key : {"prompt_id", "prompt", "quant", "temperature", "top_k", "top_p", "max_new_tokens", "seed",
+                            "repeat", "text", "token_ids", "prompt_tokens", "generated_tokens", "ttft_s",
+                            "decode_tokens_per_s", "peak_host_rss_bytes", "weight_bytes", "stop_reason", "device",
+                            "token_agreement", "first_divergence", "rouge_l_f1", "distinct_1", "distinct_2",
+                            "ref_mean_logprob"})
+      CHECK(r.contains(key));
+    if (r["quant"] == "bf16") {
+      CHECK(r["token_agreement"] == 1.0);
+      CHECK(r["rouge_l_f1"] == 1.0);
+      CHECK(r["first_divergence"].is_null());
+    }
+    CHECK(r["ref_mean_logprob"].get<double>() < 0);
+  }
+
+  Run report = run_lowbit({"report", runs.string(), "-o", html.string()}, dir);
+  INFO(report.log);
+  REQUIRE(report.code == 0);
+  const std::string page = slurp(html);
+  CHECK(page.find("&lt;b&gt;dog&lt;/b&gt; &amp; &quot;cat&quot;") != std::string::npos);  // escaped prompt
+  CHECK(page.find("<b>dog") == std::string::npos);
+  CHECK(page.find("<script") == std::string::npos);
+  CHECK(page.find("http://") == page.find("http://www.w3.org/2000/svg"));  // only the SVG namespace
+  CHECK(page.find("https://") == std::string::npos);
+  check_svgs(page);
+
+  // A real browser renders it. Chromium is installed by scripts/setup; its absence is a failure.
+  const std::string chromium = find_chromium();
+  INFO("chromium not found: run scripts/setup (apt-get install chromium)");
+  REQUIRE(!chromium.empty());
+  pid_t pid = spawn({chromium, "--headless", "--disable-gpu", "--no-sandbox", "--hide-scrollbars",
+                     "--user-data-dir=" + (dir / "profile").string(), "--screenshot=" + png.string(),
+                     "--window-size=1200,3000", "file://" + html.string()},
+                    dir / "chromium.log");
+  INFO(slurp(dir / "chromium.log"));
+  REQUIRE(wait_for(pid) == 0);
+  REQUIRE(fs::exists(png));
+  const std::string bytes = slurp(png);
+  REQUIRE(bytes.size() > 8);
+  CHECK(bytes.compare(0, 8, "\x89PNG\r\n\x1a\n") == 0);
+  // A blank 1200x3000 page compresses to a few KB of near-constant bytes; charts, tables and text
+  // give tens of KB of high-entropy deflate data.
+  CHECK(bytes.size() > 40000);
+  std::set<unsigned char> distinct(bytes.begin(), bytes.end());
+  CHECK(distinct.size() > 200);
+  // Width and height from the IHDR chunk.
+  auto be32 = [&](size_t at) {
+    return uint32_t((unsigned char)bytes[at]) << 24 | uint32_t((unsigned char)bytes[at + 1]) << 16 |
+           uint32_t((unsigned char)bytes[at + 2]) << 8 | uint32_t((unsigned char)bytes[at + 3]);
+  };
+  CHECK(be32(16) == 1200);
+  CHECK(be32(20) == 3000);
+}
