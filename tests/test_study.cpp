@@ -382,6 +382,28 @@ TEST_CASE("lowbit batch: killed with SIGKILL, resumed, equals an uninterrupted r
   CHECK(count_lines(out) == 120);
 }
 
+TEST_CASE("lowbit batch: SIGTERM stops with exit 130 and a whole, resumable file", "[study][batch][cli]") {
+  fs::path dir = temp_dir("sigterm");
+  fs::path input = dir / "prompts.jsonl", out = dir / "out.jsonl";
+  write_prompts(input, 120, 100);
+  pid_t pid = spawn({lowbit_bin(), "batch", "-m", stories(), "-t", "1", "--input", input.string(), "--output",
+                     out.string()},
+                    dir / "term.log");
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while ((!fs::exists(out) || count_lines(out) < 2) && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  kill(pid, SIGTERM);
+  int code = wait_for(pid);
+  INFO(slurp(dir / "term.log"));
+  CHECK(code == 130);
+  size_t done = results_by_id(out).size();  // every line whole, no duplicates
+  CHECK(done < 120);
+  Run resumed = run_lowbit({"batch", "-m", stories(), "--input", input.string(), "--output", out.string(), "--resume"},
+                           dir);
+  CHECK(resumed.code == 0);
+  CHECK(results_by_id(out).size() == 120);
+}
+
 TEST_CASE("lowbit batch --shard I/N: shards are disjoint and cover the input", "[study][batch][cli]") {
   fs::path dir = temp_dir("shard");
   fs::path input = dir / "prompts.jsonl";

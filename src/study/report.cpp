@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <map>
 #include <optional>
 #include <set>
@@ -196,6 +197,27 @@ std::string runs_table(const std::vector<json>& runs) {
   return s + "</table>\n";
 }
 
+// One sentence ranking the formats by their mean ROUGE-L against bf16 over all runs, so the
+// answer is readable before the charts.
+std::string headline(const std::vector<json>& runs, const FormatInfo& f) {
+  std::vector<std::pair<double, std::string>> ranked;
+  for (const std::string& q : f.names) {
+    if (q == "bf16") continue;
+    std::vector<double> v;
+    for (const json& r : runs)
+      if (text_of(r, "quant") == q)
+        if (auto x = number(r, "rouge_l_f1")) v.push_back(*x);
+    if (!v.empty()) ranked.emplace_back(mean(v), q);
+  }
+  if (ranked.empty()) return "";
+  std::sort(ranked.begin(), ranked.end(), std::greater<>());
+  std::string list;
+  for (const auto& [score, q] : ranked)
+    list += fmt::format("{}<b>{}</b> {:.2f}", list.empty() ? "" : ", ", html_escape(q), score);
+  return "<p class=\"headline\">Closest to bf16 first (mean ROUGE-L F1 of the text against bf16's, over every "
+         "temperature and setting): " + list + ".</p>\n";
+}
+
 std::string prompts_table(const std::vector<json>& runs) {
   std::map<std::string, std::string> prompts;  // id (as text) -> prompt
   for (const json& r : runs) prompts.emplace(text_of(r, "prompt_id"), text_of(r, "prompt"));
@@ -374,6 +396,7 @@ std::string render_report(const std::vector<json>& runs, const std::string& sour
       "table{border-collapse:collapse;font-size:12px;margin:8px 0}td,th{border:1px solid #ccc;padding:3px 6px;text-align:right;"
       "vertical-align:top}\n"
       "td.text{text-align:left;max-width:520px;font-family:monospace;font-size:11px;white-space:pre-wrap}\n"
+      ".headline{font-size:15px;background:#f4f4f4;padding:6px 10px}\n"
       ".swatch{display:inline-block;width:10px;height:10px;margin-right:5px}.note{color:#777;font-size:13px}\n"
       "</style></head><body>\n";
   h += "<h1>How do the weight formats respond to sampling, compared with bf16?</h1>\n";
@@ -382,6 +405,7 @@ std::string render_report(const std::vector<json>& runs, const std::string& sour
       "with the same prompt, settings and seed (README &ldquo;Study metrics&rdquo;); each point is a mean over "
       "prompts, seeds, repeats and the axes not shown.</p>\n",
       runs.size(), html_escape(source), html_escape(joined(models)), prompts.size(), html_escape(joined(devices)));
+  h += headline(runs, f);
   h += summary_table(runs, f);
   h += prompts_table(runs);
 
