@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -48,9 +49,18 @@ struct CommandResult {
   std::string out;
 };
 
+// LOWBIT_BIN when set (meson test sets it); else the lowbit built next to this test binary
+// (<build>/tests/test_tools -> <build>/lowbit), so a run from any build folder tests its own binary.
+std::string lowbit_binary() {
+  if (std::getenv("LOWBIT_BIN")) return test::lowbit_bin();
+  std::error_code ec;
+  const fs::path sibling = fs::canonical("/proc/self/exe", ec).parent_path().parent_path() / "lowbit";
+  return !ec && fs::exists(sibling) ? sibling.string() : test::lowbit_bin();
+}
+
 // Runs the lowbit binary with `args`; stdout captured, stderr discarded.
 CommandResult run_lowbit(const std::string& args) {
-  const std::string cmd = test::lowbit_bin() + " " + args + " 2>/dev/null";
+  const std::string cmd = lowbit_binary() + " " + args + " 2>/dev/null";
   CommandResult r;
   FILE* pipe = ::popen(cmd.c_str(), "r");
   REQUIRE(pipe != nullptr);
