@@ -113,7 +113,12 @@ int sweep(const SweepFlags& f) {
     throw UsageError("give prompts with -p (repeatable) or --prompts FILE, exactly one of them");
   std::vector<Format> formats;
   for (const std::string& name : study::parse_name_list("--quant", f.quant)) {
-    Format fmt_ = parse_format(name);
+    Format fmt_;
+    try {
+      fmt_ = parse_format(name);
+    } catch (const UsageError& e) {
+      throw UsageError(fmt::format("--quant: {}", e.what()));
+    }
     if (std::find(formats.begin(), formats.end(), fmt_) != formats.end())
       throw UsageError(fmt::format("--quant '{}': {} appears twice", f.quant, format_name(fmt_)));
     formats.push_back(fmt_);
