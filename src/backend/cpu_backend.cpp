@@ -123,9 +123,11 @@ void CpuBackend::norm(const DeviceBuffer& x, const DeviceNorm& w, NormKind kind,
   const auto& nw = static_cast<const CpuNorm&>(w);
   const float* xs = data(x);
   float* ys = data(out);
-  pool_.parallel_for(batch_.size(), [&](int64_t b, int64_t e) {
-    for (int64_t t = b; t < e; ++t) norm_row(xs + t * dim, nw, kind, eps, dim, ys + t * dim);
-  });
+  pool_.parallel_for(
+      batch_.size(), [&](int64_t b, int64_t e) {
+        for (int64_t t = b; t < e; ++t) norm_row(xs + t * dim, nw, kind, eps, dim, ys + t * dim);
+      },
+      4 * dim);
 }
 
 void CpuBackend::add_norm(DeviceBuffer& residual, const DeviceBuffer& delta, const DeviceNorm& w, NormKind kind,
@@ -180,7 +182,7 @@ void CpuBackend::rope(DeviceBuffer& qkv, const AttentionShape& s) {
         }
       }
     }
-  });
+  }, int64_t(heads_with_rope) * s.head_dim * 4);
 }
 
 void CpuBackend::attention(const DeviceBuffer& qkv, KvCache& cache, int layer, const AttentionShape& s,
@@ -225,7 +227,7 @@ void CpuBackend::attention(const DeviceBuffer& qkv, KvCache& cache, int layer, c
         for (int i = 0; i < s.head_dim; ++i) y[i] += p * v[i];
       }
     }
-  });
+  }, int64_t(kv.max_context()) * s.head_dim);
 }
 
 void CpuBackend::activation(const DeviceBuffer& gu, Activation act, int hidden, DeviceBuffer& out) {

@@ -21,7 +21,11 @@ class ThreadPool {
   int size() const { return int(workers_.size()) + 1; }
 
   // fn(begin, end) over contiguous chunks of [0, n); the calling thread takes a chunk too.
-  void parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& fn);
+  // `work_per_item` estimates the scalar operations of one item: below kMinParallelWork in total
+  // the loop runs inline, since waking the workers (~10 us) costs more than a small op (a 64x64
+  // GEMV of a tiny model) takes on one core.
+  void parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& fn, int64_t work_per_item = 1 << 20);
+  static constexpr int64_t kMinParallelWork = 1 << 16;
 
  private:
   void worker_loop(int index);

@@ -32,7 +32,7 @@ void f32_matmul(const QuantizedTensor& q, const float* x, int64_t n_tokens, floa
   pool.parallel_for(q.rows, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r)
       for (int64_t t = 0; t < n_tokens; ++t) y[t * q.rows + r] = dot_f32(x + t * q.cols, f32_row(q, r), q.cols);
-  });
+  }, q.cols * n_tokens);
 }
 
 const uint16_t* bf16_codes(const QuantizedTensor& q) { return reinterpret_cast<const uint16_t*>(q.codes.data()); }

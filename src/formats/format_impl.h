@@ -42,13 +42,16 @@ template <class DecodeRow>
 void matmul_by_decoded_rows(const QuantizedTensor& q, const float* x, int64_t n_tokens, float* y,
                             ThreadPool& pool, const DecodeRow& decode_row) {
   const int64_t rows = q.rows, cols = q.cols;
-  pool.parallel_for(rows, [&](int64_t begin, int64_t end) {
-    std::vector<float> w(size_t(cols > 0 ? cols : 1));
-    for (int64_t r = begin; r < end; ++r) {
-      decode_row(r, w.data());
-      for (int64_t t = 0; t < n_tokens; ++t) y[t * rows + r] = dot_f32(x + t * cols, w.data(), cols);
-    }
-  });
+  pool.parallel_for(
+      rows,
+      [&](int64_t begin, int64_t end) {
+        std::vector<float> w(size_t(cols > 0 ? cols : 1));
+        for (int64_t r = begin; r < end; ++r) {
+          decode_row(r, w.data());
+          for (int64_t t = 0; t < n_tokens; ++t) y[t * rows + r] = dot_f32(x + t * cols, w.data(), cols);
+        }
+      },
+      cols * (n_tokens + 1));
 }
 
 }  // namespace lowbit::formats

@@ -125,7 +125,7 @@ void int8_matmul(const QuantizedTensor& q, const float* x, int64_t n_tokens, flo
         y[t * rows + r] = out;
       }
     }
-  });
+  }, cols * n_tokens);
 }
 
 constexpr FormatOps kInt8Ops{int8_quantize, int8_dequantize_row, int8_matmul};

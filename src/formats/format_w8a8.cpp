@@ -64,7 +64,7 @@ void w8a8_matmul(const QuantizedTensor& q, const float* x, int64_t n_tokens, flo
         y[t * rows + r] = float(acc) * (q.scales[size_t(r)] * x_scale[size_t(t)]);
       }
     }
-  });
+  }, cols * n_tokens);
 }
 
 constexpr FormatOps kW8a8Ops{w8a8_quantize, w8a8_dequantize_row, w8a8_matmul};
