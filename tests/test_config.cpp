@@ -8,24 +8,14 @@
 
 #include "core/error.h"
 #include "model/config.h"
+#include "test_fixtures.h"
 
 using namespace lowbit;
 namespace fs = std::filesystem;
+using lowbit::test::TempDir;
 
 namespace {
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "lowbit_cfg_XXXXXX").string();
-    REQUIRE(mkdtemp(tmpl.data()) != nullptr);
-    path = tmpl;
-  }
-  ~TempDir() { fs::remove_all(path); }
-  void write(const std::string& name, const std::string& text) const {
-    std::ofstream(path / name, std::ios::binary) << text;
-  }
-};
 
 // parse_config must throw InputError whose one-line message names the file and every part.
 void require_config_error(const std::string& json_text, std::initializer_list<std::string> parts) {

@@ -14,24 +14,16 @@
 #include "core/error.h"
 #include "io/safetensors.h"
 #include "model/config.h"
+#include "test_fixtures.h"
 #include "test_util.h"
 
 using namespace lowbit;
 namespace fs = std::filesystem;
+using lowbit::test::TempDir;
 using json = nlohmann::json;
 
 namespace {
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "lowbit_conv_XXXXXX").string();
-    REQUIRE(mkdtemp(tmpl.data()) != nullptr);
-    path = tmpl;
-  }
-  ~TempDir() { fs::remove_all(path); }
-  std::string file(const std::string& name) const { return (path / name).string(); }
-};
 
 json read_json(const std::string& path) {
   std::ifstream in(path);

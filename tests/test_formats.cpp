@@ -17,10 +17,13 @@
 #include "core/error.h"
 #include "core/half.h"
 #include "formats/format.h"
+#include "test_fixtures.h"
 #include "test_util.h"
 
 using namespace lowbit;
 using nlohmann::json;
+
+using lowbit::test::nmse;
 
 namespace {
 
@@ -105,15 +108,6 @@ std::vector<double> reference_matmul(const std::vector<float>& w, const std::vec
   return y;
 }
 
-// Normalized mean squared error, as llama.cpp's test-backend-ops: sum (a-b)^2 / sum b^2.
-double nmse(const std::vector<float>& a, const std::vector<double>& b) {
-  double err = 0, norm = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    err += (a[i] - b[i]) * (a[i] - b[i]);
-    norm += b[i] * b[i];
-  }
-  return norm > 0 ? err / norm : err;
-}
 
 }  // namespace
 

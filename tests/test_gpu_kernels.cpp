@@ -20,8 +20,11 @@
 #include "core/error.h"
 #include "formats/format.h"
 #include "sampler/sampler.h"
+#include "test_fixtures.h"
 
 using namespace lowbit;
+
+using lowbit::test::nmse;
 
 namespace {
 
@@ -36,16 +39,6 @@ std::vector<float> random_values(size_t n, uint32_t seed, float scale = 1.0f) {
   return v;
 }
 
-double nmse(const std::vector<float>& gpu, const std::vector<float>& cpu) {
-  REQUIRE(gpu.size() == cpu.size());
-  double err = 0, ref = 0;
-  for (size_t i = 0; i < gpu.size(); ++i) {
-    const double d = double(gpu[i]) - double(cpu[i]);
-    err += d * d;
-    ref += double(cpu[i]) * cpu[i];
-  }
-  return ref > 0 ? err / ref : err;
-}
 
 TokenBatch batch_of(std::vector<int32_t> positions, std::vector<int32_t> slots) {
   TokenBatch b;

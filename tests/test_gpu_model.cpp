@@ -17,55 +17,22 @@
 #include "generate/generate.h"
 #include "io/safetensors.h"
 #include "model/model.h"
+#include "test_fixtures.h"
 #include "test_util.h"
 #include "tokenizer/tokenizer.h"
 
 using namespace lowbit;
 namespace fs = std::filesystem;
+using test::fixture_models;
+using test::Golden;
+using test::read_golden;
+using test::nmse;
 
 namespace {
 
-struct Golden {
-  std::vector<std::vector<int32_t>> prompts, greedy;
-  std::vector<std::vector<float>> logits;  // per prompt: [len, vocab]
-};
 
-Golden read_golden(const std::string& dir) {
-  Golden g;
-  std::ifstream in(dir + "/golden.json");
-  REQUIRE(in.good());
-  auto j = nlohmann::json::parse(in);
-  g.prompts = j.at("prompts").get<std::vector<std::vector<int32_t>>>();
-  g.greedy = j.at("greedy").get<std::vector<std::vector<int32_t>>>();
-  auto file = SafetensorsFile::open(dir + "/golden.safetensors");
-  for (size_t i = 0; i < g.prompts.size(); ++i) {
-    const TensorInfo* t = nullptr;
-    for (const auto& ti : file->tensors())
-      if (ti.name == "logits." + std::to_string(i)) t = &ti;
-    REQUIRE(t != nullptr);
-    g.logits.push_back(to_f32(*t));
-  }
-  return g;
-}
 
-std::vector<std::string> fixture_models() {
-  std::vector<std::string> dirs;
-  for (const auto& e : fs::directory_iterator(test::data_dir() + "/models"))
-    if (fs::exists(e.path() / "golden.json")) dirs.push_back(e.path().string());
-  std::sort(dirs.begin(), dirs.end());
-  return dirs;
-}
 
-double nmse(const std::vector<float>& gpu, const std::vector<float>& cpu) {
-  REQUIRE(gpu.size() == cpu.size());
-  double err = 0, ref = 0;
-  for (size_t i = 0; i < gpu.size(); ++i) {
-    const double d = double(gpu[i]) - double(cpu[i]);
-    err += d * d;
-    ref += double(cpu[i]) * cpu[i];
-  }
-  return ref > 0 ? err / ref : err;
-}
 
 float max_abs_diff(const std::vector<float>& a, const float* b) {
   float m = 0;

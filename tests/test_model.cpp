@@ -16,44 +16,20 @@
 #include "generate/generate.h"
 #include "io/safetensors.h"
 #include "model/model.h"
+#include "test_fixtures.h"
 #include "test_util.h"
 #include "tokenizer/tokenizer.h"
 
 using namespace lowbit;
 namespace fs = std::filesystem;
+using test::fixture_models;
+using test::Golden;
+using test::read_golden;
 
 namespace {
 
-struct Golden {
-  std::vector<std::vector<int32_t>> prompts, greedy;
-  std::vector<std::vector<float>> logits;  // per prompt: [len, vocab]
-};
 
-Golden read_golden(const std::string& dir) {
-  Golden g;
-  std::ifstream in(dir + "/golden.json");
-  REQUIRE(in.good());
-  auto j = nlohmann::json::parse(in);
-  g.prompts = j.at("prompts").get<std::vector<std::vector<int32_t>>>();
-  g.greedy = j.at("greedy").get<std::vector<std::vector<int32_t>>>();
-  auto file = SafetensorsFile::open(dir + "/golden.safetensors");
-  for (size_t i = 0; i < g.prompts.size(); ++i) {
-    const TensorInfo* t = nullptr;
-    for (const auto& ti : file->tensors())
-      if (ti.name == "logits." + std::to_string(i)) t = &ti;
-    REQUIRE(t != nullptr);
-    g.logits.push_back(to_f32(*t));
-  }
-  return g;
-}
 
-std::vector<std::string> fixture_models() {
-  std::vector<std::string> dirs;
-  for (const auto& e : fs::directory_iterator(test::data_dir() + "/models"))
-    if (fs::exists(e.path() / "golden.json")) dirs.push_back(e.path().string());
-  std::sort(dirs.begin(), dirs.end());
-  return dirs;
-}
 
 float max_abs_diff(const float* a, const float* b, size_t n) {
   float m = 0;
@@ -85,14 +61,8 @@ TEST_CASE("CPU logits equal transformers' within 1e-4", "[model]") {
         const auto& prompt = g.prompts[p];
         REQUIRE(g.logits[p].size() == prompt.size() * size_t(vocab));
         // Prefill: every position's logits in one forward.
-        TokenBatch b;
         std::vector<int> rows;
-        for (size_t i = 0; i < prompt.size(); ++i) {
-          b.tokens.push_back(prompt[i]);
-          b.positions.push_back(int(i));
-          b.slots.push_back(0);
-          rows.push_back(int(i));
-        }
+        TokenBatch b = test::prompt_batch(prompt, &rows);
         std::vector<float> logits(prompt.size() * size_t(vocab));
         model->forward(b, rows, logits.data());
         INFO("prompt " << p << " prefill");

@@ -13,6 +13,7 @@
 #include "backend/cpu_backend.h"
 #include "generate/generate.h"
 #include "model/model.h"
+#include "test_fixtures.h"
 #include "test_util.h"
 
 using namespace lowbit;
@@ -20,25 +21,17 @@ namespace fs = std::filesystem;
 
 namespace {
 
+
 std::vector<std::string> quant_models() {
-  std::vector<std::string> dirs;
-  for (const auto& e : fs::directory_iterator(test::data_dir() + "/models"))
-    if (fs::exists(e.path() / "golden.json")) dirs.push_back(e.path().string());
-  std::sort(dirs.begin(), dirs.end());
+  auto dirs = test::fixture_models();
   dirs.push_back(test::root_dir() + "/models/stories260K");
   return dirs;
 }
 
 // Next-token log-probabilities at every position of a fixed token sequence.
 std::vector<std::vector<double>> log_probs(Model& m, const std::vector<int32_t>& tokens) {
-  TokenBatch b;
   std::vector<int> rows;
-  for (size_t i = 0; i < tokens.size(); ++i) {
-    b.tokens.push_back(tokens[i]);
-    b.positions.push_back(int(i));
-    b.slots.push_back(0);
-    rows.push_back(int(i));
-  }
+  TokenBatch b = test::prompt_batch(tokens, &rows);
   const size_t V = size_t(m.config().vocab_size);
   std::vector<float> logits(tokens.size() * V);
   m.forward(b, rows, logits.data());

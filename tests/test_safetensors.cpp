@@ -11,23 +11,14 @@
 #include "core/error.h"
 #include "core/half.h"
 #include "io/safetensors.h"
+#include "test_fixtures.h"
 
 using namespace lowbit;
 namespace fs = std::filesystem;
+using lowbit::test::TempDir;
 
 namespace {
 
-// A fresh directory under /tmp, removed with everything in it when the test ends.
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "lowbit_st_XXXXXX").string();
-    REQUIRE(mkdtemp(tmpl.data()) != nullptr);
-    path = tmpl;
-  }
-  ~TempDir() { fs::remove_all(path); }
-  std::string file(const std::string& name) const { return (path / name).string(); }
-};
 
 // Writes header length + header text + data exactly as given, for malformed files.
 void write_raw(const std::string& path, const std::string& header, const std::vector<uint8_t>& data,

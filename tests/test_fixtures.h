@@ -1,0 +1,96 @@
+// Test helpers shared by several test binaries: temporary folders, the fixture models and their
+// transformers goldens (layout: tests/data/models/README.md), and error measures.
+#pragma once
+#include <catch2/catch.hpp>
+
+#include <stdlib.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "backend/backend.h"
+#include "io/safetensors.h"
+#include "test_util.h"
+
+namespace lowbit::test {
+
+// A fresh folder under /tmp, removed with everything in it when the test ends.
+struct TempDir {
+  std::filesystem::path path;
+  TempDir() {
+    std::string tmpl = (std::filesystem::temp_directory_path() / "lowbit_test_XXXXXX").string();
+    REQUIRE(mkdtemp(tmpl.data()) != nullptr);
+    path = tmpl;
+  }
+  ~TempDir() { std::filesystem::remove_all(path); }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  std::string file(const std::string& name) const { return (path / name).string(); }
+  void write(const std::string& name, const std::string& text) const {
+    std::ofstream(path / name, std::ios::binary) << text;
+  }
+};
+
+// The fixture model folders (those with a golden.json), sorted.
+inline std::vector<std::string> fixture_models() {
+  std::vector<std::string> dirs;
+  for (const auto& e : std::filesystem::directory_iterator(data_dir() + "/models"))
+    if (std::filesystem::exists(e.path() / "golden.json")) dirs.push_back(e.path().string());
+  std::sort(dirs.begin(), dirs.end());
+  return dirs;
+}
+
+struct Golden {
+  std::vector<std::vector<int32_t>> prompts, greedy;
+  std::vector<std::vector<float>> logits;  // per prompt: [len, vocab], every position
+};
+
+inline Golden read_golden(const std::string& dir) {
+  Golden g;
+  std::ifstream in(dir + "/golden.json");
+  REQUIRE(in.good());
+  auto j = nlohmann::json::parse(in);
+  g.prompts = j.at("prompts").get<std::vector<std::vector<int32_t>>>();
+  g.greedy = j.at("greedy").get<std::vector<std::vector<int32_t>>>();
+  auto file = SafetensorsFile::open(dir + "/golden.safetensors");
+  for (size_t i = 0; i < g.prompts.size(); ++i) {
+    const TensorInfo* t = nullptr;
+    for (const auto& ti : file->tensors())
+      if (ti.name == "logits." + std::to_string(i)) t = &ti;
+    REQUIRE(t != nullptr);
+    g.logits.push_back(to_f32(*t));
+  }
+  return g;
+}
+
+// One sequence in slot 0 from position 0, with every position's logits requested.
+inline TokenBatch prompt_batch(const std::vector<int32_t>& tokens, std::vector<int>* rows) {
+  TokenBatch b;
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    b.tokens.push_back(tokens[i]);
+    b.positions.push_back(int32_t(i));
+    b.slots.push_back(0);
+    if (rows) rows->push_back(int(i));
+  }
+  return b;
+}
+
+// Normalized mean squared error sum((a-b)^2) / sum(b^2), as llama.cpp's test-backend-ops.
+template <class A, class B>
+double nmse(const std::vector<A>& a, const std::vector<B>& b) {
+  REQUIRE(a.size() == b.size());
+  double err = 0, ref = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    const double d = double(a[i]) - double(b[i]);
+    err += d * d;
+    ref += double(b[i]) * double(b[i]);
+  }
+  return ref > 0 ? err / ref : err;
+}
+
+}  // namespace lowbit::test
