@@ -48,10 +48,19 @@ void spit(const fs::path& p, const std::string& bytes) {
   out << bytes;
 }
 
+// One scratch folder per test process (damaged model copies, outputs), removed at exit.
 fs::path scratch() {
-  fs::path d = fs::temp_directory_path() / ("lowbit_hardening_" + std::to_string(getpid()));
-  fs::create_directories(d);
-  return d;
+  struct Dir {
+    fs::path path = fs::temp_directory_path() / ("lowbit_hardening_" + std::to_string(getpid()));
+    ~Dir() {
+      std::error_code ec;
+      if (getpid() == owner) fs::remove_all(path, ec);
+    }
+    pid_t owner = getpid();
+  };
+  static Dir dir;
+  fs::create_directories(dir.path);
+  return dir.path;
 }
 
 // Runs the binary without a shell (arguments may hold any bytes), stdout and stderr to files.
