@@ -11,6 +11,7 @@
 #include "kernels/elementwise.cuh"
 #include "kernels/embedding.cuh"
 #include "kernels/gemv.cuh"
+#include "kernels/gemv_int8.cuh"
 #include "kernels/norm.cuh"
 #include "kernels/rope.cuh"
 #include "kernels/sampling.cuh"
@@ -26,13 +27,18 @@ class CudaBuffer final : public DeviceBuffer {
   DeviceMemory memory;
 };
 
-// codes: [rows, cols] row-major, bf16 bits (BF16) or fp32 (F32); bias: rows fp32 or empty.
+// F32 / BF16: `weight` = codes [rows, cols] row-major, bf16 bits (BF16) or fp32 (F32).
+// Quantized formats: `planes` (cuda_quantized.h), `weight` empty. bias: rows fp32 or empty.
 class CudaLinear final : public DeviceLinear {
  public:
   CudaLinear(int64_t rows, int64_t cols, Format f, DeviceMemory w, DeviceMemory b)
       : DeviceLinear(rows, cols, f, w.bytes() + b.bytes()), weight(std::move(w)), bias(std::move(b)) {}
+  CudaLinear(DeviceQuantizedPlanes p, DeviceMemory b)
+      : DeviceLinear(p.rows, p.cols, p.format, p.bytes() + b.bytes()), bias(std::move(b)), planes(std::move(p)) {}
   const float* bias_or_null() const { return bias.bytes() > 0 ? bias.as<float>() : nullptr; }
+  bool quantized() const { return format() != Format::F32 && format() != Format::BF16; }
   DeviceMemory weight, bias;
+  DeviceQuantizedPlanes planes;
 };
 
 class CudaNorm final : public DeviceNorm {
@@ -98,21 +104,44 @@ std::unique_ptr<DeviceBuffer> CudaBackend::alloc(size_t n_floats, const std::str
   return std::make_unique<CudaBuffer>(n_floats, ctx_.allocate(n_floats * sizeof(float), what));
 }
 
-std::unique_ptr<DeviceLinear> CudaBackend::upload_linear(QuantizedTensor w, std::vector<float> bias) {
-  if (w.format != Format::F32 && w.format != Format::BF16)
-    throw DeviceError(fmt::format("format {} has no CUDA kernel yet", format_name(w.format)));
-  if (!bias.empty() && int64_t(bias.size()) != w.rows)
-    throw DeviceError(fmt::format("bias of {} values for a weight of {} rows", bias.size(), w.rows));
-  const std::string shape = fmt::format("a {}x{} {} weight", w.rows, w.cols, format_name(w.format));
-  DeviceMemory weight = ctx_.allocate(w.codes.size(), shape);
-  LOWBIT_CUDA_CHECK(cudaMemcpyAsync(weight.get(), w.codes.data(), w.codes.size(), cudaMemcpyHostToDevice, ctx_.stream()));
-  DeviceMemory b = ctx_.allocate(bias.size() * sizeof(float), "a bias of " + shape);
+DeviceMemory CudaBackend::bias_on_device(const std::vector<float>& bias, int64_t rows, const std::string& what) {
+  if (!bias.empty() && int64_t(bias.size()) != rows)
+    throw DeviceError(fmt::format("bias of {} values for a weight of {} rows", bias.size(), rows));
+  DeviceMemory b = ctx_.allocate(bias.size() * sizeof(float), "a bias of " + what);
   if (!bias.empty())
     LOWBIT_CUDA_CHECK(cudaMemcpyAsync(b.get(), bias.data(), bias.size() * sizeof(float), cudaMemcpyHostToDevice,
                                       ctx_.stream()));
+  return b;
+}
+
+std::unique_ptr<DeviceLinear> CudaBackend::upload_linear(QuantizedTensor w, std::vector<float> bias) {
+  const std::string shape = fmt::format("a {}x{} {} weight", w.rows, w.cols, format_name(w.format));
+  if (w.format != Format::F32 && w.format != Format::BF16) {
+    if (quantized_kernels(w.format) == nullptr)
+      throw DeviceError(fmt::format("format {} has no CUDA kernel yet", format_name(w.format)));
+    DeviceMemory b = bias_on_device(bias, w.rows, shape);
+    DeviceQuantizedPlanes planes = upload_quantized_planes(ctx_, w, shape);  // synchronizes
+    return std::make_unique<CudaLinear>(std::move(planes), std::move(b));
+  }
+  DeviceMemory b = bias_on_device(bias, w.rows, shape);
+  DeviceMemory weight = ctx_.allocate(w.codes.size(), shape);
+  LOWBIT_CUDA_CHECK(cudaMemcpyAsync(weight.get(), w.codes.data(), w.codes.size(), cudaMemcpyHostToDevice, ctx_.stream()));
   // The host vectors die with this call: make sure the (pageable) copies have read them.
   ctx_.synchronize();
   return std::make_unique<CudaLinear>(w.rows, w.cols, w.format, std::move(weight), std::move(b));
+}
+
+QuantizedTensor CudaBackend::quantize_on_device(Format f, const float* host_weights, int64_t rows, int64_t cols,
+                                                const QuantOptions& opts) {
+  return download_quantized_planes(ctx_, quantize_four_bit_on_device(ctx_, f, host_weights, rows, cols, opts));
+}
+
+std::unique_ptr<DeviceLinear> CudaBackend::upload_quantized_on_device(Format f, const float* host_weights, int64_t rows,
+                                                                      int64_t cols, const QuantOptions& opts,
+                                                                      std::vector<float> bias) {
+  DeviceMemory b = bias_on_device(bias, rows, fmt::format("a {}x{} {} weight", rows, cols, format_name(f)));
+  DeviceQuantizedPlanes planes = quantize_four_bit_on_device(ctx_, f, host_weights, rows, cols, opts);  // synchronizes
+  return std::make_unique<CudaLinear>(std::move(planes), std::move(b));
 }
 
 std::unique_ptr<DeviceNorm> CudaBackend::upload_norm(std::vector<float> weight, std::vector<float> bias) {
@@ -214,6 +243,9 @@ void CudaBackend::set_batch(const TokenBatch& batch) {
 
 void CudaBackend::embed(const DeviceLinear& table, DeviceBuffer& out) {
   const auto& t = static_cast<const CudaLinear&>(table);
+  if (t.quantized())
+    throw DeviceError(fmt::format("embedding tables in {} have no CUDA kernel (the model keeps them bf16/f32)",
+                                  format_name(t.format())));
   for (int32_t id : batch_.tokens)
     if (id < 0 || id >= t.rows())
       throw InputError(fmt::format("token id {} is outside the vocabulary (size {})", id, t.rows()));
@@ -283,6 +315,10 @@ void CudaBackend::matmul(const DeviceLinear& w, const DeviceBuffer& x, DeviceBuf
   require_floats(x, size_t(n) * size_t(cols), "matmul", "the input");
   require_floats(y, size_t(n) * size_t(rows), "matmul", "the output");
   if (n == 0) return;
+  if (l.quantized()) {
+    matmul_quantized(l.planes, l.bias_or_null(), data(x), n, data(y));
+    return;
+  }
   const bool bf16 = l.format() == Format::BF16;
   if (n <= kernels::kMaxGemvTokens) {
     if (bf16)
@@ -299,13 +335,7 @@ void CudaBackend::matmul(const DeviceLinear& w, const DeviceBuffer& x, DeviceBuf
   // Column-major view: Y^T [rows, n] = W [rows, cols] (stored row-major = col-major W^T, so
   // op T) x X^T [cols, n] (row-major X = col-major X^T).
   if (bf16) {
-    const size_t elems = size_t(n) * size_t(cols);
-    auto* xb = reinterpret_cast<uint16_t*>(ensure_workspace(gemm_input_bf16_, elems * sizeof(uint16_t),
-                                                            "bf16 activations for the GEMM"));
-    check(kernels::launch_to_bf16(data(x), elems, xb, ctx_.stream()), "fp32 -> bf16 conversion");
-    LOWBIT_CUBLAS_CHECK(cublasGemmEx(ctx_.cublas(), CUBLAS_OP_T, CUBLAS_OP_N, rows, n, cols, &alpha, l.weight.get(),
-                                     CUDA_R_16BF, cols, xb, CUDA_R_16BF, cols, &beta, data(y), CUDA_R_32F, rows,
-                                     CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    gemm_bf16(l.weight.get(), rows, cols, data(x), n, data(y));
   } else {
     LOWBIT_CUBLAS_CHECK(cublasGemmEx(ctx_.cublas(), CUBLAS_OP_T, CUBLAS_OP_N, rows, n, cols, &alpha, l.weight.get(),
                                      CUDA_R_32F, cols, data(x), CUDA_R_32F, cols, &beta, data(y), CUDA_R_32F, rows,
@@ -313,6 +343,70 @@ void CudaBackend::matmul(const DeviceLinear& w, const DeviceBuffer& x, DeviceBuf
   }
   if (l.bias_or_null() != nullptr)
     check(kernels::launch_add_bias(data(y), l.bias_or_null(), n, rows, ctx_.stream()), "bias add");
+}
+
+void CudaBackend::gemm_bf16(const void* w_bf16, int rows, int cols, const float* x, int n, float* y) {
+  const float alpha = 1.0f, beta = 0.0f;
+  const size_t elems = size_t(n) * size_t(cols);
+  auto* xb = reinterpret_cast<uint16_t*>(
+      ensure_workspace(gemm_input_bf16_, elems * sizeof(uint16_t), "bf16 activations for the GEMM"));
+  check(kernels::launch_to_bf16(x, elems, xb, ctx_.stream()), "fp32 -> bf16 conversion");
+  // Column-major view as in matmul(): Y^T [rows, n] = op_T(W) x X^T.
+  LOWBIT_CUBLAS_CHECK(cublasGemmEx(ctx_.cublas(), CUBLAS_OP_T, CUBLAS_OP_N, rows, n, cols, &alpha, w_bf16, CUDA_R_16BF,
+                                   cols, xb, CUDA_R_16BF, cols, &beta, y, CUDA_R_32F, rows, CUBLAS_COMPUTE_32F,
+                                   CUBLAS_GEMM_DEFAULT));
+}
+
+// Quantized weights. Decode (n <= 16): the format's fused GEMV (dequantization inside the dot
+// product, bias fused). Prefill: W8A8 as a true int8 GEMM when the shape allows; everything else
+// dequantizes the whole weight into a bf16 scratch buffer and runs the bf16 cuBLAS GEMM -- simple
+// and correct; a fused tile-dequantizing GEMM (Marlin-style) is the next step for speed.
+void CudaBackend::matmul_quantized(const DeviceQuantizedPlanes& w, const float* bias, const float* x, int n, float* y) {
+  const QuantizedKernels* k = quantized_kernels(w.format);
+  if (k == nullptr) throw DeviceError(fmt::format("format {} has no CUDA kernel yet", format_name(w.format)));
+  const int rows = int(w.rows), cols = int(w.cols);
+  if (n <= kernels::kMaxGemvTokens) {
+    const size_t ws_bytes = k->gemv_workspace_bytes(n, cols);
+    void* ws = ws_bytes > 0 ? ensure_workspace(quantized_workspace_, ws_bytes, "quantized GEMV activations") : nullptr;
+    check(k->gemv(w.view(), bias, x, n, y, ws, ctx_.stream()), "quantized gemv");
+    return;
+  }
+  if (w.format == Format::W8A8 && matmul_w8a8_int8_gemm(w, bias, x, n, y)) return;
+  auto* wb = reinterpret_cast<uint16_t*>(ensure_workspace(
+      dequantized_bf16_, size_t(rows) * size_t(cols) * sizeof(uint16_t), "a dequantized bf16 weight for the GEMM"));
+  check(k->dequantize(w.view(), wb, ctx_.stream()), "dequantize to bf16");
+  gemm_bf16(wb, rows, cols, x, n, y);
+  if (bias != nullptr) check(kernels::launch_add_bias(y, bias, n, rows, ctx_.stream()), "bias add");
+}
+
+// W8A8 prefill: per-token int8 activations, int8 x int8 -> int32 on the tensor cores (IMMA via
+// cublasGemmEx, which runs cuBLASLt underneath), then acc * w_scale * x_scale (+ bias): the CPU's
+// arithmetic exactly, since the int32 sums are exact. IMMA in the plain (non-COL32) layouts wants
+// "TN" operands with k and the leading dimensions multiples of 4: W row-major [rows, cols] is
+// op T of a column-major [cols, rows] (lda = cols), X row-major [n, cols] is column-major
+// [cols, n] (ldb = cols), C column-major [rows, n] (ldc = rows) = row-major [n, rows]. Other shapes
+// (or cuBLAS declining) return false and take the dequantize path.
+bool CudaBackend::matmul_w8a8_int8_gemm(const DeviceQuantizedPlanes& w, const float* bias, const float* x, int n,
+                                        float* y) {
+  const int rows = int(w.rows), cols = int(w.cols);
+  if (rows % 4 != 0 || cols % 4 != 0) return false;
+  const size_t xq_bytes = (size_t(n) * size_t(cols) + 255) & ~size_t(255);
+  const size_t scale_bytes = (size_t(n) * sizeof(float) + 255) & ~size_t(255);
+  auto* base = reinterpret_cast<uint8_t*>(ensure_workspace(
+      quantized_workspace_, xq_bytes + scale_bytes + size_t(n) * size_t(rows) * sizeof(int32_t), "W8A8 GEMM scratch"));
+  auto* xq = reinterpret_cast<int8_t*>(base);
+  auto* x_scale = reinterpret_cast<float*>(base + xq_bytes);
+  auto* acc = reinterpret_cast<int32_t*>(base + xq_bytes + scale_bytes);
+  check(kernels::launch_w8a8_quantize_activations(x, n, cols, xq, x_scale, ctx_.stream()), "W8A8 activation quantization");
+  const int32_t alpha = 1, beta = 0;
+  const cublasStatus_t status =
+      cublasGemmEx(ctx_.cublas(), CUBLAS_OP_T, CUBLAS_OP_N, rows, n, cols, &alpha, w.codes.get(), CUDA_R_8I, cols, xq,
+                   CUDA_R_8I, cols, &beta, acc, CUDA_R_32I, rows, CUBLAS_COMPUTE_32I, CUBLAS_GEMM_DEFAULT);
+  if (status == CUBLAS_STATUS_NOT_SUPPORTED) return false;
+  cublas_check(status, "cublasGemmEx (int8 x int8 -> int32)");
+  check(kernels::launch_w8a8_rescale(acc, w.scales.as<float>(), x_scale, bias, n, rows, y, ctx_.stream()),
+        "W8A8 rescale");
+  return true;
 }
 
 void CudaBackend::rope(DeviceBuffer& qkv, const AttentionShape& s) {

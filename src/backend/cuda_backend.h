@@ -17,6 +17,7 @@
 
 #include "backend/backend.h"
 #include "backend/cuda_context.h"
+#include "backend/cuda_quantized.h"
 #include "sampler/sampler.h"
 
 namespace lowbit {
@@ -28,7 +29,8 @@ class CudaBackend final : public Backend {
   std::string name() const override { return "cuda"; }
 
   std::unique_ptr<DeviceBuffer> alloc(size_t n_floats, const std::string& what) override;
-  // F32 and BF16 weights; other formats throw DeviceError "format X has no CUDA kernel yet".
+  // F32 / BF16 weights, and every quantized format with an entry in cuda_quantized.cpp's table
+  // (its planes copied as they are); anything else throws "format X has no CUDA kernel yet".
   std::unique_ptr<DeviceLinear> upload_linear(QuantizedTensor w, std::vector<float> bias) override;
   std::unique_ptr<DeviceNorm> upload_norm(std::vector<float> weight, std::vector<float> bias) override;
   std::unique_ptr<KvCache> alloc_kv_cache(int n_layers, int n_slots, int max_context, int kv_dim) override;
@@ -72,6 +74,14 @@ class CudaBackend final : public Backend {
   bool has_graph(int batch_size) const { return graphs_.count(batch_size) != 0; }
   void replay(int batch_size);
 
+  // NF4 / FP4 quantization of host fp32 weights [rows, cols] on the GPU, byte-identical to
+  // quantize(); returns the planes (downloaded). upload_quantized_on_device keeps them there.
+  QuantizedTensor quantize_on_device(Format f, const float* host_weights, int64_t rows, int64_t cols,
+                                     const QuantOptions& opts);
+  std::unique_ptr<DeviceLinear> upload_quantized_on_device(Format f, const float* host_weights, int64_t rows,
+                                                           int64_t cols, const QuantOptions& opts,
+                                                           std::vector<float> bias);
+
   CudaContext& context() { return ctx_; }
 
  private:
@@ -80,6 +90,11 @@ class CudaBackend final : public Backend {
   float* ensure_workspace(DeviceMemory& mem, size_t bytes, const char* what);
   void invalidate_graphs();
   void check(cudaError_t err, const char* what) const;
+  // y [n, rows] = W x^T from a bf16 [rows, cols] weight on the device (cuBLAS, fp32 accumulate).
+  void gemm_bf16(const void* w_bf16, int rows, int cols, const float* x, int n, float* y);
+  void matmul_quantized(const DeviceQuantizedPlanes& w, const float* bias, const float* x, int n, float* y);
+  bool matmul_w8a8_int8_gemm(const DeviceQuantizedPlanes& w, const float* bias, const float* x, int n, float* y);
+  DeviceMemory bias_on_device(const std::vector<float>& bias, int64_t rows, const std::string& what);
   const int32_t* device_tokens() const;
   const int32_t* device_positions() const;
   const int32_t* device_slots() const;
@@ -92,6 +107,7 @@ class CudaBackend final : public Backend {
   size_t next_staging_ = 0;
   DeviceMemory inv_freq_;
   DeviceMemory attention_workspace_, gemm_input_bf16_, sampling_workspace_, sampling_history_, sampling_result_;
+  DeviceMemory quantized_workspace_, dequantized_bf16_;  // GEMV activation scratch; prefill bf16 weight
   std::map<int, cudaGraphExec_t> graphs_;
   int capturing_batch_ = 0;  // > 0 between begin_capture and end_capture
 };

@@ -1,0 +1,64 @@
+// The device view of a quantized weight (every plane of a QuantizedTensor, uploaded as is; see
+// the format's src/formats/format_*.cpp for each plane's layout) and the generic dequantizer the
+// prefill path uses: W -> bf16 [rows, cols] row-major, fed to the cuBLAS bf16 GEMM.
+// Host-visible part: plain structs and launch declarations. Device part (nvcc only): the
+// dequantize kernel template every format file instantiates with its own element decoder.
+#pragma once
+#include <cstdint>
+
+#include <cuda_runtime_api.h>
+
+namespace lowbit::kernels {
+
+// Pointers are device pointers; planes a format does not use are null.
+struct QuantizedWeightView {
+  int rows = 0, cols = 0;
+  const uint8_t* codes = nullptr;        // packed values (nibbles or int8)
+  const float* scales = nullptr;         // fp32 absmax per block (nf4/fp4), SCB / w_scale per row (int8/W8A8)
+  const uint8_t* scale_codes = nullptr;  // -dq: 8-bit codes of absmax - offset
+  const float* scales2 = nullptr;        // -dq: fp32 scale per 256 absmax values
+  float offset = 0.0f;                   // -dq: mean absmax
+  const uint16_t* scales16 = nullptr;    // W4A16: fp16 scale per (row, group)
+  const uint8_t* zeros = nullptr;        // W4A16: zero point per (row, group); null = symmetric (8)
+  int block_size = 64;                   // nf4/fp4 block of consecutive flat values
+  int group = 128;                       // W4A16 group along a row
+  bool nf4 = true;                       // nf4 table (else bnb fp4)
+  bool double_quant = false;             // nf4-dq / fp4-dq
+  float int8_threshold = 0.0f;           // LLM.int8 outlier threshold (0 = none)
+};
+
+}  // namespace lowbit::kernels
+
+#ifdef __CUDACC__
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+namespace lowbit::kernels {
+
+// out[r * cols + c] = bf16(Decoder::value(w, r, c)), one thread per element (a grid-stride loop
+// over the flat index; 64-bit so that large embeddings/heads cannot overflow).
+template <typename Decoder>
+__global__ void dequantize_bf16_kernel(QuantizedWeightView w, __nv_bfloat16* __restrict__ out) {
+  const int64_t n = int64_t(w.rows) * w.cols;
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    const int r = int(i / w.cols), c = int(i % w.cols);
+    out[i] = __float2bfloat16_rn(Decoder::value(w, r, c));
+  }
+}
+
+template <typename Decoder>
+cudaError_t launch_dequantize_bf16(const QuantizedWeightView& w, uint16_t* out, cudaStream_t stream) {
+  const int64_t n = int64_t(w.rows) * w.cols;
+  if (n == 0) return cudaSuccess;
+  const int threads = 256;
+  const int64_t wanted = (n + threads - 1) / threads;
+  const unsigned blocks = unsigned(wanted < 65535 * 8 ? wanted : 65535 * 8);
+  dequantize_bf16_kernel<Decoder><<<blocks, threads, 0, stream>>>(w, reinterpret_cast<__nv_bfloat16*>(out));
+  return cudaGetLastError();
+}
+
+// IEEE fp16 round trip (round to nearest even, overflow to inf): core/half.h's round_f16.
+__device__ __forceinline__ float round_to_half(float v) { return __half2float(__float2half_rn(v)); }
+
+}  // namespace lowbit::kernels
+#endif

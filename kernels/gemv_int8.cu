@@ -1,0 +1,290 @@
+// int8 decode GEMVs: LLM.int8 (INT8) and W8A8, both int8 x int8 -> int32 with dp4a.
+//
+// Activations are quantized by a small pre-pass (they are tiny: n_tokens <= 16 rows), written to
+// a workspace, and read by the GEMV, which streams the int8 weight rows once for the batch:
+//  - INT8 (LLM.int8, format_int8.cpp, same rounding points): a = fp16(x); outlier columns are those
+//    where some token has |a| >= threshold, found by one block that writes them in increasing
+//    order (ballot + prefix count: deterministic); rowStat[t] = max |a| over the ELEMENTS below the
+//    threshold; CA = rint(a * (127 / rowStat)) (0 in outlier columns; NaN -> 0). The GEMV sums
+//    CA . CB in int32, then out = fp16(fl(fl(acc * fl(rowStat * SCB)) * 1/127^2)) and, when there
+//    are outliers, out = fp16(out + sum over outlier columns of a * fp16(CB * SCB / 127)).
+//  - W8A8 (format_w8a8.cpp): x_scale = absmax / 127, xq = sat(rint(x / x_scale)) (0 if the scale
+//    is 0); y = acc * (w_scale * x_scale) in fp32.
+// The GEMV: one warp per row; when cols % 16 == 0 each lane loads 16 weight bytes and 16
+// activation bytes per token (uint4) and issues 4 dp4a each; other shapes use a scalar loop.
+// __fmul_rn/__fadd_rn mark the roundings the CPU reference performs (no FMA contraction).
+#include "kernels/common.cuh"
+#include "kernels/gemv.cuh"
+#include "kernels/gemv_int8.cuh"
+
+namespace lowbit::kernels {
+
+namespace {
+
+constexpr int kWarpsPerBlock = 8;
+constexpr float kInvSquare127 = 6.200124e-05f;  // bnb's int8_mm_dequant constant
+constexpr float kInv127 = 7.874015718698502e-3f;  // bnb's int8_vectorwise_dequant constant
+
+size_t align16(size_t n) { return (n + 15) & ~size_t(15); }
+
+// Workspace: [xq n*cols int8 | token scale n fp32 | outlier flag per column | outlier count |
+// outlier column list cols int32], each piece 16-byte aligned.
+struct Workspace {
+  int8_t* xq;
+  float* token_scale;
+  uint8_t* is_outlier;
+  int* n_outliers;
+  int* outlier_cols;
+};
+
+Workspace carve(void* base, int n_tokens, int cols) {
+  auto* p = static_cast<uint8_t*>(base);
+  Workspace ws;
+  ws.xq = reinterpret_cast<int8_t*>(p);
+  p += align16(size_t(n_tokens) * size_t(cols));
+  ws.token_scale = reinterpret_cast<float*>(p);
+  p += align16(size_t(n_tokens) * sizeof(float));
+  ws.is_outlier = p;
+  p += align16(size_t(cols));
+  ws.n_outliers = reinterpret_cast<int*>(p);
+  p += 16;
+  ws.outlier_cols = reinterpret_cast<int*>(p);
+  return ws;
+}
+
+// torch's round().to(int8) as the CPU does it: NaN (0 * inf) -> 0, saturate.
+__device__ __forceinline__ int8_t round_to_int8(float v) {
+  if (isnan(v)) return 0;
+  return int8_t(fminf(fmaxf(rintf(v), -128.0f), 127.0f));
+}
+
+__device__ __forceinline__ float int8_dequantized(int8_t cb, float scb) {
+  return __fmul_rn(__fmul_rn(float(cb), scb), kInv127);
+}
+
+// One block: flags outlier columns and lists them in increasing column order.
+__global__ void int8_outlier_kernel(const float* __restrict__ x, int n_tokens, int cols, float threshold,
+                                    Workspace ws) {
+  __shared__ int warp_counts[32];
+  __shared__ int running;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n_warps = blockDim.x >> 5;
+  if (threadIdx.x == 0) running = 0;
+  __syncthreads();
+  for (int c0 = 0; c0 < cols; c0 += blockDim.x) {
+    const int c = c0 + threadIdx.x;
+    bool outlier = false;
+    if (c < cols && threshold > 0.0f)
+      for (int t = 0; t < n_tokens; ++t) outlier = outlier || fabsf(round_to_half(x[size_t(t) * cols + c])) >= threshold;
+    if (c < cols) ws.is_outlier[c] = outlier ? 1 : 0;
+    const unsigned ballot = __ballot_sync(kFullWarp, outlier);
+    if (lane == 0) warp_counts[warp] = __popc(ballot);
+    __syncthreads();
+    int before = running;
+    for (int i = 0; i < warp; ++i) before += warp_counts[i];
+    if (outlier) ws.outlier_cols[before + __popc(ballot & ((1u << lane) - 1u))] = c;
+    __syncthreads();
+    if (threadIdx.x == 0)
+      for (int i = 0; i < n_warps; ++i) running += warp_counts[i];
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) *ws.n_outliers = running;
+}
+
+// One block per token: rowStat and CA.
+__global__ void int8_quantize_tokens_kernel(const float* __restrict__ x, int cols, float threshold, Workspace ws) {
+  __shared__ float scratch[32];
+  const int t = blockIdx.x;
+  const float* xt = x + size_t(t) * cols;
+  float absmax = 0.0f;
+  for (int c = threadIdx.x; c < cols; c += blockDim.x) {
+    const float v = fabsf(round_to_half(xt[c]));
+    if (!(threshold > 0.0f && v >= threshold)) absmax = fmaxf(absmax, v);
+  }
+  absmax = block_max(absmax, scratch);
+  const float factor = 127.0f / absmax;
+  if (threadIdx.x == 0) ws.token_scale[t] = absmax;
+  for (int c = threadIdx.x; c < cols; c += blockDim.x)
+    ws.xq[size_t(t) * cols + c] = ws.is_outlier[c] ? int8_t(0) : round_to_int8(__fmul_rn(round_to_half(xt[c]), factor));
+}
+
+// One block per token: W8A8's symmetric per-token quantization.
+__global__ void w8a8_quantize_tokens_kernel(const float* __restrict__ x, int cols, int8_t* __restrict__ xq,
+                                            float* __restrict__ x_scale) {
+  __shared__ float scratch[32];
+  const int t = blockIdx.x;
+  const float* xt = x + size_t(t) * cols;
+  float absmax = 0.0f;
+  for (int c = threadIdx.x; c < cols; c += blockDim.x) absmax = fmaxf(absmax, fabsf(xt[c]));
+  absmax = block_max(absmax, scratch);
+  const float scale = absmax / 127.0f;
+  if (threadIdx.x == 0) x_scale[t] = scale;
+  for (int c = threadIdx.x; c < cols; c += blockDim.x) {
+    const float v = scale > 0.0f ? fminf(fmaxf(rintf(xt[c] / scale), -128.0f), 127.0f) : 0.0f;
+    xq[size_t(t) * cols + c] = int8_t(v);
+  }
+}
+
+__device__ __forceinline__ int dot4(unsigned a, unsigned b, int c) { return __dp4a(int(a), int(b), c); }
+
+// kLlmInt8: LLM.int8's epilogue and outlier columns; else W8A8's.
+template <int kTokens, bool kLlmInt8>
+__global__ void __launch_bounds__(kWarpsPerBlock * 32)
+    gemv_int8_kernel(QuantizedWeightView w, const float* __restrict__ bias, const float* __restrict__ x,
+                     int n_tokens, Workspace ws, float* __restrict__ y) {
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int row = blockIdx.x * kWarpsPerBlock + warp;
+  if (row >= w.rows) return;
+  const int cols = w.cols;
+  const int8_t* w_row = reinterpret_cast<const int8_t*>(w.codes) + size_t(row) * cols;
+
+  int acc[kTokens];
+#pragma unroll
+  for (int t = 0; t < kTokens; ++t) acc[t] = 0;
+  if (cols % 16 == 0) {
+#pragma unroll 2
+    for (int col = lane * 16; col < cols; col += 32 * 16) {
+      const uint4 wv = *reinterpret_cast<const uint4*>(w_row + col);
+#pragma unroll
+      for (int t = 0; t < kTokens; ++t) {
+        if (t < n_tokens) {
+          const uint4 xv = *reinterpret_cast<const uint4*>(ws.xq + size_t(t) * cols + col);
+          acc[t] = dot4(wv.x, xv.x, dot4(wv.y, xv.y, dot4(wv.z, xv.z, dot4(wv.w, xv.w, acc[t]))));
+        }
+      }
+    }
+  } else {
+    for (int col = lane; col < cols; col += 32) {
+      const int wv = w_row[col];
+#pragma unroll
+      for (int t = 0; t < kTokens; ++t)
+        if (t < n_tokens) acc[t] += wv * int(ws.xq[size_t(t) * cols + col]);
+    }
+  }
+
+  const float scale = w.scales[row];
+  float outlier_sum[kTokens];
+#pragma unroll
+  for (int t = 0; t < kTokens; ++t) outlier_sum[t] = 0.0f;
+  int n_outliers = 0;
+  if (kLlmInt8) {
+    n_outliers = *ws.n_outliers;
+    for (int i = lane; i < n_outliers; i += 32) {
+      const int c = ws.outlier_cols[i];
+      const float wv = round_to_half(int8_dequantized(w_row[c], scale));
+#pragma unroll
+      for (int t = 0; t < kTokens; ++t)
+        if (t < n_tokens) outlier_sum[t] += round_to_half(x[size_t(t) * cols + c]) * wv;
+    }
+  }
+
+  const float b = bias != nullptr ? bias[row] : 0.0f;
+#pragma unroll
+  for (int t = 0; t < kTokens; ++t) {
+    const int total = warp_sum(acc[t]);
+    const float outliers = kLlmInt8 ? warp_sum(outlier_sum[t]) : 0.0f;
+    if (lane == 0 && t < n_tokens) {
+      float out;
+      if (kLlmInt8) {
+        const float scaled = __fmul_rn(float(total), __fmul_rn(ws.token_scale[t], scale));
+        out = round_to_half(__fmul_rn(scaled, kInvSquare127));
+        if (n_outliers > 0) out = round_to_half(__fadd_rn(out, outliers));
+      } else {
+        out = __fmul_rn(float(total), __fmul_rn(scale, ws.token_scale[t]));
+      }
+      y[size_t(t) * w.rows + row] = out + b;
+    }
+  }
+}
+
+template <bool kLlmInt8>
+cudaError_t launch_int8_gemv(const QuantizedWeightView& w, const float* bias, const float* x, int n_tokens, Workspace ws,
+                             float* y, cudaStream_t stream) {
+  const unsigned blocks = unsigned((w.rows + kWarpsPerBlock - 1) / kWarpsPerBlock), threads = kWarpsPerBlock * 32;
+  if (n_tokens <= 1)
+    gemv_int8_kernel<1, kLlmInt8><<<blocks, threads, 0, stream>>>(w, bias, x, n_tokens, ws, y);
+  else if (n_tokens <= 2)
+    gemv_int8_kernel<2, kLlmInt8><<<blocks, threads, 0, stream>>>(w, bias, x, n_tokens, ws, y);
+  else if (n_tokens <= 4)
+    gemv_int8_kernel<4, kLlmInt8><<<blocks, threads, 0, stream>>>(w, bias, x, n_tokens, ws, y);
+  else if (n_tokens <= 8)
+    gemv_int8_kernel<8, kLlmInt8><<<blocks, threads, 0, stream>>>(w, bias, x, n_tokens, ws, y);
+  else
+    gemv_int8_kernel<16, kLlmInt8><<<blocks, threads, 0, stream>>>(w, bias, x, n_tokens, ws, y);
+  return cudaGetLastError();
+}
+
+struct Int8Decoder {
+  __device__ static float value(const QuantizedWeightView& w, int r, int c) {
+    return int8_dequantized(reinterpret_cast<const int8_t*>(w.codes)[size_t(r) * w.cols + c], w.scales[r]);
+  }
+};
+
+struct W8a8Decoder {
+  __device__ static float value(const QuantizedWeightView& w, int r, int c) {
+    return float(reinterpret_cast<const int8_t*>(w.codes)[size_t(r) * w.cols + c]) * w.scales[r];
+  }
+};
+
+__global__ void w8a8_rescale_kernel(const int32_t* __restrict__ acc, const float* __restrict__ w_scale,
+                                    const float* __restrict__ x_scale, const float* __restrict__ bias, int n_tokens,
+                                    int rows, float* __restrict__ y) {
+  const int64_t n = int64_t(n_tokens) * rows;
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    const int t = int(i / rows), r = int(i % rows);
+    const float out = __fmul_rn(float(acc[i]), __fmul_rn(w_scale[r], x_scale[t]));
+    y[i] = bias != nullptr ? out + bias[r] : out;
+  }
+}
+
+}  // namespace
+
+size_t int8_gemv_workspace_bytes(int n_tokens, int cols) {
+  return align16(size_t(n_tokens) * size_t(cols)) + align16(size_t(n_tokens) * sizeof(float)) + align16(size_t(cols)) +
+         16 + size_t(cols) * sizeof(int);
+}
+
+cudaError_t launch_gemv_int8(const QuantizedWeightView& w, const float* bias, const float* x, int n_tokens, float* y,
+                             void* workspace, cudaStream_t stream) {
+  if (n_tokens <= 0 || w.rows <= 0) return cudaSuccess;
+  if (n_tokens > kMaxGemvTokens) return cudaErrorInvalidValue;
+  const Workspace ws = carve(workspace, n_tokens, w.cols);
+  int8_outlier_kernel<<<1, 1024, 0, stream>>>(x, n_tokens, w.cols, w.int8_threshold, ws);
+  int8_quantize_tokens_kernel<<<unsigned(n_tokens), 256, 0, stream>>>(x, w.cols, w.int8_threshold, ws);
+  return launch_int8_gemv<true>(w, bias, x, n_tokens, ws, y, stream);
+}
+
+cudaError_t launch_gemv_w8a8(const QuantizedWeightView& w, const float* bias, const float* x, int n_tokens, float* y,
+                             void* workspace, cudaStream_t stream) {
+  if (n_tokens <= 0 || w.rows <= 0) return cudaSuccess;
+  if (n_tokens > kMaxGemvTokens) return cudaErrorInvalidValue;
+  const Workspace ws = carve(workspace, n_tokens, w.cols);
+  w8a8_quantize_tokens_kernel<<<unsigned(n_tokens), 256, 0, stream>>>(x, w.cols, ws.xq, ws.token_scale);
+  return launch_int8_gemv<false>(w, bias, x, n_tokens, ws, y, stream);
+}
+
+cudaError_t launch_dequantize_int8(const QuantizedWeightView& w, uint16_t* out, cudaStream_t stream) {
+  return launch_dequantize_bf16<Int8Decoder>(w, out, stream);
+}
+
+cudaError_t launch_dequantize_w8a8(const QuantizedWeightView& w, uint16_t* out, cudaStream_t stream) {
+  return launch_dequantize_bf16<W8a8Decoder>(w, out, stream);
+}
+
+cudaError_t launch_w8a8_quantize_activations(const float* x, int n_tokens, int cols, int8_t* xq, float* x_scale,
+                                             cudaStream_t stream) {
+  if (n_tokens <= 0) return cudaSuccess;
+  w8a8_quantize_tokens_kernel<<<unsigned(n_tokens), 256, 0, stream>>>(x, cols, xq, x_scale);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_w8a8_rescale(const int32_t* acc, const float* w_scale, const float* x_scale, const float* bias,
+                                int n_tokens, int rows, float* y, cudaStream_t stream) {
+  const int64_t n = int64_t(n_tokens) * rows;
+  if (n == 0) return cudaSuccess;
+  const int64_t wanted = (n + 255) / 256;
+  w8a8_rescale_kernel<<<unsigned(wanted < 65535 * 8 ? wanted : 65535 * 8), 256, 0, stream>>>(acc, w_scale, x_scale,
+                                                                                             bias, n_tokens, rows, y);
+  return cudaGetLastError();
+}
+
+}  // namespace lowbit::kernels

@@ -1,0 +1,53 @@
+// Quantized weights on the CUDA backend: their device planes (each QuantizedTensor plane copied
+// as is -- the CPU format files define the layouts the kernels read) and the ONE table that maps
+// a format to its kernels. Adding a format: its kernel file in kernels/, one line in
+// kQuantizedKernels (cuda_quantized.cpp), its tests in tests/test_gpu_formats.cpp.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+#include "backend/cuda_context.h"
+#include "formats/format.h"
+#include "kernels/dequant.cuh"
+
+namespace lowbit {
+
+// Every plane of a QuantizedTensor on the device; planes the format does not use stay empty.
+struct DeviceQuantizedPlanes {
+  Format format = Format::F32;
+  int64_t rows = 0, cols = 0;
+  QuantOptions opts;
+  DeviceMemory codes, scales, scale_codes, scales2, scales16, zeros;
+  float offset = 0.0f;
+
+  // Counted as weight_bytes() counts the host tensor (the -dq offset included).
+  size_t bytes() const;
+  kernels::QuantizedWeightView view() const;
+};
+
+// The kernels of one quantized format. gemv: n_tokens <= kMaxGemvTokens; `workspace` holds at
+// least gemv_workspace_bytes(n_tokens, cols) bytes (may be null when that is 0).
+// dequantize: the whole weight to bf16 [rows, cols] for the prefill GEMM.
+struct QuantizedKernels {
+  Format format;
+  cudaError_t (*gemv)(const kernels::QuantizedWeightView& w, const float* bias, const float* x, int n_tokens, float* y,
+                      void* workspace, cudaStream_t stream);
+  size_t (*gemv_workspace_bytes)(int n_tokens, int cols);
+  cudaError_t (*dequantize)(const kernels::QuantizedWeightView& w, uint16_t* out, cudaStream_t stream);
+};
+
+// The entry for f, or null for formats without quantized kernels (F32, BF16 have their own path).
+const QuantizedKernels* quantized_kernels(Format f);
+
+// Copies every plane of q to the device (synchronously: q may die after the call).
+DeviceQuantizedPlanes upload_quantized_planes(CudaContext& ctx, const QuantizedTensor& q, const std::string& what);
+
+// Quantizes host fp32 weights [rows, cols] to NF4 / FP4 on the device; the planes stay there.
+// Throws DeviceError for other formats (-dq: the mean/absmax-of-absmax pass is not on the GPU yet).
+DeviceQuantizedPlanes quantize_four_bit_on_device(CudaContext& ctx, Format f, const float* host_weights, int64_t rows,
+                                                  int64_t cols, const QuantOptions& opts);
+
+// Copies the planes back into a host QuantizedTensor (tests compare it with quantize()).
+QuantizedTensor download_quantized_planes(CudaContext& ctx, const DeviceQuantizedPlanes& planes);
+
+}  // namespace lowbit
