@@ -348,9 +348,9 @@ TEST_CASE("hardening: shards named by an index that are missing or escape the fo
   }
 }
 
-// Non-finite weights. lowbit does not scan weights at load; under f32/bf16 a NaN or Inf reaches
-// the logits and the sampler refuses them (src/sampler/sampler.cpp): exit 1, one line. That is
-// the documented policy (README "Hardening"): never a confident, silently wrong text.
+// Non-finite weights are refused at load with a line naming the file and tensor (Model::load
+// checks every value as it converts it), in every format: a quantizer would otherwise turn NaN
+// into a finite code and the model would generate plausible garbage (README "Hardening").
 void write_nonfinite(const fs::path& d, const char* tensor, float v, int stride) {
   auto st = Safetensors::read(d / "model.safetensors");
   const uint64_t b = st.header[tensor]["data_offsets"][0], e = st.header[tensor]["data_offsets"][1];
@@ -358,8 +358,8 @@ void write_nonfinite(const fs::path& d, const char* tensor, float v, int stride)
   st.write(d / "model.safetensors");
 }
 
-void check_nonfinite_refused(const Result& r) {
-  check_error(r, 1, "");
+void check_nonfinite_refused(const Result& r, const std::string& tensor) {
+  check_error(r, 1, tensor);
   const bool named = r.err.find("NaN") != std::string::npos || r.err.find("Inf") != std::string::npos ||
                      r.err.find("non-finite") != std::string::npos;
   CHECK(named);
@@ -371,24 +371,21 @@ TEST_CASE("hardening: NaN and Inf weights are refused (f32)", "[hardening]") {
     auto d = copy_fixture("nonfinite_" + tag);
     write_nonfinite(d, "model.norm.weight", v, 1);
     INFO(tag);
-    check_nonfinite_refused(run_model(d));
+    check_nonfinite_refused(run_model(d), "model.norm.weight");
   }
   auto d = copy_fixture("nonfinite_mlp");
   write_nonfinite(d, "model.layers.0.mlp.down_proj.weight", nan, 7);
-  check_nonfinite_refused(run_model(d, {"--quant", "bf16"}));
+  check_nonfinite_refused(run_model(d, {"--quant", "bf16"}), "model.layers.0.mlp.down_proj.weight");
 }
 
-// KNOWN BUG (reported, not ours to fix): the quantizers map NaN to 0 (format_int8.cpp "NaN -> 0",
-// format_nf4_fp4.cpp "NaN -> code 0"), so under a quantized format the same file generates text
-// and exits 0. Expected: refused at load with a line naming the tensor. [!mayfail] keeps the
-// report visible without failing the suite until src/formats or Model::load checks.
-TEST_CASE("hardening: NaN weights are refused under quantized formats", "[hardening][!mayfail]") {
+// The quantizers map NaN to a finite code, so the check must come before them.
+TEST_CASE("hardening: NaN weights are refused under quantized formats", "[hardening]") {
   auto d = copy_fixture("nonfinite_quant");
   write_nonfinite(d, "model.layers.0.mlp.down_proj.weight", std::numeric_limits<float>::quiet_NaN(), 7);
   for (const char* q : {"int8", "nf4", "fp4-dq", "W4A16", "W8A8"}) {
     INFO("--quant " << q);
     auto r = run_model(d, {"--quant", q});
-    check_nonfinite_refused(r);
+    check_nonfinite_refused(r, "model.layers.0.mlp.down_proj.weight");
   }
 }
 
@@ -667,6 +664,6 @@ TEST_CASE("hardening: fuzz seed corpora replay cleanly", "[hardening][fuzz]") { 
 // A fixed fuzz failure stays fixed.
 TEST_CASE("hardening: fixed fuzz regressions stay fixed", "[hardening][fuzz]") { replay("regressions", false); }
 
-// KNOWN BUGS, reported to their owners: tests/fuzz/regressions/*/open-* (see README Hardening).
-// Renaming a file without "open-" moves it into the test above once its fix lands.
-TEST_CASE("hardening: open fuzz regressions", "[hardening][fuzz][!mayfail]") { replay("regressions", true); }
+// No saved failure is open now; a new one named "open-*" (a failure in another module) must
+// be fixed and renamed, so any open file fails here.
+TEST_CASE("hardening: no open fuzz regressions", "[hardening][fuzz]") { CHECK(replay("regressions", true) == 0); }

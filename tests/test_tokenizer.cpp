@@ -165,16 +165,40 @@ TEST_CASE("StreamDecoder emits only whole characters and adds up to decode()", "
 
 TEST_CASE("StreamDecoder holds back a character split across byte-fallback tokens", "[tokenizer]") {
   const Tokenizer tok = load("llama2");
-  // U+1F600 is F0 9F 98 80; Llama-2 has no piece for it: "▁" then four byte tokens.
-  const auto ids = tok.encode("a \xF0\x9F\x98\x80", false);
-  REQUIRE(ids.size() == 6);
+  // U+1F600 is F0 9F 98 80; Llama-2 has no piece for it: "▁" then four byte tokens. HF decodes a
+  // run of byte tokens as a whole (one U+FFFD per byte if the run is not valid UTF-8), so a run is
+  // only final once a non-byte token ends it: the emoji comes out with the next word.
+  const auto ids = tok.encode("a \xF0\x9F\x98\x80 b", false);
+  REQUIRE(ids.size() == 7);
   lowbit::StreamDecoder stream(tok);
   std::vector<std::string> pieces;
   for (const int32_t id : ids) pieces.push_back(stream.push(id));
   CHECK(pieces[0] == "a");
-  for (size_t i = 1; i < 5; ++i) CHECK(pieces[i] == (i == 1 ? " " : ""));
-  CHECK(pieces[5] == "\xF0\x9F\x98\x80");
+  CHECK(pieces[1] == " ");
+  for (size_t i = 2; i < 6; ++i) CHECK(pieces[i].empty());
+  CHECK(pieces[6] == "\xF0\x9F\x98\x80 b");
   CHECK(stream.flush().empty());
+  // A run still open at the end comes out of flush().
+  lowbit::StreamDecoder tail(tok);
+  std::string out;
+  for (const int32_t id : tok.encode("a \xF0\x9F\x98\x80", false)) out += tail.push(id);
+  CHECK(out == "a ");
+  CHECK(tail.flush() == "\xF0\x9F\x98\x80");
+}
+
+TEST_CASE("StreamDecoder never emits text that a later byte token would change", "[tokenizer]") {
+  const Tokenizer tok = load("llama2");
+  // <0x66> 'f' then <0xBD>: the run is invalid UTF-8 as a whole, so HF decodes both bytes as
+  // U+FFFD, and a stream that had already printed 'f' would disagree (a fuzz finding).
+  const int32_t f = tok.token_to_id("<0x66>"), bd = tok.token_to_id("<0xBD>");
+  REQUIRE(f >= 0);
+  REQUIRE(bd >= 0);
+  lowbit::StreamDecoder stream(tok);
+  std::string out = stream.push(f);
+  out += stream.push(bd);
+  out += stream.flush();
+  CHECK(out == tok.decode({f, bd}));
+  CHECK(out == "\xEF\xBF\xBD\xEF\xBF\xBD");
 }
 
 TEST_CASE("invalid UTF-8 input throws InputError with the byte offset", "[tokenizer]") {
@@ -221,7 +245,7 @@ TEST_CASE("bad tokenizer files throw InputError naming the file", "[tokenizer]")
   CHECK(message_of(nfkc).find("NFKC") != std::string::npos);
 }
 
-TEST_CASE("encoding a few KB takes milliseconds", "[tokenizer]") {
+TEST_CASE("encoding tens of KB round-trips (timings printed, not asserted)", "[tokenizer]") {
   const nlohmann::json corpus = read_json(tokenizers_dir() / "corpus.json");
   std::string text;
   for (const auto& entry : corpus) text += entry.get<std::string>() + "\n";
@@ -236,7 +260,6 @@ TEST_CASE("encoding a few KB takes milliseconds", "[tokenizer]") {
     const double encode_ms = std::chrono::duration<double, std::milli>(end - start).count();
     WARN(name << ": load " << load_ms << " ms; encode " << text.size() << " bytes -> " << ids.size()
               << " ids in " << encode_ms << " ms");
-    CHECK(encode_ms < 200.0);  // generous: shared CI machines, unoptimised builds
     CHECK(tok.decode(ids, false) == tok.decode(tok.encode(text, false), false));
   }
 }

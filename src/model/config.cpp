@@ -216,7 +216,10 @@ void read_falcon(const ConfigReader& config, const std::string& model_type, Mode
                                            ") does not divide hidden_size (" +
                                            std::to_string(out.hidden_size) + ")");
   out.head_dim = out.hidden_size / out.n_heads;
-  out.intermediate_size = config.positive_int_or("ffn_hidden_size", 4 * out.hidden_size);
+  if (auto ffn = config.opt_int("ffn_hidden_size"))
+    out.intermediate_size = config.check_positive("ffn_hidden_size", *ffn);
+  else  // transformers' default, computed wide so a huge hidden_size is refused, not wrapped
+    out.intermediate_size = config.check_positive("hidden_size", 4 * int64_t(out.hidden_size));
   out.multi_query = config.opt_bool("multi_query").value_or(true);
   out.parallel_attn = config.opt_bool("parallel_attn").value_or(true);
   out.linear_bias = config.opt_bool("bias").value_or(false);
@@ -285,6 +288,13 @@ ModelConfig parse_config(const std::string& json_text, const std::string& file_n
     config.fail(out.arch == Arch::Llama ? "num_key_value_heads" : "num_kv_heads",
                 "(" + std::to_string(out.n_kv_heads) + ") does not divide the number of heads (" +
                     std::to_string(out.n_heads) + ")");
+  // Activation rows are indexed with int: the fused q/k/v row and the gate/up row must fit one.
+  const int64_t qkv_dim = (int64_t(out.n_heads) + 2 * int64_t(out.n_kv_heads)) * out.head_dim;
+  if (qkv_dim > INT32_MAX)
+    config.fail("head_dim", "times the number of heads is too large (" + std::to_string(qkv_dim) + ")");
+  if (2 * int64_t(out.intermediate_size) > INT32_MAX)
+    config.fail(out.arch == Arch::Llama ? "intermediate_size" : "ffn_hidden_size",
+                "is too large (" + std::to_string(out.intermediate_size) + ")");
   out.vocab_size = config.positive_int("vocab_size");
   out.max_position_embeddings =
       config.positive_int_or("max_position_embeddings", out.max_position_embeddings);

@@ -1,6 +1,7 @@
 #include "model/model.h"
 
 #include <algorithm>
+#include <cmath>
 #include <set>
 #include <unistd.h>
 
@@ -32,10 +33,18 @@ class WeightLoader {
   WeightLoader(const WeightStore& store, Backend& backend, const LoadOptions& opts, size_t total)
       : store_(store), backend_(backend), opts_(opts), total_(total), tty_(opts.progress && isatty(2)) {}
 
+  // NaN or Inf in a weight is refused: quantizers would turn it into a finite code and the model
+  // would generate plausible garbage, a silently wrong answer.
   std::vector<float> read(const std::string& name, const std::vector<int64_t>& shape) {
     used_.insert(name);
     progress();
-    return to_f32(store_.get(name, shape));
+    const TensorInfo& info = store_.get(name, shape);
+    std::vector<float> values = to_f32(info);
+    for (size_t i = 0; i < values.size(); ++i)
+      if (!std::isfinite(values[i]))
+        throw InputError(fmt::format("{}: tensor '{}' holds {} at element {}", info.file, name,
+                                     std::isnan(values[i]) ? "NaN" : "Inf", i));
+    return values;
   }
   std::vector<float> read_optional(const std::string& name, const std::vector<int64_t>& shape, bool present) {
     if (!present) return {};

@@ -156,8 +156,18 @@ std::string StreamDecoder::decode_window() const {
   return tok_.decode(std::vector<int32_t>(first, ids_.end()), skip_special_);
 }
 
+// A SentencePiece byte-fallback piece "<0xXX>".
+bool StreamDecoder::is_byte_piece(int32_t id) const {
+  const std::string token = tok_.id_to_token(id);
+  return token.size() == 6 && token.compare(0, 3, "<0x") == 0 && token[5] == '>';
+}
+
 std::string StreamDecoder::push(int32_t id) {
   ids_.push_back(id);
+  // ByteFallback decodes a run of byte pieces as a whole: as UTF-8 when the run is valid, else
+  // one U+FFFD per byte, including bytes that looked complete on their own. So the text of an
+  // unfinished run can still change; nothing is emitted until a non-byte token ends it (or flush).
+  if (is_byte_piece(id)) return {};
   const std::string text = decode_window();
   // Trailing U+FFFD may be a character whose remaining bytes are still to come (decode repairs
   // an unfinished UTF-8 sequence with it), so it is held back until a later id settles it.
@@ -187,8 +197,7 @@ void StreamDecoder::advance_window() {
   for (size_t w = ids_.size() - kKeep; w < ids_.size(); ++w) {
     const int32_t first = ids_[w];
     if (tok_.impl().is_added_token(first)) continue;
-    const std::string token = tok_.id_to_token(first);
-    if (token.size() == 6 && token.compare(0, 3, "<0x") == 0) continue;  // a byte-fallback piece
+    if (is_byte_piece(first)) continue;
     const std::string alone = tok_.decode({first}, skip_special_);
     if (alone.empty() || alone.find("\xEF\xBF\xBD") != std::string::npos) continue;
     const std::string from_w =

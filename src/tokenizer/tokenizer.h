@@ -42,8 +42,9 @@ class Tokenizer {
   std::unique_ptr<TokenizerImpl> impl_;
 };
 
-// Turns generated ids into text as they arrive. push() returns only complete UTF-8 characters
-// (a character split across byte-fallback tokens is held back until its last byte arrives);
+// Turns generated ids into text as they arrive. push() returns only text no later id can change:
+// complete UTF-8 characters, and a run of byte-fallback tokens only once a non-byte token ends it
+// (HF decodes such a run as a whole: one U+FFFD per byte if the run is not valid UTF-8);
 // flush() returns what is left, with invalid bytes replaced by U+FFFD as HF's decode does.
 // The concatenation of all outputs equals tokenizer.decode(all ids).
 class StreamDecoder {
@@ -54,6 +55,7 @@ class StreamDecoder {
 
  private:
   std::string decode_window() const;
+  bool is_byte_piece(int32_t id) const;
   void advance_window();
 
   const Tokenizer& tok_;
