@@ -11,6 +11,7 @@
 // __fdiv_rn, __frcp_rn) so that no compiler flag can change it.
 // One warp per block of values; each lane writes whole bytes (blocks are even-sized and start at
 // even indices, so no two blocks share a byte).
+#include "formats/code_tables.h"
 #include <algorithm>
 #include <array>
 #include <numeric>
@@ -25,15 +26,9 @@ namespace {
 constexpr int kWarpsPerBlock = 8;
 constexpr float kTinyAbsmax = 1e-38f;
 
-// The CPU file's tables (code 0..15).
-constexpr std::array<float, 16> kNf4Table = {
-    -1.0f, -0.6961928009986877f, -0.5250730514526367f, -0.39491748809814453f, -0.28444138169288635f,
-    -0.18477343022823334f, -0.09105003625154495f, 0.0f, 0.07958029955625534f, 0.16093020141124725f,
-    0.24611230194568634f, 0.33791524171829224f, 0.44070982933044434f, 0.5626170039176941f, 0.7229568362236023f,
-    1.0f};
-constexpr std::array<float, 16> kFp4Table = {
-    0.0f, 0.0625f / 12.0f, 8.0f / 12.0f, 1.0f, 4.0f / 12.0f, 6.0f / 12.0f, 2.0f / 12.0f, 3.0f / 12.0f, 0.0f,
-    -0.0625f / 12.0f, -8.0f / 12.0f, -1.0f, -4.0f / 12.0f, -6.0f / 12.0f, -2.0f / 12.0f, -3.0f / 12.0f};
+// Code 0..15 (src/formats/code_tables.h, shared with the CPU reference).
+constexpr std::array<float, 16> kNf4Table = LOWBIT_NF4_CODES;
+constexpr std::array<float, 16> kFp4Table = LOWBIT_FP4_CODES;
 
 struct Encoder {
   float midpoints[15];  // ascending
