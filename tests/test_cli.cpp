@@ -196,3 +196,14 @@ TEST_CASE("malformed model folders give one line and exit 1", "[cli]") {
     check_one_line_error(run_lowbit({"run", "-m", d.string(), "-p", "x", "-n", "1"}), 1, "unexpected tensor");
   }
 }
+
+TEST_CASE("running out of device memory is one line naming the allocation (--memory-cap)", "[cli]") {
+  // stories260K in f32 needs about 1.2 MB of weights: a 0.5 MiB cap fails while loading.
+  auto r = run_lowbit({"run", "-m", stories(), "-p", "x", "-n", "2", "--memory-cap", "0.5"});
+  check_one_line_error(r, 1, "out of memory allocating");
+  CHECK(r.err.find("memory cap 0.50 MiB") != std::string::npos);
+  CHECK(r.out.empty());  // nothing reported as generated
+  auto ok = run_lowbit({"run", "-m", stories(), "-p", "x", "-n", "2", "--memory-cap", "64"});
+  CHECK(ok.code == 0);
+  check_one_line_error(run_lowbit({"run", "-m", stories(), "-p", "x", "--memory-cap", "-1"}), 2, "--memory-cap");
+}

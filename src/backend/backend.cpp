@@ -21,13 +21,13 @@ bool cuda_available() {
 #endif
 }
 
-std::unique_ptr<Backend> make_backend(const std::string& device, int n_threads) {
-  if (device == "cpu") return std::make_unique<CpuBackend>(n_threads);
+std::unique_ptr<Backend> make_backend(const std::string& device, int n_threads, size_t memory_cap_bytes) {
+  if (device == "cpu") return std::make_unique<CpuBackend>(n_threads, memory_cap_bytes);
   if (device == "cuda" || device == "auto") {
 #if LOWBIT_HAVE_CUDA
-    if (cuda_available()) return make_cuda_backend(0);
+    if (cuda_available()) return make_cuda_backend(0, memory_cap_bytes);
 #endif
-    if (device == "auto") return std::make_unique<CpuBackend>(n_threads);
+    if (device == "auto") return std::make_unique<CpuBackend>(n_threads, memory_cap_bytes);
 #if LOWBIT_HAVE_CUDA
     throw DeviceError("--device cuda: no CUDA device is available (no GPU or no driver)");
 #else

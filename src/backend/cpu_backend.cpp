@@ -14,35 +14,43 @@ namespace {
 
 class CpuBuffer final : public DeviceBuffer {
  public:
-  explicit CpuBuffer(size_t n) : DeviceBuffer(n), data(n, 0.0f) {}
+  CpuBuffer(size_t n, MemoryBudget& budget, const std::string& what)
+      : DeviceBuffer(n), charge(budget, n * sizeof(float), what), data(n, 0.0f) {}
+  BudgetCharge charge;
   std::vector<float> data;
 };
 
 class CpuLinear final : public DeviceLinear {
  public:
-  CpuLinear(QuantizedTensor w, std::vector<float> b)
+  CpuLinear(QuantizedTensor w, std::vector<float> b, MemoryBudget& budget)
       : DeviceLinear(w.rows, w.cols, w.format, weight_bytes(w) + b.size() * sizeof(float)),
+        charge(budget, bytes(), fmt::format("a [{} x {}] {} weight", w.rows, w.cols, format_name(w.format))),
         weight(std::move(w)), bias(std::move(b)) {}
+  BudgetCharge charge;
   QuantizedTensor weight;
   std::vector<float> bias;  // empty or `rows` values
 };
 
 class CpuNorm final : public DeviceNorm {
  public:
-  CpuNorm(std::vector<float> w, std::vector<float> b)
-      : DeviceNorm((w.size() + b.size()) * sizeof(float)), weight(std::move(w)), bias(std::move(b)) {}
+  CpuNorm(std::vector<float> w, std::vector<float> b, MemoryBudget& budget)
+      : DeviceNorm((w.size() + b.size()) * sizeof(float)), charge(budget, bytes(), "norm weights"),
+        weight(std::move(w)), bias(std::move(b)) {}
+  BudgetCharge charge;
   std::vector<float> weight, bias;
 };
 
 // K and V for every layer: [layer][slot][position][kv_dim], fp32.
 class CpuKvCache final : public KvCache {
  public:
-  CpuKvCache(int n_layers, int n_slots, int max_context, int kv_dim)
+  CpuKvCache(int n_layers, int n_slots, int max_context, int kv_dim, MemoryBudget& budget)
       : KvCache(n_slots, max_context), kv_dim(kv_dim),
+        charge(budget, 2 * size_t(n_layers) * n_slots * max_context * kv_dim * sizeof(float), "the KV cache"),
         k(size_t(n_layers) * n_slots * max_context * kv_dim), v(k.size()) {}
   float* key(int layer, int slot, int pos) { return k.data() + offset(layer, slot, pos); }
   float* value(int layer, int slot, int pos) { return v.data() + offset(layer, slot, pos); }
   int kv_dim;
+  BudgetCharge charge;
   std::vector<float> k, v;
 
  private:
@@ -78,27 +86,35 @@ void norm_row(const float* x, const CpuNorm& w, NormKind kind, float eps, int di
 
 }  // namespace
 
-CpuBackend::CpuBackend(int n_threads) : pool_(n_threads) {}
+void MemoryBudget::take(size_t bytes, const std::string& what) {
+  constexpr double kMiB = 1024.0 * 1024.0;
+  if (cap_ > 0 && used_ + bytes > cap_)
+    throw DeviceError(fmt::format("out of memory allocating {}: need {:.2f} MiB, {:.2f} MiB free (memory cap {:.2f} MiB)",
+                                  what, double(bytes) / kMiB, double(cap_ - used_) / kMiB, double(cap_) / kMiB));
+  used_ += bytes;
+}
+
+CpuBackend::CpuBackend(int n_threads, size_t memory_cap_bytes) : pool_(n_threads), budget_(memory_cap_bytes) {}
 
 std::unique_ptr<DeviceBuffer> CpuBackend::alloc(size_t n_floats, const std::string& what) {
   try {
-    return std::make_unique<CpuBuffer>(n_floats);
+    return std::make_unique<CpuBuffer>(n_floats, budget_, what);
   } catch (const std::bad_alloc&) {
     throw DeviceError(fmt::format("out of host memory allocating {} ({} bytes)", what, n_floats * sizeof(float)));
   }
 }
 
 std::unique_ptr<DeviceLinear> CpuBackend::upload_linear(QuantizedTensor w, std::vector<float> bias) {
-  return std::make_unique<CpuLinear>(std::move(w), std::move(bias));
+  return std::make_unique<CpuLinear>(std::move(w), std::move(bias), budget_);
 }
 
 std::unique_ptr<DeviceNorm> CpuBackend::upload_norm(std::vector<float> weight, std::vector<float> bias) {
-  return std::make_unique<CpuNorm>(std::move(weight), std::move(bias));
+  return std::make_unique<CpuNorm>(std::move(weight), std::move(bias), budget_);
 }
 
 std::unique_ptr<KvCache> CpuBackend::alloc_kv_cache(int n_layers, int n_slots, int max_context, int kv_dim) {
   try {
-    return std::make_unique<CpuKvCache>(n_layers, n_slots, max_context, kv_dim);
+    return std::make_unique<CpuKvCache>(n_layers, n_slots, max_context, kv_dim, budget_);
   } catch (const std::bad_alloc&) {
     throw DeviceError(fmt::format("out of host memory allocating the KV cache ({} bytes)",
                                   2 * size_t(n_layers) * n_slots * max_context * kv_dim * sizeof(float)));

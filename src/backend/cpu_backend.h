@@ -7,9 +7,37 @@
 
 namespace lowbit {
 
+// Bytes held by a backend's buffers, weights and caches, against an optional cap.
+class MemoryBudget {
+ public:
+  explicit MemoryBudget(size_t cap) : cap_(cap) {}
+  void take(size_t bytes, const std::string& what);  // throws DeviceError past the cap
+  void give(size_t bytes) { used_ -= bytes; }
+  size_t used() const { return used_; }
+
+ private:
+  size_t cap_, used_ = 0;
+};
+
+// What one allocation took from the budget, given back when its owner is destroyed.
+class BudgetCharge {
+ public:
+  BudgetCharge(MemoryBudget& budget, size_t bytes, const std::string& what) : budget_(&budget), bytes_(bytes) {
+    budget.take(bytes, what);
+  }
+  ~BudgetCharge() { budget_->give(bytes_); }
+  BudgetCharge(const BudgetCharge&) = delete;
+  BudgetCharge& operator=(const BudgetCharge&) = delete;
+
+ private:
+  MemoryBudget* budget_;
+  size_t bytes_;
+};
+
 class CpuBackend final : public Backend {
  public:
-  explicit CpuBackend(int n_threads);
+  // memory_cap_bytes > 0: allocations past the cap throw DeviceError as a full device would.
+  explicit CpuBackend(int n_threads, size_t memory_cap_bytes = 0);
   std::string name() const override { return "cpu"; }
 
   std::unique_ptr<DeviceBuffer> alloc(size_t n_floats, const std::string& what) override;
@@ -37,6 +65,7 @@ class CpuBackend final : public Backend {
 
  private:
   ThreadPool pool_;
+  MemoryBudget budget_;
   std::vector<float> inv_freq_;
   TokenBatch batch_;
 };

@@ -556,9 +556,10 @@ void CudaBackend::replay(int batch_size) {
   LOWBIT_CUDA_CHECK(cudaGraphLaunch(it->second, ctx_.stream()));
 }
 
-std::unique_ptr<Backend> make_cuda_backend(int device_index) {
+std::unique_ptr<Backend> make_cuda_backend(int device_index, size_t memory_cap_bytes) {
   CudaContextOptions opts;
   opts.device_index = device_index;
+  opts.max_bytes = memory_cap_bytes;
   return std::make_unique<CudaBackend>(opts);
 }
 

@@ -112,6 +112,6 @@ class CudaBackend final : public Backend {
   int capturing_batch_ = 0;  // > 0 between begin_capture and end_capture
 };
 
-std::unique_ptr<Backend> make_cuda_backend(int device_index);
+std::unique_ptr<Backend> make_cuda_backend(int device_index, size_t memory_cap_bytes = 0);
 
 }  // namespace lowbit

@@ -192,7 +192,7 @@ int run_bench(const BenchFlags& f) {
     throw UsageError(fmt::format("--prompt-len {} + --gen {}: exceed the context of {} tokens", max_prompt, f.gen,
                                  context));
 
-  auto backend = make_backend(f.model.device, f.model.threads);
+  auto backend = make_backend(f.model.device, f.model.threads, size_t(f.model.memory_cap_mib * 1024.0 * 1024.0));
   const bool on_cpu = backend->name() == "cpu";
   std::string device = backend->name();
   double copy_gbs = NAN;

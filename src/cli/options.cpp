@@ -28,6 +28,10 @@ void add_model_flags(CLI::App& app, ModelFlags& f) {
   app.add_option("--keep-head", f.keep_head,
                  "keep the output head in 16-bit (true, as transformers+bitsandbytes do) or quantize it (false)")
       ->capture_default_str();
+  app.add_option("--memory-cap", f.memory_cap_mib,
+                 "cap the backend's memory (weights, KV cache, activations) at this many MiB, as if the device "
+                 "were that small (0 = no cap)")
+      ->capture_default_str();
 }
 
 void add_sampling_flags(CLI::App& app, SamplingFlags& f) {
@@ -57,6 +61,7 @@ LoadOptions load_options(const ModelFlags& f, const std::string& backend_name) {
   if (!(f.int8_threshold >= 0)) throw UsageError(fmt::format("--int8-threshold {}: must be >= 0", f.int8_threshold));
   if (f.ctx < 0) throw UsageError(fmt::format("--ctx {}: must be >= 0", f.ctx));
   if (f.threads < 0) throw UsageError(fmt::format("--threads {}: must be >= 0", f.threads));
+  if (!(f.memory_cap_mib >= 0)) throw UsageError(fmt::format("--memory-cap {}: must be >= 0 (MiB)", f.memory_cap_mib));
   o.quant.block_size = f.block_size;
   o.quant.int8_threshold = f.int8_threshold;
   o.quant.w4_symmetric = f.w4_symmetric;

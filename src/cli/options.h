@@ -23,6 +23,7 @@ struct ModelFlags {
   float int8_threshold = 6.0f;
   bool w4_symmetric = false;
   bool keep_head = true;
+  double memory_cap_mib = 0;  // 0 = no cap
 };
 
 struct SamplingFlags {

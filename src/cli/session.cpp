@@ -38,7 +38,8 @@ Session open_session(const ModelFlags& flags, int n_slots) {
     throw InputError(fmt::format("{}: model folder not found", flags.model_dir));
   Session s;
   auto t0 = std::chrono::steady_clock::now();
-  s.backend = make_backend(flags.device, flags.threads);
+  validate_model_flags(flags);
+  s.backend = make_backend(flags.device, flags.threads, size_t(flags.memory_cap_mib * 1024.0 * 1024.0));
   LoadOptions opts = load_options(flags, s.backend->name());
   opts.n_slots = n_slots;
   opts.progress = true;
