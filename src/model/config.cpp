@@ -1,5 +1,7 @@
 #include "model/config.h"
 
+#include <cmath>
+
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -39,7 +41,8 @@ class ConfigReader {
     // Some exporters write integral sizes as 4096.0; accept those, reject 4096.5.
     if (v->is_number_float()) {
       const double d = v->get<double>();
-      if (d != double(int64_t(d))) fail(field, "must be an integer, got " + v->dump());
+      // Range first: casting a double outside int64 (1e30) is undefined behaviour.
+      if (!(std::fabs(d) < 9.0e18) || d != std::trunc(d)) fail(field, "must be an integer, got " + v->dump());
       return int64_t(d);
     }
     if (!v->is_number_integer()) fail(field, "must be an integer, got " + v->dump());

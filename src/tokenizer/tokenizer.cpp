@@ -162,12 +162,20 @@ bool StreamDecoder::is_byte_piece(int32_t id) const {
   return token.size() == 6 && token.compare(0, 3, "<0x") == 0 && token[5] == '>';
 }
 
+bool StreamDecoder::is_dropped(int32_t id) const {
+  if (id < 0 || id >= tok_.vocab_size()) return true;
+  if (skip_special_ && tok_.is_special(id)) return true;
+  return tok_.id_to_token(id).empty();
+}
+
 std::string StreamDecoder::push(int32_t id) {
   ids_.push_back(id);
   // ByteFallback decodes a run of byte pieces as a whole: as UTF-8 when the run is valid, else
   // one U+FFFD per byte, including bytes that looked complete on their own. So the text of an
   // unfinished run can still change; nothing is emitted until a non-byte token ends it (or flush).
-  if (is_byte_piece(id)) return {};
+  // An id that decode drops (outside the vocabulary, or a special token being skipped) is removed
+  // before the decoders run, so it does not end a byte run either: hold it the same way.
+  if (is_byte_piece(id) || is_dropped(id)) return {};
   const std::string text = decode_window();
   // Trailing U+FFFD may be a character whose remaining bytes are still to come (decode repairs
   // an unfinished UTF-8 sequence with it), so it is held back until a later id settles it.

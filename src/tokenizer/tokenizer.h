@@ -56,6 +56,7 @@ class StreamDecoder {
  private:
   std::string decode_window() const;
   bool is_byte_piece(int32_t id) const;
+  bool is_dropped(int32_t id) const;
   void advance_window();
 
   const Tokenizer& tok_;
