@@ -1,6 +1,7 @@
 #include "model/config.h"
 
 #include <cmath>
+#include <limits>
 
 #include <filesystem>
 #include <fstream>
@@ -52,7 +53,11 @@ class ConfigReader {
     const json* v = find(field);
     if (!v) return std::nullopt;
     if (!v->is_number()) fail(field, "must be a number, got " + v->dump());
-    return v->get<double>();
+    // Every such field is stored as a float: a larger magnitude would become inf.
+    const double d = v->get<double>();
+    if (!(std::fabs(d) <= double(std::numeric_limits<float>::max())))
+      fail(field, "is out of range, got " + v->dump());
+    return d;
   }
   std::optional<bool> opt_bool(const std::string& field) const {
     const json* v = find(field);
