@@ -130,6 +130,16 @@ TEST_CASE("run streams text and --json gives the same text with counts", "[cli]"
   CHECK(s.err.find("tokens/s") != std::string::npos);  // speed summary on stderr
 }
 
+TEST_CASE("the first generated word keeps its space after the prompt", "[cli]") {
+  // Greedy after "Once" is " upon a time": decoded alone, "upon" would lose its leading space.
+  auto s = run_lowbit({"run", "-m", stories(), "-p", "Once", "-n", "3", "--temperature", "0"});
+  REQUIRE(s.code == 0);
+  CHECK(s.out == "Once upon a time\n");
+  auto j = run_lowbit({"run", "-m", stories(), "-p", "Once", "-n", "3", "--temperature", "0", "--json"});
+  REQUIRE(j.code == 0);
+  CHECK(nlohmann::json::parse(j.out)["text"] == " upon a time");
+}
+
 TEST_CASE("the same seed gives the same text; another seed another", "[cli]") {
   auto run = [](const std::string& seed) {
     auto r = run_lowbit({"run", "-m", stories(), "-n", "60", "--temperature", "1", "--seed", seed, "--json"});

@@ -23,6 +23,18 @@ struct RunFlags {
   bool truncate = false;
 };
 
+// The generated text as transformers' text-generation pipeline gives it: decode(prompt +
+// generated) minus decode(prompt), so the first word keeps the space decode gives it in context.
+// This is also exactly what the stream printed.
+std::string continuation_text(const Tokenizer& tok, const std::vector<int32_t>& prompt,
+                              const std::vector<int32_t>& generated) {
+  std::vector<int32_t> all = prompt;
+  all.insert(all.end(), generated.begin(), generated.end());
+  const std::string full = tok.decode(all, true), head = tok.decode(prompt, true);
+  if (full.compare(0, head.size(), head) == 0) return full.substr(head.size());
+  return tok.decode(generated, true);
+}
+
 int run(const RunFlags& f) {
   if (!f.prompt.empty() && !f.prompt_file.empty()) throw UsageError("give the prompt with -p or -f, not both");
   // No prompt at all: generate from BOS alone.
@@ -51,6 +63,7 @@ int run(const RunFlags& f) {
   req.stop_ids = s.stop_ids();
 
   StreamDecoder stream(*s.tokenizer);
+  stream.prime(prompt);
   if (!f.json && !f.no_echo) {
     std::fputs(text.c_str(), stdout);
     std::fflush(stdout);
@@ -71,7 +84,7 @@ int run(const RunFlags& f) {
   } else {
     nlohmann::json j;
     j["prompt"] = text;
-    j["text"] = s.tokenizer->decode(r.tokens, true);
+    j["text"] = continuation_text(*s.tokenizer, prompt, r.tokens);
     j["token_ids"] = r.tokens;
     j["prompt_tokens"] = r.prompt_tokens;
     j["generated_tokens"] = r.tokens.size();

@@ -42,7 +42,7 @@ Session open_session(const ModelFlags& flags, int n_slots) {
   s.backend = make_backend(flags.device, flags.threads, size_t(flags.memory_cap_mib * 1024.0 * 1024.0));
   LoadOptions opts = load_options(flags, s.backend->name());
   opts.n_slots = n_slots;
-  opts.progress = true;
+  opts.progress = spdlog::should_log(spdlog::level::info);  // -q: no progress either
   const std::string tok_path = (fs::path(flags.model_dir) / "tokenizer.json").string();
   if (!fs::exists(tok_path)) throw InputError(fmt::format("{}: tokenizer.json is missing", flags.model_dir));
   s.tokenizer.emplace(Tokenizer::from_file(tok_path));

@@ -82,7 +82,7 @@ void Progress::finish() {
   if (terminal_) {
     draw(true);
     std::fputs("\n", stderr);
-  } else {
+  } else if (drawn_ || elapsed() >= kLogIntervalS) {  // quick work stays quiet in a log
     std::fprintf(stderr, "%s\n", format_progress(label_, done_, total_, unit_, elapsed(), 0).c_str());
   }
   std::fflush(stderr);
@@ -100,15 +100,18 @@ void Progress::draw(bool force) {
     last_draw_ = now;
     return;
   }
-  // Plain lines: every kLogIntervalS seconds or each new 10 %, whichever comes first.
+  // Plain lines: none for work done within kLogIntervalS (a log is not flooded by quick steps);
+  // after that every kLogIntervalS seconds or each new 10 %, whichever comes first.
+  if (elapsed() < kLogIntervalS) return;
   size_t decile = total_ > 0 ? done_ * 10 / total_ : 0;
   if (!force && since_draw < kLogIntervalS && decile <= last_logged_decile_) return;
-  if (force && done_ > 0) return;  // the start line is logged once, label changes are not
+  if (force && drawn_) return;  // label changes are not logged by themselves
   last_logged_decile_ = decile;
   last_draw_ = now;
   if (done_ >= total_ && total_ > 0) return;  // finish() logs the last line
   std::fprintf(stderr, "%s\n", format_progress(label_, done_, total_, unit_, elapsed(), 0).c_str());
   std::fflush(stderr);
+  drawn_ = true;
 }
 
 }  // namespace lowbit

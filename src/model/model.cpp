@@ -2,12 +2,13 @@
 
 #include <algorithm>
 #include <cmath>
+#include <optional>
 #include <set>
-#include <unistd.h>
 
 #include <fmt/format.h>
 
 #include "core/error.h"
+#include "core/progress.h"
 #include "io/safetensors.h"
 
 namespace lowbit {
@@ -31,7 +32,9 @@ TensorNames names_for(const ModelConfig& cfg) {
 class WeightLoader {
  public:
   WeightLoader(const WeightStore& store, Backend& backend, const LoadOptions& opts, size_t total)
-      : store_(store), backend_(backend), opts_(opts), total_(total), tty_(opts.progress && isatty(2)) {}
+      : store_(store), backend_(backend), opts_(opts) {
+    if (opts.progress) progress_.emplace("loading " + store.dir(), total, "tensors");
+  }
 
   // NaN or Inf in a weight is refused: quantizers would turn it into a finite code and the model
   // would generate plausible garbage, a silently wrong answer.
@@ -73,21 +76,20 @@ class WeightLoader {
   }
   void mark_used(const std::string& name) { used_.insert(name); }
   size_t n_params() const { return n_params_; }
-  void finish() const {
-    if (tty_) std::fputs("\r\033[K", stderr);
+  void finish() {
+    if (progress_) progress_->clear();
   }
 
  private:
   void progress() {
-    ++done_;
-    if (tty_) std::fprintf(stderr, "\rloading %zu/%zu tensors", done_, total_);
+    if (progress_) progress_->advance();
   }
   const WeightStore& store_;
   Backend& backend_;
   const LoadOptions& opts_;
   std::set<std::string> used_;
-  size_t total_, done_ = 0, n_params_ = 0;
-  bool tty_;
+  size_t n_params_ = 0;
+  std::optional<Progress> progress_;  // a bar on a terminal, periodic log lines otherwise
 };
 
 // Concatenates row blocks (each [rows_i, cols]) into one [sum rows, cols] matrix.

@@ -168,6 +168,11 @@ bool StreamDecoder::is_dropped(int32_t id) const {
   return tok_.id_to_token(id).empty();
 }
 
+void StreamDecoder::prime(const std::vector<int32_t>& ids) {
+  ids_.insert(ids_.end(), ids.begin(), ids.end());
+  emitted_ = decode_window().size();
+}
+
 std::string StreamDecoder::push(int32_t id) {
   ids_.push_back(id);
   // ByteFallback decodes a run of byte pieces as a whole: as UTF-8 when the run is valid, else

@@ -50,6 +50,9 @@ class Tokenizer {
 class StreamDecoder {
  public:
   explicit StreamDecoder(const Tokenizer& tok, bool skip_special = true);
+  // Takes ids as already shown (the prompt): later pushes return only the text after them, with
+  // the spacing decode gives in that context (the first generated word keeps its leading space).
+  void prime(const std::vector<int32_t>& ids);
   std::string push(int32_t id);
   std::string flush();
 
