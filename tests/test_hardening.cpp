@@ -29,19 +29,11 @@ using lowbit::test::data_dir;
 using lowbit::test::lowbit_bin;
 using lowbit::test::root_dir;
 
+using lowbit::test::slurp;
+
 namespace {
 
-struct Result {
-  int code = -1;
-  std::string out, err;
-};
-
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+using Result = lowbit::test::RunResult;
 
 void spit(const fs::path& p, const std::string& bytes) {
   std::ofstream out(p, std::ios::binary | std::ios::trunc);

@@ -44,14 +44,9 @@ using nlohmann::json;
 using namespace lowbit;
 using namespace lowbit::study;
 
-namespace {
+using lowbit::test::slurp;
 
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+namespace {
 
 fs::path temp_dir(const std::string& name) {
   fs::path d = fs::temp_directory_path() / ("lowbit_study_" + std::to_string(getpid()) + "_" + name);

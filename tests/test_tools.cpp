@@ -32,6 +32,8 @@
 using namespace lowbit;
 namespace fs = std::filesystem;
 
+using lowbit::test::slurp;
+
 namespace {
 
 std::string fixture(const std::string& name) { return test::data_dir() + "/models/" + name; }
@@ -70,13 +72,6 @@ CommandResult run_lowbit(const std::string& args) {
   const int status = ::pclose(pipe);
   r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   return r;
-}
-
-std::string read_file(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
 }
 
 std::vector<int32_t> random_tokens(size_t n, int vocab, uint64_t seed) {
@@ -244,7 +239,7 @@ TEST_CASE("streaming safetensors writer output reads back identically", "[tools]
                      {"c", DType::F16, {11}, c.data()}},
                     meta);
   // Same header and data as the in-memory writer, byte for byte.
-  CHECK(read_file(dir / "stream.safetensors") == read_file(dir / "reference.safetensors"));
+  CHECK(slurp(dir / "stream.safetensors") == slurp(dir / "reference.safetensors"));
 
   auto f = SafetensorsFile::open((dir / "stream.safetensors").string());
   REQUIRE(f->tensors().size() == 3);
@@ -327,8 +322,8 @@ TEST_CASE("make-model tiny presets load, give finite logits and are deterministi
       REQUIRE(make(dir / "a", 7).exit_code == 0);
       REQUIRE(make(dir / "b", 7).exit_code == 0);
       REQUIRE(make(dir / "c", 8).exit_code == 0);
-      CHECK(read_file(dir / "a/model.safetensors") == read_file(dir / "b/model.safetensors"));
-      CHECK(read_file(dir / "a/model.safetensors") != read_file(dir / "c/model.safetensors"));
+      CHECK(slurp(dir / "a/model.safetensors") == slurp(dir / "b/model.safetensors"));
+      CHECK(slurp(dir / "a/model.safetensors") != slurp(dir / "c/model.safetensors"));
       CHECK(fs::file_size(dir / "a/model.safetensors") < 8u << 20);
 
       const ModelConfig cfg = load_config((dir / "a").string());
