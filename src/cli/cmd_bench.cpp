@@ -296,7 +296,7 @@ int run_bench(const BenchFlags& f) {
                            {"decode_gbs", r.decode_gbs},
                            {"decode_bw_share", number_or_null(r.decode_bw_share)},
                            {"decode_speedup_vs_bf16", number_or_null(r.decode_speedup)}});
-    std::puts(j.dump(2).c_str());
+    std::puts(j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
   } else {
     std::printf("device: %s; copy bandwidth %s GB/s; %s, gen %d, %d repeats\n\n", device.c_str(),
                 fixed(copy_gbs, 1).c_str(), f.model.model_dir.c_str(), f.gen, f.repeats);

@@ -103,7 +103,7 @@ int run_ppl(const PplFlags& f) {
       j["mean_kl"] = r.mean_kl;
       j["top1_agreement"] = r.top1_agreement;
     }
-    std::puts(j.dump(2).c_str());
+    std::puts(j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
   } else {
     std::printf("model %s as %s (%.2f MB, %.2f bits/param)\n", f.model.model_dir.c_str(), format.c_str(),
                 m.weight_bytes() / 1e6, bits_per_param);

@@ -13,6 +13,7 @@
 
 #include "core/error.h"
 #include "io/safetensors.h"
+#include "tokenizer/utf8.h"
 
 namespace lowbit {
 
@@ -139,18 +140,12 @@ std::string header_summary(const Llama2cHeader& h) {
          std::to_string(h.vocab_size) + ", seq_len " + std::to_string(h.seq_len);
 }
 
-// Number of UTF-8 code points in s, or -1 when s is not valid UTF-8.
+// Number of UTF-8 code points in s, or -1 when s is not valid UTF-8 (the tokenizer's strict
+// definition: no overlong forms, surrogates or code points past U+10FFFF, which JSON cannot hold).
 int64_t utf8_length(const std::string& s) {
+  if (!utf8::is_valid(s)) return -1;
   int64_t count = 0;
-  for (size_t i = 0; i < s.size();) {
-    const auto c = static_cast<unsigned char>(s[i]);
-    const size_t len = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xe ? 3 : (c >> 3) == 0x1e ? 4 : 0;
-    if (len == 0 || i + len > s.size()) return -1;
-    for (size_t k = 1; k < len; ++k)
-      if ((static_cast<unsigned char>(s[i + k]) & 0xc0) != 0x80) return -1;
-    i += len;
-    ++count;
-  }
+  for (size_t i = 0; i < s.size(); i += utf8::char_length(static_cast<unsigned char>(s[i]))) ++count;
   return count;
 }
 
