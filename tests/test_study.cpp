@@ -399,6 +399,81 @@ TEST_CASE("lowbit batch: SIGTERM stops with exit 130 and a whole, resumable file
   CHECK(results_by_id(out).size() == 120);
 }
 
+// Run key -> what the run produced and how it scored against bf16; fails on duplicate runs and
+// on any line that is not whole JSON.
+std::map<std::string, std::string> sweep_runs(const fs::path& p) {
+  std::map<std::string, std::string> out;
+  for (auto& r : read_jsonl(p.string(), false)) {
+    const json& v = r.value;
+    std::string key = json::array({v["prompt_id"], v["quant"], v["temperature"], v["top_k"], v["seed"]}).dump();
+    std::string result = json::array({v["token_ids"], v["text"], v["token_agreement"], v["rouge_l_f1"],
+                                      v["ref_mean_logprob"], v["implicit_reference"]})
+                             .dump();
+    INFO("duplicate run " << key);
+    CHECK(out.emplace(key, result).second);
+  }
+  return out;
+}
+
+TEST_CASE("lowbit sweep: SIGINT leaves whole lines, --resume completes it to the uninterrupted result",
+          "[study][sweep][cli]") {
+  fs::path dir = temp_dir("sweep-resume");
+  const std::vector<std::string> grid{"sweep", "-m", stories(), "-t", "1", "--quant", "nf4,int8", "--temperature",
+                                      "0,0.7,1", "--top-k", "1,40", "-n", "64", "-p", "Once upon a time", "-p",
+                                      "The little dog"};
+  auto args = [&](const fs::path& out, bool resume) {  // without the program, as run_lowbit wants them
+    std::vector<std::string> a = grid;
+    a.push_back("-o");
+    a.push_back(out.string());
+    if (resume) a.push_back("--resume");
+    return a;
+  };
+  fs::path full = dir / "full.jsonl";
+  auto with_program = [](std::vector<std::string> a) {
+    a.insert(a.begin(), lowbit_bin());
+    return a;
+  };
+  REQUIRE(run_lowbit(args(full, false), dir).code == 0);
+  const auto expected = sweep_runs(full);
+  REQUIRE(expected.size() == 3 * 2 * 3 * 2);  // bf16 + nf4 + int8, 2 prompts, 3 T x 2 top-k
+
+  // Interrupt once the bf16 runs are partly written, so the resumed run needs the bf16 references
+  // from the file for the quantized runs' quality fields.
+  fs::path out = dir / "interrupted.jsonl";
+  pid_t pid = spawn(with_program(args(out, false)), dir / "int.log");
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while ((!fs::exists(out) || count_lines(out) < 3) && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  kill(pid, SIGINT);
+  const int code = wait_for(pid);
+  INFO(slurp(dir / "int.log"));
+  CHECK(code == 130);
+  const size_t before = sweep_runs(out).size();  // whole lines, no duplicates
+  CHECK(before >= 3);
+  CHECK(before < expected.size());
+  { std::ofstream(out, std::ios::app) << "{\"model\": \"tor"; }  // a write cut by a kill
+
+  Run resumed = run_lowbit(args(out, true), dir);
+  INFO(resumed.log);
+  REQUIRE(resumed.code == 0);
+  CHECK(resumed.log.find("torn") != std::string::npos);
+  CHECK(sweep_runs(out) == expected);
+
+  // A complete file: nothing to do, nothing loaded.
+  Run noop = run_lowbit(args(out, true), dir);
+  CHECK(noop.code == 0);
+  CHECK(noop.log.find("0 to go") != std::string::npos);
+  CHECK(noop.log.find("loaded") == std::string::npos);
+  CHECK(count_lines(out) == expected.size());
+
+  // Another model's runs file is refused rather than mixed.
+  std::vector<std::string> other = args(out, true);
+  other[2] = (fs::path(stories()) / ".").string();
+  Run mixed = run_lowbit(other, dir);
+  CHECK(mixed.code == 1);
+  CHECK(mixed.log.find("resume with the same -m") != std::string::npos);
+}
+
 TEST_CASE("lowbit batch --shard I/N: shards are disjoint and cover the input", "[study][batch][cli]") {
   fs::path dir = temp_dir("shard");
   fs::path input = dir / "prompts.jsonl";

@@ -2,6 +2,8 @@
 // per run with speed, memory and quality against bf16 (README "Batch and sweeps", "Study metrics").
 #include <cmath>
 #include <filesystem>
+#include <map>
+#include <numeric>
 #include <optional>
 
 #include <nlohmann/json.hpp>
@@ -36,6 +38,7 @@ struct SweepFlags {
   std::string seed = "0";
   int repeats = 1;
   std::string output;
+  bool resume = false;
 };
 
 struct Prompt {
@@ -105,6 +108,41 @@ struct ReferenceRun {
   std::string text;
 };
 
+// What identifies one run of the grid in the runs file (for --resume): prompt id, format and
+// every setting, as JSON text (numbers round-trip exactly through the file).
+std::string run_key(const json& prompt_id, std::string_view quant, const study::SweepSetting& g) {
+  return json::array({prompt_id, quant, g.temperature, g.top_k, g.top_p, g.max_new_tokens, g.seed, g.repeat}).dump();
+}
+
+// The finished runs of an earlier sweep into `path` (--resume), by run_key. A torn last line (a
+// write cut by a kill) is cut off first. Runs of another model are refused: the file would mix them.
+std::map<std::string, json> finished_runs(const std::string& path, const std::string& model_dir) {
+  std::map<std::string, json> done;
+  if (!std::filesystem::exists(path)) return done;
+  if (size_t cut = study::truncate_torn_tail(path))
+    spdlog::warn("{}: removed a torn last line ({} bytes) left by an interrupted run", path, cut);
+  for (study::JsonlRecord& r : study::read_jsonl(path, false)) {
+    const std::string where = fmt::format("{}:{}", path, r.line);
+    for (const char* key : {"model", "prompt_id", "quant", "temperature", "top_k", "top_p", "max_new_tokens", "seed",
+                            "repeat", "text", "token_ids"})
+      if (!r.value.contains(key)) throw InputError(fmt::format("{}: not a sweep run (no \"{}\")", where, key));
+    const json& ids = r.value["token_ids"];
+    if (!r.value["text"].is_string() || !ids.is_array() ||
+        !std::all_of(ids.begin(), ids.end(), [](const json& t) {
+          return t.is_number_integer() && t.get<int64_t>() >= 0 && t.get<int64_t>() <= INT32_MAX;
+        }))
+      throw InputError(fmt::format("{}: \"text\" must be a string and \"token_ids\" a list of token ids", where));
+    if (r.value["model"] != model_dir)
+      throw InputError(fmt::format("{}: a run of model {}, not {} (resume with the same -m, or start a new file)",
+                                   where, r.value["model"].dump(), model_dir));
+    std::string key = json::array({r.value["prompt_id"], r.value["quant"], r.value["temperature"], r.value["top_k"],
+                                   r.value["top_p"], r.value["max_new_tokens"], r.value["seed"], r.value["repeat"]})
+                          .dump();
+    done[std::move(key)] = std::move(r.value);
+  }
+  return done;
+}
+
 int sweep(const SweepFlags& f) {
   // Everything is checked before a model is loaded, so a typo costs nothing.
   validate_model_flags(f.model);
@@ -149,7 +187,20 @@ int sweep(const SweepFlags& f) {
   const size_t runs_per_format = prompts.size() * settings.size();
   spdlog::info("sweep: {} formats x {} prompts x {} settings = {} runs -> {}", formats.size(), prompts.size(),
                settings.size(), formats.size() * runs_per_format, f.output);
-  study::JsonlAppender out(f.output, true);
+  const std::map<std::string, json> done = f.resume ? finished_runs(f.output, f.model.model_dir)
+                                                    : std::map<std::string, json>{};
+  // Runs still to do, per format (the bf16 reference of a finished run comes from the file).
+  std::vector<size_t> pending(formats.size(), 0);
+  for (size_t fi = 0; fi < formats.size(); ++fi)
+    for (const Prompt& p : prompts)
+      for (const study::SweepSetting& g : settings)
+        pending[fi] += !done.count(run_key(p.id, format_name(formats[fi]), g));
+  const size_t total_pending = std::accumulate(pending.begin(), pending.end(), size_t(0));
+  if (f.resume)
+    spdlog::info("resume: {} runs already in {}, {} to go", formats.size() * runs_per_format - total_pending,
+                 f.output, total_pending);
+  study::JsonlAppender out(f.output, !f.resume);
+  if (total_pending == 0) return 0;
   install_sigint_handler();
   study::treat_sigterm_as_sigint();
 
@@ -167,10 +218,11 @@ int sweep(const SweepFlags& f) {
   }
   std::vector<ReferenceRun> reference(runs_per_format);
 
-  Progress progress("sweep bf16", formats.size() * runs_per_format, "runs");
-  for (Format format : formats) {
+  Progress progress("sweep bf16", total_pending, "runs");
+  for (size_t fi = 0; fi < formats.size(); ++fi) {
+    const Format format = formats[fi];
     std::optional<Session> quantized;
-    if (format != Format::BF16) {
+    if (format != Format::BF16 && pending[fi] > 0) {
       ModelFlags mf = f.model;
       mf.quant = std::string(format_name(format));
       progress.clear();
@@ -181,6 +233,12 @@ int sweep(const SweepFlags& f) {
     for (size_t pi = 0; pi < prompts.size(); ++pi) {
       for (size_t si = 0; si < settings.size(); ++si) {
         const study::SweepSetting& g = settings[si];
+        ReferenceRun& ref_run = reference[pi * settings.size() + si];
+        if (auto prior = done.find(run_key(prompts[pi].id, format_name(format), g)); prior != done.end()) {
+          if (format == Format::BF16)
+            ref_run = {prior->second["token_ids"].get<std::vector<int32_t>>(), prior->second["text"].get<std::string>()};
+          continue;
+        }
         GenerationRequest req;
         req.prompt = prompts[pi].tokens;
         req.sampling.temperature = float(g.temperature);
@@ -198,7 +256,6 @@ int sweep(const SweepFlags& f) {
           return int(ExitCode::interrupted);
         }
         const std::string text = s.tokenizer->decode(r.tokens, true);
-        ReferenceRun& ref_run = reference[pi * settings.size() + si];
         if (format == Format::BF16) ref_run = {r.tokens, text};
         study::TokenAgreement agree = study::token_agreement(r.tokens, ref_run.tokens);
 
@@ -266,7 +323,10 @@ void add_sweep_command(CLI::App& app, int& exit_code) {
       ->capture_default_str();
   cmd->add_option("--seed", flags->seed, fmt::format("base seeds: {}", list_help))->capture_default_str();
   cmd->add_option("--repeats", flags->repeats, "runs per setting; repeat r uses seed + r")->capture_default_str();
-  cmd->add_option("-o,--output", flags->output, "runs file (JSONL, overwritten; one line per finished run)");
+  cmd->add_option("-o,--output", flags->output,
+                  "runs file (JSONL, one line per finished run; overwritten unless --resume)");
+  cmd->add_flag("--resume", flags->resume,
+                "continue the runs file: runs already in it (same prompt id, format and settings) are skipped");
   cmd->callback([flags, &exit_code] { exit_code = sweep(*flags); });
 }
 
