@@ -28,11 +28,15 @@ void f32_dequantize_row(const QuantizedTensor& q, int64_t row, float* out) {
   std::memcpy(out, f32_row(q, row), size_t(q.cols) * sizeof(float));
 }
 
+LOWBIT_VECTOR_CLONES void f32_rows(const QuantizedTensor& q, const float* x, int64_t n_tokens, float* y,
+                                   int64_t begin, int64_t end) {
+  for (int64_t r = begin; r < end; ++r)
+    for (int64_t t = 0; t < n_tokens; ++t) y[t * q.rows + r] = dot_f32(x + t * q.cols, f32_row(q, r), q.cols);
+}
+
 void f32_matmul(const QuantizedTensor& q, const float* x, int64_t n_tokens, float* y, ThreadPool& pool) {
-  pool.parallel_for(q.rows, [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r)
-      for (int64_t t = 0; t < n_tokens; ++t) y[t * q.rows + r] = dot_f32(x + t * q.cols, f32_row(q, r), q.cols);
-  }, q.cols * n_tokens);
+  pool.parallel_for(q.rows, [&](int64_t begin, int64_t end) { f32_rows(q, x, n_tokens, y, begin, end); },
+                    q.cols * n_tokens);
 }
 
 const uint16_t* bf16_codes(const QuantizedTensor& q) { return reinterpret_cast<const uint16_t*>(q.codes.data()); }
@@ -50,8 +54,13 @@ void bf16_dequantize_row(const QuantizedTensor& q, int64_t row, float* out) {
   for (int64_t c = 0; c < q.cols; ++c) out[c] = bf16_to_f32(in[c]);
 }
 
+LOWBIT_VECTOR_CLONES void bf16_rows(const QuantizedTensor& q, const float* x, int64_t n_tokens, float* y,
+                                    int64_t begin, int64_t end, float* w) {
+  decoded_rows(q, x, n_tokens, y, begin, end, w, [&](int64_t r, float* out) { bf16_dequantize_row(q, r, out); });
+}
+
 void bf16_matmul(const QuantizedTensor& q, const float* x, int64_t n_tokens, float* y, ThreadPool& pool) {
-  matmul_by_decoded_rows(q, x, n_tokens, y, pool, [&](int64_t r, float* w) { bf16_dequantize_row(q, r, w); });
+  matmul_by_decoded_rows(q, x, n_tokens, y, pool, bf16_rows);
 }
 
 constexpr FormatOps kF32Ops{f32_quantize, f32_dequantize_row, f32_matmul};

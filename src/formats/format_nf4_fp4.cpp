@@ -270,8 +270,52 @@ void four_bit_dequantize_row(const QuantizedTensor& q, int64_t row, float* out) 
   decode_range(q, row * q.cols, q.cols, out);
 }
 
+// The two values of every code byte (high nibble first), so a whole byte decodes with one lookup.
+struct NibblePair {
+  float first, second;
+};
+using PairTable = std::array<NibblePair, 256>;
+
+PairTable make_pair_table(const std::array<float, 16>& table) {
+  PairTable out{};
+  for (int b = 0; b < 256; ++b) out[size_t(b)] = {table[size_t(b >> 4)], table[size_t(b & 15)]};
+  return out;
+}
+
+// decode_range for a row that starts on a byte boundary and whose blocks hold an even number of
+// values (the usual case: even cols and block size): one pair lookup per byte, the same products.
+inline void decode_row_by_bytes(const QuantizedTensor& q, const PairTable& pairs, int64_t row, float* out) {
+  const int64_t bs = q.opts.block_size, begin = row * q.cols, stop = begin + q.cols;
+  for (int64_t i = begin; i < stop;) {
+    const int64_t block = i / bs, segment_end = std::min(stop, (block + 1) * bs);
+    const float scale = block_absmax(q, block);
+    const uint8_t* codes = q.codes.data() + i / 2;
+    const int64_t n_bytes = (segment_end - i) / 2;
+    for (int64_t j = 0; j < n_bytes; ++j) {
+      const NibblePair p = pairs[codes[j]];
+      out[2 * j] = p.first * scale;
+      out[2 * j + 1] = p.second * scale;
+    }
+    out += 2 * n_bytes;
+    i = segment_end;
+  }
+}
+
+LOWBIT_VECTOR_CLONES void four_bit_rows(const QuantizedTensor& q, const float* x, int64_t n_tokens, float* y,
+                                        int64_t begin, int64_t end, float* w) {
+  static const PairTable nf4_pairs = make_pair_table(kNf4Table), fp4_pairs = make_pair_table(kFp4Table);
+  if (q.cols % 2 == 0 && q.opts.block_size % 2 == 0) {
+    const PairTable& pairs = &code_table(q.format) == &kNf4Table ? nf4_pairs : fp4_pairs;
+    decoded_rows(q, x, n_tokens, y, begin, end, w,
+                 [&](int64_t r, float* out) { decode_row_by_bytes(q, pairs, r, out); });
+  } else {
+    decoded_rows(q, x, n_tokens, y, begin, end, w,
+                 [&](int64_t r, float* out) { decode_range(q, r * q.cols, q.cols, out); });
+  }
+}
+
 void four_bit_matmul(const QuantizedTensor& q, const float* x, int64_t n_tokens, float* y, ThreadPool& pool) {
-  matmul_by_decoded_rows(q, x, n_tokens, y, pool, [&](int64_t r, float* w) { decode_range(q, r * q.cols, q.cols, w); });
+  matmul_by_decoded_rows(q, x, n_tokens, y, pool, four_bit_rows);
 }
 
 constexpr FormatOps kFourBitOps{four_bit_quantize, four_bit_dequantize_row, four_bit_matmul};

@@ -74,27 +74,33 @@ void w4a16_dequantize_row(const QuantizedTensor& q, int64_t row, float* out) {
     const int zero = q.opts.w4_symmetric ? kSymmetricZero : q.zeros[size_t(row * groups + g)];
     const int64_t hi_col = std::min(q.cols, (g + 1) * group);
     int64_t c = g * group;
-    // (q - zero) * scale for the 16 codes once per group, then one lookup per column.
-    float value[16];
-    for (int code = 0; code < 16; ++code) value[code] = float(code - zero) * scale;
+    // (q - zero) * scale, computed rather than looked up so the byte loop vectorizes.
+    auto value = [&](int code) { return float(code - zero) * scale; };
     if (c % 2 == 1) {  // odd group size: the group starts on a high nibble
-      out[c] = value[in[c / 2] >> 4];
+      out[c] = value(in[c / 2] >> 4);
       ++c;
     }
-    for (; c + 1 < hi_col; c += 2) {
-      const uint8_t byte = in[c / 2];
-      out[c] = value[byte & 15];
-      out[c + 1] = value[byte >> 4];
+    const int64_t n_bytes = (hi_col - c) / 2;
+    const uint8_t* bytes = in + c / 2;
+    float* dst = out + c;
+    for (int64_t j = 0; j < n_bytes; ++j) {
+      dst[2 * j] = value(bytes[j] & 15);
+      dst[2 * j + 1] = value(bytes[j] >> 4);
     }
-    if (c < hi_col) out[c] = value[in[c / 2] & 15];
+    c += 2 * n_bytes;
+    if (c < hi_col) out[c] = value(in[c / 2] & 15);
   }
+}
+
+LOWBIT_VECTOR_CLONES void w4a16_rows(const QuantizedTensor& q, const float* x, int64_t n_tokens, float* y,
+                                     int64_t begin, int64_t end, float* w) {
+  decoded_rows(q, x, n_tokens, y, begin, end, w, [&](int64_t r, float* out) { w4a16_dequantize_row(q, r, out); });
 }
 
 void w4a16_matmul(const QuantizedTensor& q, const float* x, int64_t n_tokens, float* y, ThreadPool& pool) {
   std::vector<float> x16(size_t(n_tokens * q.cols));
   for (int64_t i = 0; i < n_tokens * q.cols; ++i) x16[size_t(i)] = round_f16(x[i]);
-  matmul_by_decoded_rows(q, x16.data(), n_tokens, y, pool,
-                         [&](int64_t r, float* w) { w4a16_dequantize_row(q, r, w); });
+  matmul_by_decoded_rows(q, x16.data(), n_tokens, y, pool, w4a16_rows);
 }
 
 constexpr FormatOps kW4a16Ops{w4a16_quantize, w4a16_dequantize_row, w4a16_matmul};
