@@ -16,14 +16,13 @@
 #include "kernels/common.cuh"
 #include "kernels/gemv.cuh"
 #include "kernels/gemv_int8.cuh"
+#include "kernels/quant_math.h"
 
 namespace lowbit::kernels {
 
 namespace {
 
 constexpr int kWarpsPerBlock = 8;
-constexpr float kInvSquare127 = 6.200124e-05f;  // bnb's int8_mm_dequant constant
-constexpr float kInv127 = 7.874015718698502e-3f;  // bnb's int8_vectorwise_dequant constant
 
 size_t align16(size_t n) { return (n + 15) & ~size_t(15); }
 
@@ -50,16 +49,6 @@ Workspace carve(void* base, int n_tokens, int cols) {
   p += 16;
   ws.outlier_cols = reinterpret_cast<int*>(p);
   return ws;
-}
-
-// torch's round().to(int8) as the CPU does it: NaN (0 * inf) -> 0, saturate.
-__device__ __forceinline__ int8_t round_to_int8(float v) {
-  if (isnan(v)) return 0;
-  return int8_t(fminf(fmaxf(rintf(v), -128.0f), 127.0f));
-}
-
-__device__ __forceinline__ float int8_dequantized(int8_t cb, float scb) {
-  return __fmul_rn(__fmul_rn(float(cb), scb), kInv127);
 }
 
 // One block: flags outlier columns and lists them in increasing column order.
@@ -104,7 +93,7 @@ __global__ void int8_quantize_tokens_kernel(const float* __restrict__ x, int col
   const float factor = 127.0f / absmax;
   if (threadIdx.x == 0) ws.token_scale[t] = absmax;
   for (int c = threadIdx.x; c < cols; c += blockDim.x)
-    ws.xq[size_t(t) * cols + c] = ws.is_outlier[c] ? int8_t(0) : round_to_int8(__fmul_rn(round_to_half(xt[c]), factor));
+    ws.xq[size_t(t) * cols + c] = ws.is_outlier[c] ? int8_t(0) : llm_int8_activation(round_to_half(xt[c]), factor);
 }
 
 // One block per token: W8A8's symmetric per-token quantization.
@@ -118,10 +107,7 @@ __global__ void w8a8_quantize_tokens_kernel(const float* __restrict__ x, int col
   absmax = block_max(absmax, scratch);
   const float scale = absmax / 127.0f;
   if (threadIdx.x == 0) x_scale[t] = scale;
-  for (int c = threadIdx.x; c < cols; c += blockDim.x) {
-    const float v = scale > 0.0f ? fminf(fmaxf(rintf(xt[c] / scale), -128.0f), 127.0f) : 0.0f;
-    xq[size_t(t) * cols + c] = int8_t(v);
-  }
+  for (int c = threadIdx.x; c < cols; c += blockDim.x) xq[size_t(t) * cols + c] = w8a8_activation(xt[c], scale);
 }
 
 __device__ __forceinline__ int dot4(unsigned a, unsigned b, int c) { return __dp4a(int(a), int(b), c); }
@@ -170,7 +156,7 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
     n_outliers = *ws.n_outliers;
     for (int i = lane; i < n_outliers; i += 32) {
       const int c = ws.outlier_cols[i];
-      const float wv = round_to_half(int8_dequantized(w_row[c], scale));
+      const float wv = round_to_half(llm_int8_weight(w_row[c], scale));
 #pragma unroll
       for (int t = 0; t < kTokens; ++t)
         if (t < n_tokens) outlier_sum[t] += round_to_half(x[size_t(t) * cols + c]) * wv;
@@ -185,11 +171,10 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
     if (lane == 0 && t < n_tokens) {
       float out;
       if (kLlmInt8) {
-        const float scaled = __fmul_rn(float(total), __fmul_rn(ws.token_scale[t], scale));
-        out = round_to_half(__fmul_rn(scaled, kInvSquare127));
+        out = round_to_half(llm_int8_rescale(total, ws.token_scale[t], scale));
         if (n_outliers > 0) out = round_to_half(__fadd_rn(out, outliers));
       } else {
-        out = __fmul_rn(float(total), __fmul_rn(scale, ws.token_scale[t]));
+        out = w8a8_rescale(total, scale, ws.token_scale[t]);
       }
       y[size_t(t) * w.rows + row] = out + b;
     }
@@ -215,7 +200,7 @@ cudaError_t launch_int8_gemv(const QuantizedWeightView& w, const float* bias, co
 
 struct Int8Decoder {
   __device__ static float value(const QuantizedWeightView& w, int r, int c) {
-    return int8_dequantized(reinterpret_cast<const int8_t*>(w.codes)[size_t(r) * w.cols + c], w.scales[r]);
+    return llm_int8_weight(reinterpret_cast<const int8_t*>(w.codes)[size_t(r) * w.cols + c], w.scales[r]);
   }
 };
 
@@ -231,7 +216,7 @@ __global__ void w8a8_rescale_kernel(const int32_t* __restrict__ acc, const float
   const int64_t n = int64_t(n_tokens) * rows;
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
     const int t = int(i / rows), r = int(i % rows);
-    const float out = __fmul_rn(float(acc[i]), __fmul_rn(w_scale[r], x_scale[t]));
+    const float out = w8a8_rescale(acc[i], w_scale[r], x_scale[t]);
     y[i] = bias != nullptr ? out + bias[r] : out;
   }
 }

@@ -20,13 +20,13 @@
 #include "kernels/common.cuh"
 #include "kernels/gemv.cuh"
 #include "kernels/gemv_nf4_fp4.cuh"
+#include "kernels/quant_math.h"
 
 namespace lowbit::kernels {
 
 namespace {
 
 constexpr int kWarpsPerBlock = 8;
-constexpr int kDqBlock = 256;  // absmax values per second-level scale
 
 // Code tables (src/formats/code_tables.h): [0] NF4, [1] bnb FP4 (its own code, bit 3 = sign).
 __constant__ float kFourBitTables[2][16] = {LOWBIT_NF4_CODES, LOWBIT_FP4_CODES};
@@ -36,19 +36,13 @@ __constant__ float kDynamicMap[256] = LOWBIT_DYNAMIC_MAP_SIGNED;
 
 __device__ __forceinline__ float block_absmax(const QuantizedWeightView& w, int64_t block) {
   if (!w.double_quant) return w.scales[block];
-  // __fmul_rn / __fadd_rn: two roundings, never contracted into an FMA (the CPU's volatile).
-  return __fadd_rn(__fmul_rn(kDynamicMap[w.scale_codes[block]], w.scales2[block / kDqBlock]), w.offset);
-}
-
-__device__ __forceinline__ int code_at(const uint8_t* codes, int64_t flat) {
-  const int byte = codes[flat >> 1];
-  return (flat & 1) ? (byte & 15) : (byte >> 4);
+  return dq_absmax(kDynamicMap[w.scale_codes[block]], w.scales2[block / kDqBlock], w.offset);
 }
 
 struct FourBitDecoder {
   __device__ static float value(const QuantizedWeightView& w, int r, int c) {
     const int64_t flat = int64_t(r) * w.cols + c;
-    return kFourBitTables[w.nf4 ? 0 : 1][code_at(w.codes, flat)] * block_absmax(w, flat / w.block_size);
+    return kFourBitTables[w.nf4 ? 0 : 1][four_bit_code(w.codes, flat)] * block_absmax(w, flat / w.block_size);
   }
 };
 
@@ -78,11 +72,7 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
       const float scale = block_absmax(w, (base + col) / w.block_size);
       float wv[8];
 #pragma unroll
-      for (int i = 0; i < 4; ++i) {  // little-endian: byte i holds elements 2i (high) and 2i+1 (low)
-        const uint32_t byte = (word >> (8 * i)) & 0xffu;
-        wv[2 * i] = table[byte >> 4] * scale;
-        wv[2 * i + 1] = table[byte & 15u] * scale;
-      }
+      for (int i = 0; i < 8; ++i) wv[i] = table[four_bit_word_code(word, i)] * scale;
 #pragma unroll
       for (int t = 0; t < kTokens; ++t) {
         if (t < n_tokens) {
@@ -96,7 +86,7 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
   } else {
     for (int col = lane; col < cols; col += 32) {
       const int64_t flat = base + col;
-      const float wv = table[code_at(w.codes, flat)] * block_absmax(w, flat / w.block_size);
+      const float wv = table[four_bit_code(w.codes, flat)] * block_absmax(w, flat / w.block_size);
 #pragma unroll
       for (int t = 0; t < kTokens; ++t)
         if (t < n_tokens) acc[t] += wv * x[size_t(t) * cols + col];

@@ -11,6 +11,7 @@
 #include "kernels/common.cuh"
 #include "kernels/gemv.cuh"
 #include "kernels/gemv_w4a16.cuh"
+#include "kernels/quant_math.h"
 
 namespace lowbit::kernels {
 
@@ -25,20 +26,14 @@ struct GroupScale {
 };
 
 __device__ __forceinline__ GroupScale group_scale(const QuantizedWeightView& w, int row, int col) {
-  const int groups = (w.cols + w.group - 1) / w.group;
-  const size_t at = size_t(row) * groups + col / w.group;
+  const size_t at = w4a16_group_index(row, col, w.cols, w.group);
   return {__half2float(__ushort_as_half(w.scales16[at])), w.zeros != nullptr ? int(w.zeros[at]) : kSymmetricZero};
-}
-
-__device__ __forceinline__ int code_at(const QuantizedWeightView& w, int row, int col) {
-  const int byte = w.codes[size_t(row) * ((w.cols + 1) / 2) + col / 2];
-  return (col & 1) ? (byte >> 4) : (byte & 15);
 }
 
 struct W4a16Decoder {
   __device__ static float value(const QuantizedWeightView& w, int r, int c) {
     const GroupScale g = group_scale(w, r, c);
-    return float(code_at(w, r, c) - g.zero) * g.scale;
+    return w4a16_value(w4a16_code(w.codes, r, c, w.cols), g.zero, g.scale);
   }
 };
 
@@ -64,7 +59,7 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
       const GroupScale g = group_scale(w, row, col);
       float wv[8];
 #pragma unroll
-      for (int i = 0; i < 8; ++i) wv[i] = float(int((word >> (4 * i)) & 15u) - g.zero) * g.scale;
+      for (int i = 0; i < 8; ++i) wv[i] = w4a16_value(w4a16_word_code(word, i), g.zero, g.scale);
 #pragma unroll
       for (int t = 0; t < kTokens; ++t) {
         if (t < n_tokens) {

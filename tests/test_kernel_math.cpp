@@ -1,0 +1,321 @@
+// The quantized CUDA kernels' per-element math (kernels/quant_math.h, compiled here as plain C++)
+// against the CPU format reference (src/formats), on this machine, no GPU: nibble order and
+// byte offsets of both 4-bit layouts, the 32-bit word decoding of the kernels' fast paths, block /
+// group / double-quant indexing, and the int8 rounding and rescaling points. Each loop below walks
+// the weight the way the kernel does (fast path: aligned 32-bit words; scalar path: flat index)
+// and must reproduce lowbit::dequantize / lowbit::matmul bit for bit.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <vector>
+
+#include "core/half.h"
+#include "core/parallel.h"
+#include "formats/code_tables.h"
+#include "formats/format.h"
+#include "kernels/quant_math.h"
+
+using namespace lowbit;
+using namespace lowbit::kernels;
+
+namespace {
+
+constexpr float kNf4[16] = LOWBIT_NF4_CODES;
+constexpr float kFp4[16] = LOWBIT_FP4_CODES;
+constexpr float kDynamicMap[256] = LOWBIT_DYNAMIC_MAP_SIGNED;
+
+std::vector<float> random_values(size_t n, uint32_t seed, float scale = 1.0f) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> dist(0.0f, scale);
+  std::vector<float> v(n);
+  for (auto& x : v) x = dist(rng);
+  return v;
+}
+
+uint32_t load_le32(const uint8_t* p) {  // what a 32-bit load gives on the (little-endian) GPU
+  return uint32_t(p[0]) | uint32_t(p[1]) << 8 | uint32_t(p[2]) << 16 | uint32_t(p[3]) << 24;
+}
+
+bool same_bits(float a, float b) { return std::memcmp(&a, &b, sizeof(float)) == 0; }
+
+std::vector<float> cpu_dequantized(const QuantizedTensor& q) {
+  std::vector<float> out(size_t(q.numel()));
+  dequantize(q, out.data());
+  return out;
+}
+
+bool is_nf4(Format f) { return f == Format::NF4 || f == Format::NF4_DQ; }
+bool is_dq(Format f) { return f == Format::NF4_DQ || f == Format::FP4_DQ; }
+
+// gemv_nf4_fp4.cu's block_absmax.
+float four_bit_absmax(const QuantizedTensor& q, int64_t block) {
+  if (!is_dq(q.format)) return q.scales[size_t(block)];
+  return dq_absmax(kDynamicMap[q.scale_codes[size_t(block)]], q.scales2[size_t(block / kDqBlock)], q.offset);
+}
+
+// The scalar path / dequantizer: value of every flat index.
+std::vector<float> four_bit_scalar_walk(const QuantizedTensor& q) {
+  const float* table = is_nf4(q.format) ? kNf4 : kFp4;
+  std::vector<float> out(size_t(q.numel()));
+  for (int64_t flat = 0; flat < q.numel(); ++flat)
+    out[size_t(flat)] = table[four_bit_code(q.codes.data(), flat)] * four_bit_absmax(q, flat / q.opts.block_size);
+  return out;
+}
+
+// The fast path (cols % 8 == 0, block_size % 8 == 0): per row, one 32-bit word = 8 codes per step.
+std::vector<float> four_bit_word_walk(const QuantizedTensor& q) {
+  const float* table = is_nf4(q.format) ? kNf4 : kFp4;
+  std::vector<float> out(size_t(q.numel()));
+  for (int64_t row = 0; row < q.rows; ++row) {
+    const int64_t base = row * q.cols;
+    const uint8_t* packed = q.codes.data() + base / 2;
+    for (int64_t col = 0; col < q.cols; col += 8) {
+      const uint32_t word = load_le32(packed + col / 2);
+      const float scale = four_bit_absmax(q, (base + col) / q.opts.block_size);
+      for (int i = 0; i < 8; ++i) out[size_t(base + col + i)] = table[four_bit_word_code(word, i)] * scale;
+    }
+  }
+  return out;
+}
+
+void check_bits(const std::vector<float>& got, const std::vector<float>& want) {
+  REQUIRE(got.size() == want.size());
+  size_t mismatches = 0, first = 0;
+  for (size_t i = 0; i < got.size(); ++i)
+    if (!same_bits(got[i], want[i]) && mismatches++ == 0) first = i;
+  INFO("first mismatch at " << first << ": " << got[first] << " vs " << want[first]);
+  CHECK(mismatches == 0);
+}
+
+}  // namespace
+
+TEST_CASE("4-bit code index: every byte value, high nibble first, in bytes and in 32-bit words", "[kernel_math]") {
+  for (Format f : {Format::NF4, Format::FP4}) {
+    QuantizedTensor q;
+    q.format = f;
+    q.rows = 2;
+    q.cols = 256;  // 512 values: 256 bytes holding every byte value once
+    q.opts.block_size = 64;
+    q.codes.resize(256);
+    for (int b = 0; b < 256; ++b) q.codes[size_t(b)] = uint8_t(b);
+    for (int block = 0; block < 8; ++block) q.scales.push_back(0.25f + 0.5f * float(block));
+    const std::vector<float> want = cpu_dequantized(q);
+    INFO(format_name(f));
+    check_bits(four_bit_scalar_walk(q), want);
+    check_bits(four_bit_word_walk(q), want);
+    // Spelled out for one byte: 0x1e holds code 1 (element 0) then code 14 (element 1).
+    CHECK(four_bit_code(q.codes.data(), 2 * 0x1e) == 1);
+    CHECK(four_bit_code(q.codes.data(), 2 * 0x1e + 1) == 14);
+    CHECK(four_bit_word_code(0x78563412u, 0) == 1);  // byte 0x12: element 0 high nibble
+    CHECK(four_bit_word_code(0x78563412u, 1) == 2);
+    CHECK(four_bit_word_code(0x78563412u, 6) == 7);
+    CHECK(four_bit_word_code(0x78563412u, 7) == 8);
+  }
+}
+
+TEST_CASE("4-bit kernels' decoding equals dequantize() for quantized weights, -dq and odd shapes", "[kernel_math]") {
+  struct Case {
+    int64_t rows, cols;
+    int block;
+  };
+  // (37, 200, 64): fast path; (29, 333, 64): odd cols, rows start mid-byte; (29, 333, 100): blocks
+  // straddle rows; (3, 1000, 8): > 256 blocks, so -dq uses several second-level scales.
+  const Case cases[] = {{37, 200, 64}, {29, 333, 64}, {29, 333, 100}, {3, 1000, 8}, {300, 64, 64}};
+  for (Format f : {Format::NF4, Format::FP4, Format::NF4_DQ, Format::FP4_DQ})
+    for (const Case& c : cases) {
+      QuantOptions opts;
+      opts.block_size = c.block;
+      const auto w = random_values(size_t(c.rows * c.cols), uint32_t(c.cols + c.block), 0.05f);
+      const QuantizedTensor q = quantize(f, w.data(), c.rows, c.cols, opts);
+      INFO(format_name(f) << " " << c.rows << "x" << c.cols << " block " << c.block);
+      const std::vector<float> want = cpu_dequantized(q);
+      check_bits(four_bit_scalar_walk(q), want);
+      if (c.cols % 8 == 0 && c.block % 8 == 0) check_bits(four_bit_word_walk(q), want);
+      if (is_dq(f)) CHECK(q.scales2.size() == size_t((q.scale_codes.size() + kDqBlock - 1) / kDqBlock));
+    }
+}
+
+namespace {
+
+// gemv_w4a16.cu's group_scale + value, scalar path.
+std::vector<float> w4a16_scalar_walk(const QuantizedTensor& q) {
+  std::vector<float> out(size_t(q.numel()));
+  const int rows = int(q.rows), cols = int(q.cols), group = q.opts.w4_group;
+  for (int r = 0; r < rows; ++r)
+    for (int c = 0; c < cols; ++c) {
+      const size_t g = w4a16_group_index(r, c, cols, group);
+      const int zero = q.zeros.empty() ? 8 : q.zeros[g];
+      out[size_t(r) * cols + c] = w4a16_value(w4a16_code(q.codes.data(), r, c, cols), zero, f16_to_f32(q.scales16[g]));
+    }
+  return out;
+}
+
+// Fast path (cols % 8 == 0, group % 8 == 0): one 32-bit word = 8 columns of one group.
+std::vector<float> w4a16_word_walk(const QuantizedTensor& q) {
+  std::vector<float> out(size_t(q.numel()));
+  const int rows = int(q.rows), cols = int(q.cols), group = q.opts.w4_group;
+  for (int r = 0; r < rows; ++r) {
+    const uint8_t* packed = q.codes.data() + size_t(r) * size_t(cols / 2);
+    for (int col = 0; col < cols; col += 8) {
+      const uint32_t word = load_le32(packed + col / 2);
+      const size_t g = w4a16_group_index(r, col, cols, group);
+      const int zero = q.zeros.empty() ? 8 : q.zeros[g];
+      for (int i = 0; i < 8; ++i)
+        out[size_t(r) * cols + col + i] = w4a16_value(w4a16_word_code(word, i), zero, f16_to_f32(q.scales16[g]));
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("W4A16 code index: every byte value, low nibble first; groups, zero points, fp16 scales", "[kernel_math]") {
+  QuantizedTensor q;
+  q.format = Format::W4A16;
+  q.rows = 2;
+  q.cols = 256;
+  q.opts.w4_group = 128;
+  q.codes.resize(256);
+  for (int b = 0; b < 256; ++b) q.codes[size_t(b)] = uint8_t(b);
+  q.scales16 = {f32_to_f16(0.5f), f32_to_f16(1.5f), f32_to_f16(0.01f), f32_to_f16(3.0f)};
+  q.zeros = {8, 3, 15, 0};
+  const std::vector<float> want = cpu_dequantized(q);
+  check_bits(w4a16_scalar_walk(q), want);
+  check_bits(w4a16_word_walk(q), want);
+  CHECK(w4a16_code(q.codes.data(), 0, 2 * 0x1e, 256) == 14);  // byte 0x1e: column 0 low nibble
+  CHECK(w4a16_code(q.codes.data(), 0, 2 * 0x1e + 1, 256) == 1);
+  CHECK(w4a16_word_code(0x78563412u, 0) == 2);
+  CHECK(w4a16_word_code(0x78563412u, 7) == 7);
+  CHECK(w4a16_group_index(1, 200, 256, 128) == 3);
+  CHECK(w4a16_group_index(1, 200, 333, 50) == 11);  // 7 groups per row
+}
+
+TEST_CASE("W4A16 kernels' decoding equals dequantize() for quantized weights and odd shapes", "[kernel_math]") {
+  struct Case {
+    int rows, cols, group;
+    bool symmetric;
+  };
+  const Case cases[] = {{37, 200, 128, false}, {37, 200, 128, true}, {29, 333, 128, false},
+                        {29, 333, 50, false},  {72, 1000, 50, true}, {8, 1024, 64, false}};
+  for (const Case& c : cases) {
+    QuantOptions opts;
+    opts.w4_group = c.group;
+    opts.w4_symmetric = c.symmetric;
+    const auto w = random_values(size_t(c.rows) * c.cols, uint32_t(c.cols * 3 + c.group), 0.05f);
+    const QuantizedTensor q = quantize(Format::W4A16, w.data(), c.rows, c.cols, opts);
+    INFO(c.rows << "x" << c.cols << " group " << c.group << (c.symmetric ? " symmetric" : ""));
+    CHECK(q.zeros.empty() == c.symmetric);  // the kernels tell the variants apart by this plane
+    const std::vector<float> want = cpu_dequantized(q);
+    check_bits(w4a16_scalar_walk(q), want);
+    if (c.cols % 8 == 0 && c.group % 8 == 0) check_bits(w4a16_word_walk(q), want);
+  }
+}
+
+TEST_CASE("int8 rounding: half to even, saturated, NaN to 0", "[kernel_math]") {
+  CHECK(round_to_int8(2.5f) == 2);
+  CHECK(round_to_int8(3.5f) == 4);
+  CHECK(round_to_int8(-2.5f) == -2);
+  CHECK(round_to_int8(126.5f) == 126);
+  CHECK(round_to_int8(127.5f) == 127);
+  CHECK(round_to_int8(-128.5f) == -128);
+  CHECK(round_to_int8(1e9f) == 127);
+  CHECK(round_to_int8(-std::numeric_limits<float>::infinity()) == -128);
+  CHECK(round_to_int8(std::numeric_limits<float>::quiet_NaN()) == 0);
+  CHECK(w8a8_activation(5.0f, 0.0f) == 0);
+}
+
+TEST_CASE("int8 kernels' dequantizers and epilogues reproduce the CPU format bit for bit", "[kernel_math]") {
+  ThreadPool pool(1);
+  const int rows = 37, cols = 200, n = 3;
+  const auto w = random_values(size_t(rows) * cols, 7, 0.05f);
+  auto x = random_values(size_t(n) * cols, 8);
+  x[5] = 8.5f;  // LLM.int8 outlier columns 5 and 17 (threshold 6)
+  x[size_t(2) * cols + 17] = -6.0f;
+
+  SECTION("LLM.int8") {
+    QuantOptions opts;
+    opts.int8_threshold = 6.0f;
+    const QuantizedTensor q = quantize(Format::INT8, w.data(), rows, cols, opts);
+    const auto* cb = reinterpret_cast<const int8_t*>(q.codes.data());
+    std::vector<float> deq(size_t(rows) * cols);
+    for (int r = 0; r < rows; ++r)
+      for (int c = 0; c < cols; ++c) deq[size_t(r) * cols + c] = llm_int8_weight(cb[size_t(r) * cols + c], q.scales[size_t(r)]);
+    check_bits(deq, cpu_dequantized(q));
+    // The weight quantizer rounds as the activation quantizer does: CB = rint(fp16(w) * (127 / SCB)).
+    size_t differing = 0;
+    for (int r = 0; r < rows; ++r)
+      for (int c = 0; c < cols; ++c)
+        differing += llm_int8_activation(round_f16(w[size_t(r) * cols + c]), 127.0f / q.scales[size_t(r)]) !=
+                     cb[size_t(r) * cols + c];
+    CHECK(differing == 0);
+
+    // The kernels' flow: outlier columns (in increasing order), per-token rowStat and CA, int32
+    // sums, the rescale, fp16, then the outlier columns added (here in the CPU's order).
+    std::vector<int> outliers;
+    for (int c = 0; c < cols; ++c)
+      for (int t = 0; t < n; ++t)
+        if (std::fabs(round_f16(x[size_t(t) * cols + c])) >= opts.int8_threshold) {
+          outliers.push_back(c);
+          break;
+        }
+    REQUIRE(outliers == std::vector<int>{5, 17});
+    std::vector<float> y(size_t(n) * rows);
+    for (int t = 0; t < n; ++t) {
+      const float* xt = x.data() + size_t(t) * cols;
+      float row_stat = 0.0f;
+      for (int c = 0; c < cols; ++c) {
+        const float v = std::fabs(round_f16(xt[c]));
+        if (v < opts.int8_threshold) row_stat = std::max(row_stat, v);
+      }
+      const float factor = 127.0f / row_stat;
+      std::vector<int8_t> ca(static_cast<size_t>(cols));
+      for (int c = 0; c < cols; ++c) {
+        const bool outlier = c == 5 || c == 17;
+        ca[size_t(c)] = outlier ? int8_t(0) : llm_int8_activation(round_f16(xt[c]), factor);
+      }
+      for (int r = 0; r < rows; ++r) {
+        int32_t acc = 0;
+        for (int c = 0; c < cols; ++c) acc += int32_t(ca[size_t(c)]) * int32_t(cb[size_t(r) * cols + c]);
+        float out = round_f16(llm_int8_rescale(acc, row_stat, q.scales[size_t(r)]));
+        float outlier_sum = 0.0f;
+        for (int c : outliers) {
+          const float wv = round_f16(llm_int8_weight(cb[size_t(r) * cols + c], q.scales[size_t(r)]));
+          outlier_sum = add_rn(outlier_sum, mul_rn(round_f16(xt[c]), wv));
+        }
+        y[size_t(t) * rows + r] = round_f16(add_rn(out, outlier_sum));
+      }
+    }
+    std::vector<float> want(size_t(n) * rows);
+    matmul(q, x.data(), n, want.data(), pool);
+    check_bits(y, want);
+  }
+
+  SECTION("W8A8") {
+    const QuantizedTensor q = quantize(Format::W8A8, w.data(), rows, cols, QuantOptions{});
+    const auto* wq = reinterpret_cast<const int8_t*>(q.codes.data());
+    // Weights and activations share one quantizer on the CPU: sat(rint(v / scale)).
+    size_t differing = 0;
+    for (int r = 0; r < rows; ++r)
+      for (int c = 0; c < cols; ++c)
+        differing += w8a8_activation(w[size_t(r) * cols + c], q.scales[size_t(r)]) != wq[size_t(r) * cols + c];
+    CHECK(differing == 0);
+    std::vector<float> y(size_t(n) * rows);
+    for (int t = 0; t < n; ++t) {
+      const float* xt = x.data() + size_t(t) * cols;
+      float absmax = 0.0f;
+      for (int c = 0; c < cols; ++c) absmax = std::max(absmax, std::fabs(xt[c]));
+      const float x_scale = absmax / 127.0f;
+      for (int r = 0; r < rows; ++r) {
+        int32_t acc = 0;
+        for (int c = 0; c < cols; ++c) acc += int32_t(w8a8_activation(xt[c], x_scale)) * int32_t(wq[size_t(r) * cols + c]);
+        y[size_t(t) * rows + r] = w8a8_rescale(acc, q.scales[size_t(r)], x_scale);
+      }
+    }
+    std::vector<float> want(size_t(n) * rows);
+    matmul(q, x.data(), n, want.data(), pool);
+    check_bits(y, want);
+  }
+}
