@@ -16,6 +16,11 @@ namespace lowbit::kernels {
 namespace {
 
 constexpr int kThreads = 1024;
+// Top-p bin masses are summed as 2^-62 fixed point with integer atomics, so the sum does not
+// depend on the order threads arrive in (a double atomicAdd would make the same seed give a
+// different token when a cut falls within rounding). Probabilities sum to <= 1 (+ rounding), far
+// below the 4.0 an unsigned 64-bit value holds at this scale.
+constexpr double kMassOne = 0x1p62;
 
 // Orders floats as unsigned integers: a < b (as floats, for non-NaN) iff key(a) < key(b),
 // with -0 just below +0.
@@ -46,7 +51,7 @@ struct SharedState {
   double d_scratch[32];
   int i_scratch[32];
   int count_hist[256];
-  double mass_hist[256];
+  unsigned long long mass_hist[256];  // fixed point, kMassOne = 1.0 (integer sums: order-free)
   double chunk_prefix[kThreads];
   uint64_t prefix;
   double below;
@@ -152,7 +157,7 @@ __device__ void apply_top_p(float* scores, int vocab, float top_p, SharedState& 
   for (int shift = 56; shift >= 0; shift -= 8) {
     for (int b = threadIdx.x; b < 256; b += blockDim.x) {
       sh.count_hist[b] = 0;
-      sh.mass_hist[b] = 0.0;
+      sh.mass_hist[b] = 0ull;
     }
     __syncthreads();
     for (int i = threadIdx.x; i < vocab; i += blockDim.x) {
@@ -162,7 +167,7 @@ __device__ void apply_top_p(float* scores, int vocab, float top_p, SharedState& 
       if ((key & mask) != prefix) continue;
       const int bin = int((key >> shift) & 0xffu);
       atomicAdd(&sh.count_hist[bin], 1);
-      atomicAdd(&sh.mass_hist[bin], softmax_weight(s, max_score) / sum);
+      atomicAdd(&sh.mass_hist[bin], __double2ull_rn(softmax_weight(s, max_score) / sum * kMassOne));
     }
     __syncthreads();
     if (threadIdx.x == 0) {
@@ -172,13 +177,14 @@ __device__ void apply_top_p(float* scores, int vocab, float top_p, SharedState& 
       int digit = -1, last_nonempty = 0;
       for (int b = 0; b < 256; ++b) {
         if (sh.count_hist[b] == 0) continue;
-        if (cumulative + sh.mass_hist[b] > removal_mass) {
+        const double mass = static_cast<double>(sh.mass_hist[b]) / kMassOne;
+        if (cumulative + mass > removal_mass) {
           digit = b;
           break;
         }
         before_last = cumulative;
         last_nonempty = b;
-        cumulative += sh.mass_hist[b];
+        cumulative += mass;
       }
       if (digit < 0) {
         digit = last_nonempty;
