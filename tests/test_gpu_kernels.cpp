@@ -479,18 +479,18 @@ TEST_CASE("a captured decode step replays with new positions and tokens", "[gpu]
       step_ops(be.gpu, *x.gpu, *qkv.gpu, *gpu_cache, *out.gpu);  // eager warm-up allocates workspaces
     } else {
       if (!captured) {
-        be.gpu.begin_capture(n);
+        be.gpu.begin_recording(&s, n);
         try {
           step_ops(be.gpu, *x.gpu, *qkv.gpu, *gpu_cache, *out.gpu);
         } catch (...) {
-          be.gpu.abort_capture();
+          be.gpu.abort_recording();
           throw;
         }
-        be.gpu.end_capture();
+        be.gpu.end_recording();
         captured = true;
       }
-      REQUIRE(be.gpu.has_graph(n));
-      be.gpu.replay(n);
+      REQUIRE(be.gpu.has_recording(&s, n));
+      be.gpu.replay(&s, n);
     }
     INFO("step " << step);
     CHECK(be.compare(out, size_t(n) * s.q_dim()) < kFp32Nmse);

@@ -175,3 +175,45 @@ TEST_CASE("GPU sampling of a model's logits equals the CPU sampler", "[gpu]") {
                   sample_token(logits, sp, g.prompts.front(), step);
   CHECK(mismatches == 0);
 }
+
+// Decode steps are recorded as CUDA graphs and replayed (Model::forward_chunk): the replayed
+// steps' logits equal a CPU run step for step (F32), for one slot and for a batch of slots, and a
+// recording exists afterwards, so the replay path is what ran.
+TEST_CASE("decode steps replayed from CUDA graphs give the CPU's logits", "[gpu]") {
+  const std::string dir = test::root_dir() + "/models/stories260K";
+  CpuBackend cpu(0);
+  CudaBackend gpu{CudaContextOptions{}};
+  REQUIRE(gpu.can_record());  // LOWBIT_CUDA_GRAPHS=0 would turn this test into a no-op
+  LoadOptions opts;
+  opts.n_slots = 3;
+  auto cpu_model = Model::load(dir, cpu, opts);
+  auto gpu_model = Model::load(dir, gpu, opts);
+  const size_t vocab = size_t(cpu_model->config().vocab_size);
+  for (int n : {1, 3}) {
+    TokenBatch step;
+    std::vector<int> rows;
+    for (int s = 0; s < n; ++s) {
+      step.tokens.push_back(1);
+      step.positions.push_back(0);
+      step.slots.push_back(s);
+      rows.push_back(s);
+    }
+    std::vector<float> on_cpu(size_t(n) * vocab), on_gpu(size_t(n) * vocab);
+    for (int i = 0; i < 12; ++i) {
+      cpu_model->forward(step, rows, on_cpu.data());
+      gpu_model->forward(step, rows, on_gpu.data());
+      INFO("batch " << n << " step " << i);
+      REQUIRE(nmse(on_gpu, on_cpu) < 1e-10);
+      for (int s = 0; s < n; ++s) {
+        const float* row = on_cpu.data() + size_t(s) * vocab;
+        step.tokens[size_t(s)] = int32_t(std::max_element(row, row + vocab) - row);
+        ++step.positions[size_t(s)];
+      }
+    }
+    CHECK(gpu.has_recording(gpu_model.get(), n));
+  }
+  const void* owner = gpu_model.get();
+  gpu_model.reset();  // drops its recordings
+  CHECK_FALSE(gpu.has_recording(owner, 1));
+  CHECK_FALSE(gpu.has_recording(owner, 3));
+}

@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "backend/cpu_backend.h"
+#include "core/error.h"
 #include "generate/generate.h"
 #include "io/safetensors.h"
 #include "model/model.h"
@@ -126,4 +127,69 @@ TEST_CASE("stories260K greedy text from BOS equals llama2.c's reference output",
   std::string text = tok.decode(r.tokens, true);
   while (!text.empty() && std::isspace(static_cast<unsigned char>(text.back()))) text.pop_back();
   CHECK(text == reference);
+}
+
+// forward_sample is forward() + sample_token() done by the backend: the same ids for prefill
+// rows, decode steps across two slots, and a batch longer than one chunk whose sampled rows lie
+// in the last chunk or in an earlier one.
+TEST_CASE("forward_sample draws what forward + sample_token draw", "[model][sampler]") {
+  const std::string dir = test::root_dir() + "/models/stories260K";
+  CpuBackend backend(0);
+  LoadOptions opts;
+  opts.n_slots = 2;
+  opts.max_batch_tokens = 8;  // a 20-token prompt spans three chunks
+  auto model = Model::load(dir, backend, opts);
+  const size_t vocab = size_t(model->config().vocab_size);
+  SamplingParams sp;
+  sp.temperature = 1.3f;  // flat enough that a wrong row or step draws another id
+  sp.top_k = 200;
+  sp.seed = 7;
+  std::vector<int32_t> prompt;
+  for (int i = 0; i < 20; ++i) prompt.push_back(int32_t(1 + (i * 37) % 500));
+  auto prompt_batch = [&](int slot) {
+    TokenBatch b;
+    for (size_t i = 0; i < prompt.size(); ++i) {
+      b.tokens.push_back(prompt[i]);
+      b.positions.push_back(int32_t(i));
+      b.slots.push_back(slot);
+    }
+    return b;
+  };
+  auto reference = [&](const TokenBatch& b, const std::vector<int>& rows, std::span<const SampleSpec> specs) {
+    std::vector<float> logits(rows.size() * vocab);
+    model->forward(b, rows, logits.data());
+    std::vector<int32_t> ids;
+    for (size_t i = 0; i < rows.size(); ++i)
+      ids.push_back(sample_token(std::span<const float>(logits.data() + i * vocab, vocab), specs[i].params,
+                                 specs[i].history, specs[i].step));
+    return ids;
+  };
+  size_t differing_draws = 0;
+  for (const std::vector<int>& rows : {std::vector<int>{19}, std::vector<int>{17, 19}, std::vector<int>{3, 19}}) {
+    INFO("rows " << rows.front() << ".." << rows.back());
+    std::vector<SampleSpec> specs;
+    for (size_t i = 0; i < rows.size(); ++i) specs.push_back({sp, prompt, uint64_t(5 + i)});
+    const auto expected = reference(prompt_batch(0), rows, specs);
+    CHECK(model->forward_sample(prompt_batch(0), rows, specs) == expected);
+    differing_draws += expected.size() > 1 && expected[0] != expected[1];
+  }
+  CHECK(differing_draws > 0);  // different rows and steps did draw different ids
+
+  // Decode steps over two slots, fed with the sampled ids.
+  (void)model->forward_sample(prompt_batch(0), {19}, std::vector<SampleSpec>{{sp, prompt, 0}});
+  (void)model->forward_sample(prompt_batch(1), {19}, std::vector<SampleSpec>{{sp, prompt, 0}});
+  TokenBatch step{{5, 9}, {20, 20}, {0, 1}};
+  std::vector<int32_t> sampled;
+  for (int s = 0; s < 6; ++s) {
+    const std::vector<SampleSpec> specs{{sp, prompt, uint64_t(s + 1)}, {sp, prompt, uint64_t(s + 101)}};
+    // The reference runs the same step first; rerunning a position overwrites its KV entries.
+    const auto expected = reference(step, {0, 1}, specs);
+    const auto got = model->forward_sample(step, {0, 1}, specs);
+    CHECK(got == expected);
+    sampled.insert(sampled.end(), got.begin(), got.end());
+    step.tokens = got;
+    for (auto& p : step.positions) ++p;
+  }
+  CHECK(std::set<int32_t>(sampled.begin(), sampled.end()).size() > 3);
+  CHECK_THROWS_AS(model->forward_sample(step, {0, 1}, std::vector<SampleSpec>{{sp, prompt, 0}}), InputError);
 }

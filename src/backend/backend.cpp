@@ -13,6 +13,14 @@
 
 namespace lowbit {
 
+void Backend::begin_recording(const void*, int) {
+  throw DeviceError(fmt::format("the {} backend cannot record a forward pass", name()));
+}
+
+void Backend::replay(const void*, int batch_size) {
+  throw DeviceError(fmt::format("the {} backend has no recording for batch size {}", name(), batch_size));
+}
+
 bool cuda_available() {
 #if LOWBIT_HAVE_CUDA
   return cuda::device_count() > 0;

@@ -8,11 +8,13 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
 #include "formats/format.h"
 #include "model/config.h"
+#include "sampler/sampler.h"
 
 namespace lowbit {
 
@@ -86,6 +88,8 @@ class Backend {
  public:
   virtual ~Backend() = default;
   virtual std::string name() const = 0;
+  // The device in words, for reports (e.g. "cuda: NVIDIA H100 80GB HBM3, sm_90, 79.1 GiB").
+  virtual std::string description() const { return name(); }
 
   // --- memory ---------------------------------------------------------------------------
   // `what` names the allocation in an out-of-memory error.
@@ -126,6 +130,31 @@ class Backend {
   virtual void activation(const DeviceBuffer& gu, Activation act, int hidden, DeviceBuffer& out) = 0;
   // Makes sure every op issued so far has finished (no-op on the CPU).
   virtual void synchronize() = 0;
+
+  // --- sampling ------------------------------------------------------------------------------
+  // One token from row `row` of `logits` ([rows, vocab]) with sampler.h's semantics: draw number
+  // `step`, `history` for the repetition penalty. On a GPU only the id leaves the device.
+  virtual int32_t sample(const DeviceBuffer& logits, size_t row, int vocab, const SamplingParams& params,
+                         std::span<const int32_t> history, uint64_t step) = 0;
+
+  // --- recorded forward passes (optional: CUDA graphs) -------------------------------------
+  // A backend that can record the ops of one forward pass and replay them says so here. The
+  // model records a decode step once per (owner, batch size) after one eager run of that shape
+  // and replays it for every later step; the recording reads tokens/positions/slots from where
+  // set_batch() puts them, so set_batch(next) + replay() runs the next step. While recording,
+  // ops are queued into the recording, not run. The owner drops its recordings when it dies.
+  virtual bool can_record() const { return false; }
+  virtual bool has_recording(const void* /*owner*/, int /*batch_size*/) const { return false; }
+  virtual void begin_recording(const void* owner, int batch_size);
+  virtual void end_recording() {}
+  virtual void abort_recording() {}  // after an exception while recording: keeps nothing
+  virtual void replay(const void* owner, int batch_size);
+  virtual void drop_recordings(const void* /*owner*/) {}
+
+  // Copy bandwidth of the memory the weights live in, in GB/s counting read + write bytes (as
+  // STREAM's Copy): the roofline `lowbit bench` compares decode against. Allocates and times a
+  // large copy; call it outside timed regions.
+  virtual double copy_bandwidth_gbs() = 0;
 };
 
 // --device auto|cpu|cuda. auto picks CUDA when a device is present and the build has it.

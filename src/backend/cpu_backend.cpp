@@ -1,7 +1,9 @@
 #include "backend/cpu_backend.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
+#include <cstring>
 #include <limits>
 
 #include <fmt/format.h>
@@ -123,6 +125,33 @@ std::unique_ptr<KvCache> CpuBackend::alloc_kv_cache(int n_layers, int n_slots, i
 
 void CpuBackend::download(const DeviceBuffer& src, size_t offset, size_t n, float* dst) {
   std::copy_n(data(src) + offset, n, dst);
+}
+
+int32_t CpuBackend::sample(const DeviceBuffer& logits, size_t row, int vocab, const SamplingParams& params,
+                           std::span<const int32_t> history, uint64_t step) {
+  if (vocab <= 0 || (row + 1) * size_t(vocab) > logits.size())
+    throw DeviceError(fmt::format("sample: row {} of {} logits outside a buffer of {}", row, vocab, logits.size()));
+  return sample_token(std::span<const float>(data(logits) + row * size_t(vocab), size_t(vocab)), params, history,
+                      step);
+}
+
+double CpuBackend::copy_bandwidth_gbs() {
+  const size_t bytes = size_t(1) << 30;
+  std::vector<uint8_t> src(bytes, 1), dst(bytes, 0);  // pages touched before timing
+  const int64_t parts = pool_.size();
+  double best = 0;
+  for (int rep = 0; rep < 3; ++rep) {
+    const auto t0 = std::chrono::steady_clock::now();
+    pool_.parallel_for(parts, [&](int64_t p0, int64_t p1) {
+      for (int64_t p = p0; p < p1; ++p) {
+        const size_t begin = bytes * size_t(p) / size_t(parts), end = bytes * size_t(p + 1) / size_t(parts);
+        std::memcpy(dst.data() + begin, src.data() + begin, end - begin);
+      }
+    });
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    best = std::max(best, 2.0 * double(bytes) / s / 1e9);
+  }
+  return best;
 }
 
 void CpuBackend::embed(const DeviceLinear& table, DeviceBuffer& out) {

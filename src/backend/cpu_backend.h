@@ -60,6 +60,10 @@ class CpuBackend final : public Backend {
                  DeviceBuffer& out) override;
   void activation(const DeviceBuffer& gu, Activation act, int hidden, DeviceBuffer& out) override;
   void synchronize() override {}
+  int32_t sample(const DeviceBuffer& logits, size_t row, int vocab, const SamplingParams& params,
+                 std::span<const int32_t> history, uint64_t step) override;
+  // Best of 3 copies of a 1 GiB host buffer, one contiguous part per thread.
+  double copy_bandwidth_gbs() override;
 
   ThreadPool& pool() { return pool_; }
 

@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
+#include <string_view>
 
 #include <fmt/format.h>
 
@@ -89,9 +91,15 @@ CudaBackend::CudaBackend(const CudaContextOptions& opts) : ctx_(opts) {
 
 CudaBackend::~CudaBackend() {
   cudaStreamSynchronize(ctx_.stream());
-  for (auto& [n, exec] : graphs_) cudaGraphExecDestroy(exec);
+  for (auto& [key, exec] : graphs_) cudaGraphExecDestroy(exec);
   for (auto& s : staging_)
     if (s.copied != nullptr) cudaEventDestroy(s.copied);
+}
+
+std::string CudaBackend::description() const {
+  const cudaDeviceProp& p = ctx_.properties();
+  return fmt::format("cuda: {}, sm_{}{}, {:.1f} GiB", p.name, p.major, p.minor,
+                     double(p.totalGlobalMem) / double(size_t(1) << 30));
 }
 
 void CudaBackend::check(cudaError_t err, const char* what) const {
@@ -188,7 +196,7 @@ void CudaBackend::set_rope(std::vector<float> inv_freq) {
 }
 
 void CudaBackend::invalidate_graphs() {
-  for (auto& [n, exec] : graphs_) cudaGraphExecDestroy(exec);
+  for (auto& [key, exec] : graphs_) cudaGraphExecDestroy(exec);
   graphs_.clear();
 }
 
@@ -510,50 +518,116 @@ int32_t CudaBackend::sample_on_device(const DeviceBuffer& logits, size_t row, in
   return id;
 }
 
-void CudaBackend::begin_capture(int batch_size) {
-  if (capturing_batch_ > 0) throw DeviceError("begin_capture: a capture is already in progress");
-  if (batch_size <= 0) throw DeviceError("begin_capture: batch size must be positive");
+bool CudaBackend::can_record() const {
+  // LOWBIT_CUDA_GRAPHS=0 runs every step eagerly (to compare, or to rule graphs out).
+  static const bool enabled = [] {
+    const char* v = std::getenv("LOWBIT_CUDA_GRAPHS");
+    return v == nullptr || std::string_view(v) != "0";
+  }();
+  return enabled;
+}
+
+bool CudaBackend::has_recording(const void* owner, int batch_size) const {
+  return graphs_.count({owner, batch_size}) != 0;
+}
+
+void CudaBackend::begin_recording(const void* owner, int batch_size) {
+  if (capturing_batch_ > 0) throw DeviceError("begin_recording: a capture is already in progress");
+  if (batch_size <= 0) throw DeviceError("begin_recording: batch size must be positive");
   ctx_.synchronize();
   // Thread-local mode: other threads' CUDA calls stay legal while this stream is captured.
   LOWBIT_CUDA_CHECK(cudaStreamBeginCapture(ctx_.stream(), cudaStreamCaptureModeThreadLocal));
   capturing_batch_ = batch_size;
+  capturing_owner_ = owner;
 }
 
-void CudaBackend::end_capture() {
-  if (capturing_batch_ <= 0) throw DeviceError("end_capture: no capture in progress");
-  const int n = capturing_batch_;
+void CudaBackend::end_recording() {
+  if (capturing_batch_ <= 0) throw DeviceError("end_recording: no capture in progress");
+  const GraphKey key{capturing_owner_, capturing_batch_};
   capturing_batch_ = 0;
+  capturing_owner_ = nullptr;
   cudaGraph_t graph = nullptr;
   LOWBIT_CUDA_CHECK(cudaStreamEndCapture(ctx_.stream(), &graph));
   cudaGraphExec_t exec = nullptr;
   cudaError_t err = cudaGraphInstantiate(&exec, graph, 0);
   cudaGraphDestroy(graph);
   cuda_check(err, "cudaGraphInstantiate");
-  auto it = graphs_.find(n);
+  auto it = graphs_.find(key);
   if (it != graphs_.end()) {
     cudaGraphExecDestroy(it->second);
     it->second = exec;
   } else {
-    graphs_.emplace(n, exec);
+    graphs_.emplace(key, exec);
   }
 }
 
-void CudaBackend::abort_capture() {
+void CudaBackend::abort_recording() {
   if (capturing_batch_ <= 0) return;
   capturing_batch_ = 0;
+  capturing_owner_ = nullptr;
   cudaGraph_t graph = nullptr;
   cudaStreamEndCapture(ctx_.stream(), &graph);  // an invalidated capture reports an error: ignore it
   if (graph != nullptr) cudaGraphDestroy(graph);
   (void)cudaGetLastError();
 }
 
-void CudaBackend::replay(int batch_size) {
-  auto it = graphs_.find(batch_size);
+void CudaBackend::replay(const void* owner, int batch_size) {
+  auto it = graphs_.find({owner, batch_size});
   if (it == graphs_.end()) throw DeviceError(fmt::format("replay: no CUDA graph captured for batch size {}", batch_size));
   if (batch_.size() != batch_size)
     throw DeviceError(fmt::format("replay: graph for batch size {} but the current batch has {} tokens", batch_size,
                                   batch_.size()));
   LOWBIT_CUDA_CHECK(cudaGraphLaunch(it->second, ctx_.stream()));
+}
+
+void CudaBackend::drop_recordings(const void* owner) {
+  for (auto it = graphs_.begin(); it != graphs_.end();) {
+    if (it->first.first == owner) {
+      cudaStreamSynchronize(ctx_.stream());  // a launched graph may still be running
+      cudaGraphExecDestroy(it->second);
+      it = graphs_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
+int32_t CudaBackend::sample(const DeviceBuffer& logits, size_t row, int vocab, const SamplingParams& params,
+                            std::span<const int32_t> history, uint64_t step) {
+  return sample_on_device(logits, row, vocab, params, history, step);
+}
+
+double CudaBackend::copy_bandwidth_gbs() {
+  // Device-to-device cudaMemcpy of 1 GiB (256 MiB when memory is short), best of 5 after a
+  // warm-up, counting read + write bytes.
+  size_t free_bytes = 0, total_bytes = 0;
+  LOWBIT_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
+  const size_t bytes = free_bytes > (size_t(3) << 30) ? size_t(1) << 30 : size_t(256) << 20;
+  DeviceMemory src = ctx_.allocate(bytes, "the copy-bandwidth source");
+  DeviceMemory dst = ctx_.allocate(bytes, "the copy-bandwidth destination");
+  LOWBIT_CUDA_CHECK(cudaMemsetAsync(src.get(), 1, bytes, ctx_.stream()));
+  cudaEvent_t start = nullptr, stop = nullptr;
+  LOWBIT_CUDA_CHECK(cudaEventCreate(&start));
+  LOWBIT_CUDA_CHECK(cudaEventCreate(&stop));
+  double best = 0;
+  try {
+    for (int rep = 0; rep < 6; ++rep) {
+      LOWBIT_CUDA_CHECK(cudaEventRecord(start, ctx_.stream()));
+      LOWBIT_CUDA_CHECK(cudaMemcpyAsync(dst.get(), src.get(), bytes, cudaMemcpyDeviceToDevice, ctx_.stream()));
+      LOWBIT_CUDA_CHECK(cudaEventRecord(stop, ctx_.stream()));
+      LOWBIT_CUDA_CHECK(cudaEventSynchronize(stop));
+      float ms = 0;
+      LOWBIT_CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
+      if (rep > 0 && ms > 0) best = std::max(best, 2.0 * double(bytes) / (double(ms) * 1e-3) / 1e9);
+    }
+  } catch (...) {
+    cudaEventDestroy(start);
+    cudaEventDestroy(stop);
+    throw;
+  }
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  return best;
 }
 
 std::unique_ptr<Backend> make_cuda_backend(int device_index, size_t memory_cap_bytes) {

@@ -3,10 +3,10 @@
 // kernels/ (one file per family); this class owns their buffers and launches them on the
 // CudaContext's stream. docs/cuda-backend.md describes layouts and kernels.
 //
-// Beyond the Backend interface it offers, for the generation loop to adopt:
-//  - sample_on_device(): one token from a row of logits without downloading them;
-//  - CUDA graphs of a decode step, keyed by batch size: begin_capture(n) / end_capture() around
-//    one forward (no download inside), then set_batch(next) + replay(n) for every later step.
+// Its Backend::sample runs on the device (only the id is downloaded), and its recordings are CUDA
+// graphs: the model captures a decode step once per batch size and replays it (the graph reads
+// tokens/positions/slots from the device arrays set_batch fills). LOWBIT_CUDA_GRAPHS=0 turns
+// graphs off.
 #pragma once
 #include <cstdint>
 #include <map>
@@ -27,6 +27,7 @@ class CudaBackend final : public Backend {
   explicit CudaBackend(const CudaContextOptions& opts);
   ~CudaBackend() override;
   std::string name() const override { return "cuda"; }
+  std::string description() const override;
 
   std::unique_ptr<DeviceBuffer> alloc(size_t n_floats, const std::string& what) override;
   // F32 / BF16 weights, and every quantized format with an entry in cuda_quantized.cpp's table
@@ -60,19 +61,27 @@ class CudaBackend final : public Backend {
   int32_t sample_on_device(const DeviceBuffer& logits, size_t row, int vocab, const SamplingParams& params,
                            std::span<const int32_t> history, uint64_t step);
 
+  int32_t sample(const DeviceBuffer& logits, size_t row, int vocab, const SamplingParams& params,
+                 std::span<const int32_t> history, uint64_t step) override;
+
   // --- CUDA graphs of the decode step -----------------------------------------------------
-  // Between begin_capture(n) and end_capture() the ops of one forward over a batch of n tokens
-  // are recorded, not run. Preconditions: the same forward ran eagerly once (so every buffer it
-  // needs exists; allocating while capturing throws), no download() inside, the batch shape is
-  // the one replays will have (one token per slot for decode). set_batch() while capturing only
-  // records the host copy: the graph reads tokens/positions/slots from fixed device arrays.
-  // replay(n) runs the graph on whatever batch the last set_batch(n tokens) uploaded.
-  // Reallocating a buffer a graph points into (a larger batch, say) drops every graph.
-  void begin_capture(int batch_size);
-  void end_capture();
-  void abort_capture();  // after an exception while capturing: leaves capture mode, keeps nothing
-  bool has_graph(int batch_size) const { return graphs_.count(batch_size) != 0; }
-  void replay(int batch_size);
+  // Between begin_recording(owner, n) and end_recording() the ops of one forward over a batch of n
+  // tokens are captured, not run. Preconditions: the same forward ran eagerly once (so every
+  // buffer it needs exists; allocating while capturing throws), no download() inside, the batch
+  // shape is the one replays will have (one token per slot for decode). set_batch() while
+  // capturing only records the host copy: the graph reads tokens/positions/slots from fixed
+  // device arrays. replay(owner, n) runs the graph on whatever batch the last set_batch(n tokens)
+  // uploaded. Reallocating a buffer a graph points into (a larger workspace, say) drops every graph.
+  bool can_record() const override;
+  bool has_recording(const void* owner, int batch_size) const override;
+  void begin_recording(const void* owner, int batch_size) override;
+  void end_recording() override;
+  void abort_recording() override;
+  void replay(const void* owner, int batch_size) override;
+  void drop_recordings(const void* owner) override;
+
+  // Device-to-device cudaMemcpy bandwidth (read + write bytes).
+  double copy_bandwidth_gbs() override;
 
   // NF4 / FP4 quantization of host fp32 weights [rows, cols] on the GPU, byte-identical to
   // quantize(); returns the planes (downloaded). upload_quantized_on_device keeps them there.
@@ -108,8 +117,10 @@ class CudaBackend final : public Backend {
   DeviceMemory inv_freq_;
   DeviceMemory attention_workspace_, gemm_input_bf16_, sampling_workspace_, sampling_history_, sampling_result_;
   DeviceMemory quantized_workspace_, dequantized_bf16_;  // GEMV activation scratch; prefill bf16 weight
-  std::map<int, cudaGraphExec_t> graphs_;
-  int capturing_batch_ = 0;  // > 0 between begin_capture and end_capture
+  using GraphKey = std::pair<const void*, int>;  // (owner, batch size)
+  std::map<GraphKey, cudaGraphExec_t> graphs_;
+  int capturing_batch_ = 0;  // > 0 between begin_recording and end_recording
+  const void* capturing_owner_ = nullptr;
 };
 
 std::unique_ptr<Backend> make_cuda_backend(int device_index, size_t memory_cap_bytes = 0);

@@ -77,28 +77,6 @@ std::vector<int> parse_int_list(const std::string& flag, const std::string& text
   return values;
 }
 
-// Host memory copy bandwidth in GB/s (read + write bytes / s): best of 3 copies of a 1 GiB
-// buffer split into one contiguous part per thread. Pages are touched before timing.
-double host_copy_bandwidth_gbs(int threads) {
-  const size_t bytes = size_t(1) << 30;
-  std::vector<uint8_t> src(bytes, 1), dst(bytes, 0);
-  ThreadPool pool(threads);
-  const int64_t parts = pool.size();
-  double best = 0;
-  for (int rep = 0; rep < 3; ++rep) {
-    auto t0 = Clock::now();
-    pool.parallel_for(parts, [&](int64_t p0, int64_t p1) {
-      for (int64_t p = p0; p < p1; ++p) {
-        const size_t begin = bytes * size_t(p) / size_t(parts), end = bytes * size_t(p + 1) / size_t(parts);
-        std::memcpy(dst.data() + begin, src.data() + begin, end - begin);
-      }
-    });
-    const double s = seconds_since(t0);
-    best = std::max(best, 2.0 * double(bytes) / s / 1e9);
-  }
-  return best;
-}
-
 std::string cpu_model_name() {
   std::ifstream in("/proc/cpuinfo");
   std::string line;
@@ -155,11 +133,16 @@ Timing run_once(Model& model, const std::vector<std::vector<int32_t>>& prompts, 
   t.ttft_s = seconds_since(t0);
   std::vector<int> all_rows(static_cast<size_t>(b));
   for (int s = 0; s < b; ++s) all_rows[size_t(s)] = s;
+  // Decode as generation runs it: greedy picks on the backend (only ids come back), the step
+  // recorded and replayed where the backend can (CUDA graphs).
+  SamplingParams greedy;
+  greedy.temperature = 0;
+  const std::vector<SampleSpec> specs(static_cast<size_t>(b), SampleSpec{greedy, {}, 0});
   t0 = Clock::now();
   for (int g = 0; g < gen; ++g) {
-    model.forward(step, all_rows, logits.data());
+    const std::vector<int32_t> ids = model.forward_sample(step, all_rows, specs);
     for (int s = 0; s < b; ++s) {
-      step.tokens[size_t(s)] = argmax(logits.data() + size_t(s) * size_t(vocab), vocab);
+      step.tokens[size_t(s)] = ids[size_t(s)];
       ++step.positions[size_t(s)];
     }
   }
@@ -194,17 +177,15 @@ int run_bench(const BenchFlags& f) {
 
   auto backend = make_backend(f.model.device, f.model.threads, size_t(f.model.memory_cap_mib * 1024.0 * 1024.0));
   const bool on_cpu = backend->name() == "cpu";
-  std::string device = backend->name();
-  double copy_gbs = NAN;
+  std::string device = backend->description();
   if (on_cpu) {
     const int threads = f.model.threads > 0 ? f.model.threads : int(std::max(1u, std::thread::hardware_concurrency()));
     device = fmt::format("cpu: {}, {} threads", cpu_model_name(), threads);
-    copy_gbs = host_copy_bandwidth_gbs(f.model.threads);
-    spdlog::info("host memcpy bandwidth {:.1f} GB/s (read + write)", copy_gbs);
   }
-  // TODO(cuda): measure device-to-device cudaMemcpy bandwidth through a backend hook
-  // (e.g. Backend::measure_copy_bandwidth_gbs()) once the CUDA backend exposes one; until then
-  // the share of bandwidth is reported as n/a on CUDA.
+  // The roofline: copy bandwidth of the memory the weights live in, measured in this run.
+  const double copy_gbs = backend->copy_bandwidth_gbs();
+  spdlog::info("{} copy bandwidth {:.1f} GB/s (read + write)", on_cpu ? "host memcpy" : "device-to-device",
+               copy_gbs);
 
   // Random prompts, the same for every format so the rows are comparable.
   std::mt19937_64 rng(0);

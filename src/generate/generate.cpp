@@ -60,10 +60,18 @@ GenerationResult generate(Model& model, const GenerationRequest& req, const Toke
   res.prompt_tokens = n_prompt;
   std::vector<int32_t> history = req.prompt;
   auto t0 = std::chrono::steady_clock::now();
-  std::vector<float> logits = prefill(model, req.prompt, req.slot);
+  // The prompt first, then one token per step; the backend samples (on a GPU only the id returns).
+  TokenBatch batch;
+  for (int i = 0; i < n_prompt; ++i) {
+    batch.tokens.push_back(req.prompt[size_t(i)]);
+    batch.positions.push_back(i);
+    batch.slots.push_back(req.slot);
+  }
+  std::vector<int> rows{n_prompt - 1};
   int position = n_prompt;
   for (int step = 0; step < req.max_new_tokens; ++step) {
-    int32_t tok = sample_token(logits, req.sampling, history, uint64_t(step));
+    const SampleSpec spec{req.sampling, history, uint64_t(step)};
+    const int32_t tok = model.forward_sample(batch, rows, std::span<const SampleSpec>(&spec, 1))[0];
     if (step == 0) {
       res.prefill_seconds = seconds_since(t0);
       t0 = std::chrono::steady_clock::now();
@@ -84,7 +92,8 @@ GenerationResult generate(Model& model, const GenerationRequest& req, const Toke
       res.stop = StopReason::context;
       break;
     }
-    logits = decode_step(model, tok, position++, req.slot);
+    batch = TokenBatch{{tok}, {position++}, {req.slot}};
+    rows = {0};
   }
   if (!res.tokens.empty()) res.decode_seconds = seconds_since(t0);
   return res;

@@ -247,16 +247,40 @@ void Model::allocate_scratch() {
   logits_ = backend_.alloc(n * size_t(config_.vocab_size), "logits");
 }
 
-void Model::forward(const TokenBatch& batch, const std::vector<int>& logit_rows, float* logits) {
-  const int chunk = opts_.max_batch_tokens;
+Model::~Model() { backend_.drop_recordings(this); }
+
+void Model::check_rows(const TokenBatch& batch, const std::vector<int>& logit_rows) const {
   for (int r : logit_rows)
     if (r < 0 || r >= batch.size()) throw InputError(fmt::format("logit row {} outside batch of {}", r, batch.size()));
+}
+
+namespace {
+// The chunk [begin, end) of a batch.
+TokenBatch slice(const TokenBatch& batch, int begin, int end) {
+  TokenBatch part;
+  part.tokens.assign(batch.tokens.begin() + begin, batch.tokens.begin() + end);
+  part.positions.assign(batch.positions.begin() + begin, batch.positions.begin() + end);
+  part.slots.assign(batch.slots.begin() + begin, batch.slots.begin() + end);
+  return part;
+}
+
+// A decode step: every row wanted, in order, one token per distinct slot. Its shape depends
+// only on its size, so one recording per size serves every later step.
+bool is_decode_step(const TokenBatch& batch, const std::vector<int>& logit_rows) {
+  if (int(logit_rows.size()) != batch.size()) return false;
+  for (size_t i = 0; i < logit_rows.size(); ++i)
+    if (logit_rows[i] != int(i)) return false;
+  std::set<int32_t> slots(batch.slots.begin(), batch.slots.end());
+  return int(slots.size()) == batch.size();
+}
+}  // namespace
+
+void Model::forward(const TokenBatch& batch, const std::vector<int>& logit_rows, float* logits) {
+  check_rows(batch, logit_rows);
+  const int chunk = opts_.max_batch_tokens;
+  const size_t vocab = size_t(config_.vocab_size);
   for (int begin = 0; begin < batch.size(); begin += chunk) {
-    int end = std::min(batch.size(), begin + chunk);
-    TokenBatch part;
-    part.tokens.assign(batch.tokens.begin() + begin, batch.tokens.begin() + end);
-    part.positions.assign(batch.positions.begin() + begin, batch.positions.begin() + end);
-    part.slots.assign(batch.slots.begin() + begin, batch.slots.begin() + end);
+    const int end = std::min(batch.size(), begin + chunk);
     std::vector<int> rows;
     std::vector<size_t> out_index;
     for (size_t i = 0; i < logit_rows.size(); ++i)
@@ -264,19 +288,74 @@ void Model::forward(const TokenBatch& batch, const std::vector<int>& logit_rows,
         rows.push_back(logit_rows[i] - begin);
         out_index.push_back(i);
       }
-    std::vector<float> part_logits(rows.size() * size_t(config_.vocab_size));
-    forward_chunk(part, rows, part_logits.data());
-    for (size_t i = 0; i < rows.size(); ++i)
-      std::copy_n(part_logits.begin() + std::ptrdiff_t(i * size_t(config_.vocab_size)), config_.vocab_size,
-                  logits + out_index[i] * size_t(config_.vocab_size));
+    forward_chunk(slice(batch, begin, end), rows, [&](const DeviceBuffer& device_logits) {
+      std::vector<float> part(rows.size() * vocab);
+      backend_.download(device_logits, 0, part.size(), part.data());
+      for (size_t i = 0; i < rows.size(); ++i)
+        std::copy_n(part.begin() + std::ptrdiff_t(i * vocab), vocab, logits + out_index[i] * vocab);
+    });
   }
+}
+
+std::vector<int32_t> Model::forward_sample(const TokenBatch& batch, const std::vector<int>& logit_rows,
+                                           std::span<const SampleSpec> specs) {
+  check_rows(batch, logit_rows);
+  if (specs.size() != logit_rows.size())
+    throw InputError(fmt::format("forward_sample: {} sampling specs for {} rows", specs.size(), logit_rows.size()));
+  const int chunk = opts_.max_batch_tokens;
+  const int last_begin = batch.size() == 0 ? 0 : (batch.size() - 1) / chunk * chunk;
+  const int vocab = config_.vocab_size;
+  std::vector<int32_t> ids(logit_rows.size(), -1);
+  if (std::any_of(logit_rows.begin(), logit_rows.end(), [&](int r) { return r < last_begin; })) {
+    // Rows in an earlier chunk (a long batch sampled in the middle): logits through the host.
+    std::vector<float> logits(logit_rows.size() * size_t(vocab));
+    forward(batch, logit_rows, logits.data());
+    for (size_t i = 0; i < logit_rows.size(); ++i)
+      ids[i] = sample_token(std::span<const float>(logits.data() + i * size_t(vocab), size_t(vocab)), specs[i].params,
+                            specs[i].history, specs[i].step);
+    return ids;
+  }
+  for (int begin = 0; begin < last_begin; begin += chunk) forward_chunk(slice(batch, begin, begin + chunk), {}, {});
+  std::vector<int> rows;
+  for (int r : logit_rows) rows.push_back(r - last_begin);
+  forward_chunk(slice(batch, last_begin, batch.size()), rows, [&](const DeviceBuffer& device_logits) {
+    for (size_t i = 0; i < rows.size(); ++i)
+      ids[i] = backend_.sample(device_logits, i, vocab, specs[i].params, specs[i].history, specs[i].step);
+  });
+  return ids;
+}
+
+void Model::forward_chunk(const TokenBatch& batch, const std::vector<int>& logit_rows, const LogitsConsumer& consume) {
+  Backend& be = backend_;
+  const int n = batch.size();
+  const bool recordable = be.can_record() && is_decode_step(batch, logit_rows);
+  if (recordable && be.has_recording(this, n)) {
+    be.set_batch(batch);
+    be.replay(this, n);
+  } else if (recordable && decode_sizes_seen_.count(n)) {
+    // Second decode step of this size: every buffer it needs exists now, so record it.
+    be.set_batch(batch);  // uploaded now; the recording reads it from where set_batch puts it
+    be.begin_recording(this, n);
+    try {
+      run_ops(batch, logit_rows);
+    } catch (...) {
+      be.abort_recording();
+      throw;
+    }
+    be.end_recording();
+    be.replay(this, n);
+  } else {
+    run_ops(batch, logit_rows);
+    if (recordable) decode_sizes_seen_.insert(n);
+  }
+  if (!logit_rows.empty()) consume(*logits_);
 }
 
 // One pre-norm decoder layer per iteration:
 //   sequential (Llama, Falcon without parallel_attn):  x += attn(norm1(x)); x += mlp(norm2(x))
 //   parallel (Falcon 7B, one LayerNorm):                 h = norm1(x); x += attn(h) + mlp(h)
 //   parallel, two LayerNorms (Falcon 40B):              x += attn(ln_attn(x)) + mlp(ln_mlp(x))
-void Model::forward_chunk(const TokenBatch& batch, const std::vector<int>& logit_rows, float* logits) {
+void Model::run_ops(const TokenBatch& batch, const std::vector<int>& logit_rows) {
   Backend& be = backend_;
   const ModelConfig& c = config_;
   const int dim = c.hidden_size, hidden = c.intermediate_size;
@@ -316,7 +395,6 @@ void Model::forward_chunk(const TokenBatch& batch, const std::vector<int>& logit
   be.set_batch(last);
   be.norm(*xn_, *w_.final_norm, c.norm, eps, dim, *mlp_in_);
   be.matmul(*w_.head, *mlp_in_, *logits_);
-  be.download(*logits_, 0, size_t(last.size()) * size_t(c.vocab_size), logits);
 }
 
 size_t Model::weight_bytes() const {

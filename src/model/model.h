@@ -1,7 +1,10 @@
 // A decoder-only transformer (Llama or Falcon) on a Backend. The two architectures differ only
 // in config flags (norm kind, activation, parallel attention, biases); forward() is written once.
 #pragma once
+#include <functional>
 #include <memory>
+#include <set>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -38,8 +41,18 @@ struct ModelWeights {
   std::unique_ptr<DeviceLinear> head;       // (vocab, dim)
 };
 
+// What to sample from one row of logits: the settings, the tokens so far (repetition penalty)
+// and the draw number (tokens generated so far).
+struct SampleSpec {
+  SamplingParams params;
+  std::span<const int32_t> history;
+  uint64_t step = 0;
+};
+
 class Model {
  public:
+  ~Model();
+
   // Reads config.json and the safetensors of `dir`, checks every tensor's presence and shape,
   // and quantizes tensor by tensor onto the backend.
   static std::unique_ptr<Model> load(const std::string& dir, Backend& backend, const LoadOptions& opts);
@@ -47,6 +60,13 @@ class Model {
   // Runs the batch through the model. For each entry r of `logit_rows` (an index into the
   // batch), writes vocab_size logits to logits + r_index * vocab_size.
   void forward(const TokenBatch& batch, const std::vector<int>& logit_rows, float* logits);
+
+  // Runs the batch and samples one token from the logits of each entry of `logit_rows` with
+  // specs[i], on the backend: on a GPU only the ids come back. A decode step (one token per
+  // distinct slot, every row sampled) is recorded the second time its batch size is seen and
+  // replayed from then on where the backend can record (CUDA graphs); forward() shares that.
+  std::vector<int32_t> forward_sample(const TokenBatch& batch, const std::vector<int>& logit_rows,
+                                      std::span<const SampleSpec> specs);
 
   const ModelConfig& config() const { return config_; }
   const LoadOptions& options() const { return opts_; }
@@ -60,7 +80,12 @@ class Model {
  private:
   Model(ModelConfig cfg, Backend& backend, LoadOptions opts);
   void allocate_scratch();
-  void forward_chunk(const TokenBatch& batch, const std::vector<int>& logit_rows, float* logits);
+  // Runs one chunk (at most max_batch_tokens tokens), leaving the rows' logits in logits_, then
+  // hands them to `consume` (rows.size() rows of vocab_size) unless no row is wanted.
+  using LogitsConsumer = std::function<void(const DeviceBuffer& logits)>;
+  void forward_chunk(const TokenBatch& batch, const std::vector<int>& logit_rows, const LogitsConsumer& consume);
+  void run_ops(const TokenBatch& batch, const std::vector<int>& logit_rows);
+  void check_rows(const TokenBatch& batch, const std::vector<int>& logit_rows) const;
 
   ModelConfig config_;
   Backend& backend_;
@@ -72,6 +97,7 @@ class Model {
   std::unique_ptr<KvCache> cache_;
   // Scratch activations for up to opts_.max_batch_tokens tokens.
   std::unique_ptr<DeviceBuffer> x_, xn_, qkv_, attn_, attn_out_, mlp_in_, gu_, act_, mlp_out_, logits_;
+  std::set<int> decode_sizes_seen_;  // batch sizes of decode steps run eagerly once (recordable now)
 };
 
 // Inverse rotary frequencies (head_dim/2) with the config's scaling (none, linear, llama3),

@@ -31,12 +31,16 @@ bool is_stop(const GenerationRequest& req, int32_t tok) {
   return std::find(req.stop_ids.begin(), req.stop_ids.end(), tok) != req.stop_ids.end();
 }
 
-// Samples step `result.tokens.size()` from `logits` and applies generate()'s stop rules.
-// Returns true when the sequence is finished.
-bool take_token(const Model& model, ActiveSequence& s, std::span<const float> logits) {
+// What the sequence's next token is drawn with: its settings, history and draw number.
+SampleSpec next_spec(const ActiveSequence& s) {
+  return SampleSpec{s.req->sampling, s.history, uint64_t(s.result.tokens.size())};
+}
+
+// Takes the sampled token `tok` as step `result.tokens.size()` and applies generate()'s stop
+// rules. Returns true when the sequence is finished.
+bool take_token(const Model& model, ActiveSequence& s, int32_t tok) {
   const GenerationRequest& req = *s.req;
   const int step = int(s.result.tokens.size());
-  int32_t tok = sample_token(logits, req.sampling, s.history, uint64_t(step));
   if (step == 0) {
     s.first_token = Clock::now();
     s.result.prefill_seconds = seconds_between(s.start, s.first_token);
@@ -63,7 +67,6 @@ bool take_token(const Model& model, ActiveSequence& s, std::span<const float> lo
 bool generate_batched(Model& model, std::span<const GenerationRequest> requests, const FinishedCallback& on_finished,
                       const std::function<bool()>& keep_going) {
   const int n_slots = model.options().n_slots;
-  const size_t vocab = size_t(model.config().vocab_size);
   for (size_t i = 0; i < requests.size(); ++i) {
     const size_t n = requests[i].prompt.size();
     if (n == 0) throw InputError(fmt::format("request {}: the prompt is empty (no tokens to condition on)", i));
@@ -95,35 +98,47 @@ bool generate_batched(Model& model, std::span<const GenerationRequest> requests,
         s.result.prompt_tokens = int(req.prompt.size());
         s.start = Clock::now();
         s.position = int(req.prompt.size());
-        std::vector<float> logits = prefill(model, req.prompt, slot);
         cur.emplace(std::move(s));
-        if (req.max_new_tokens <= 0 || take_token(model, *cur, logits)) finish(cur);
+        if (req.max_new_tokens <= 0) {
+          finish(cur);
+          continue;
+        }
+        TokenBatch prompt;
+        for (size_t i = 0; i < req.prompt.size(); ++i) {
+          prompt.tokens.push_back(req.prompt[i]);
+          prompt.positions.push_back(int32_t(i));
+          prompt.slots.push_back(slot);
+        }
+        const SampleSpec spec = next_spec(*cur);
+        const int32_t tok =
+            model.forward_sample(prompt, {int(prompt.size()) - 1}, std::span<const SampleSpec>(&spec, 1))[0];
+        if (take_token(model, *cur, tok)) finish(cur);
       }
     }
   };
 
   refill();
-  std::vector<float> logits;
   while (std::any_of(slots.begin(), slots.end(), [](const auto& s) { return s.has_value(); })) {
     if (!keep_going()) return false;
     // One decode step for every active slot: row r of the batch is slot active[r]'s last token.
     TokenBatch batch;
     std::vector<int> rows;
     std::vector<int> active;
+    std::vector<SampleSpec> specs;
     for (int slot = 0; slot < n_slots; ++slot) {
       auto& cur = slots[size_t(slot)];
       if (!cur) continue;
+      specs.push_back(next_spec(*cur));
       rows.push_back(batch.size());
       active.push_back(slot);
       batch.tokens.push_back(cur->result.tokens.back());
       batch.positions.push_back(cur->position++);
       batch.slots.push_back(slot);
     }
-    logits.resize(rows.size() * vocab);
-    model.forward(batch, rows, logits.data());
+    const std::vector<int32_t> ids = model.forward_sample(batch, rows, specs);
     for (size_t r = 0; r < active.size(); ++r) {
       auto& cur = slots[size_t(active[r])];
-      if (take_token(model, *cur, std::span<const float>(logits.data() + r * vocab, vocab))) finish(cur);
+      if (take_token(model, *cur, ids[r])) finish(cur);
     }
     refill();
   }
