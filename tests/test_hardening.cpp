@@ -449,6 +449,20 @@ TEST_CASE("hardening: tokenizer.json missing or malformed", "[hardening]") {
     write_json(d / "tokenizer.json", tok);
     check_error(run_model(d), 1, "tokenizer.json");
   }
+  SECTION("a vocabulary id far past the vocabulary (would ask for gigabytes)") {
+    auto d = copy_fixture("tok_far_id");
+    auto tok = read_json(d / "tokenizer.json");
+    tok["model"]["vocab"]["zzz-far"] = 150000000;
+    write_json(d / "tokenizer.json", tok);
+    check_error(run_model(d), 1, "id 150000000 of token 'zzz-far' is far past");
+  }
+  SECTION("two tokens with one id") {
+    auto d = copy_fixture("tok_dup_id");
+    auto tok = read_json(d / "tokenizer.json");
+    tok["model"]["vocab"]["zzz-dup"] = 5;
+    write_json(d / "tokenizer.json", tok);
+    check_error(run_model(d), 1, "id 5 is given to both");
+  }
 }
 
 // --- prompts ---------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 #include "tokenizer/bpe_model.h"
 
+#include <cstdint>
 #include <cstdio>
 #include <nlohmann/json.hpp>
 #include <queue>
@@ -8,6 +9,10 @@
 #include "tokenizer/utf8.h"
 
 namespace lowbit {
+
+namespace {
+constexpr int64_t kMaxVocabHoles = 1 << 16;  // ids may run this far past model.vocab's entry count
+}  // namespace
 
 BpeModel::BpeModel(const nlohmann::json& config, const std::string& file) {
   const std::string type = config.value("type", std::string("BPE"));
@@ -30,9 +35,19 @@ BpeModel::BpeModel(const nlohmann::json& config, const std::string& file) {
   for (auto it = vocab.begin(); it != vocab.end(); ++it) {
     const std::string& token = it.key();
     if (!it.value().is_number_integer()) throw InputError(file + ": non-integer id for token '" + token + "'");
-    const auto id = it.value().get<int32_t>();
+    // Ids are dense in every real vocabulary; a few holes are tolerated, but an id far past the
+    // vocabulary's size would only make the id -> token table huge (a hostile file asks for GBs).
+    const int64_t id = it.value().is_number_unsigned() && it.value().get<uint64_t>() > uint64_t(INT64_MAX)
+                           ? INT64_MAX
+                           : it.value().get<int64_t>();
     if (id < 0) throw InputError(file + ": negative id for token '" + token + "'");
+    if (id > int64_t(vocab.size()) + kMaxVocabHoles)
+      throw InputError(file + ": id " + std::to_string(id) + " of token '" + token + "' is far past the " +
+                       std::to_string(vocab.size()) + " entries of model.vocab");
     if (static_cast<size_t>(id) >= tokens_.size()) tokens_.resize(static_cast<size_t>(id) + 1);
+    if (!tokens_[static_cast<size_t>(id)].empty())
+      throw InputError(file + ": id " + std::to_string(id) + " is given to both '" +
+                       tokens_[static_cast<size_t>(id)] + "' and '" + token + "'");
     tokens_[static_cast<size_t>(id)] = token;
     vocab_.set(token, id);
   }
