@@ -281,6 +281,33 @@ TEST_CASE("NF4 and FP4 hand-computed codes", "[formats]") {
   REQUIRE(fp4.codes == std::vector<uint8_t>{0x3B, 0x79, 0x00});
 }
 
+// The GPU quantizer produces NF4/FP4 planes and double-quantizes their absmax with this: it must
+// give exactly what quantize() gives for the -dq formats (more than 256 blocks, a partial last
+// block, a non-default block size).
+TEST_CASE("double_quantize_scales(quantize(nf4)) is quantize(nf4-dq) byte for byte", "[formats]") {
+  const auto w = random_vector(size_t(37 * 1001), 21, 0.05f);
+  for (auto [plain, dq] : {std::pair{Format::NF4, Format::NF4_DQ}, std::pair{Format::FP4, Format::FP4_DQ}}) {
+    for (int block : {64, 128}) {
+      INFO(format_name(dq) << " block " << block);
+      QuantOptions opts;
+      opts.block_size = block;
+      QuantizedTensor q = quantize(plain, w.data(), 37, 1001, opts);
+      const QuantizedTensor expected = quantize(dq, w.data(), 37, 1001, opts);
+      REQUIRE(expected.scale_codes.size() > 256);
+      double_quantize_scales(q);
+      CHECK(q.format == dq);
+      CHECK(q.codes == expected.codes);
+      CHECK(q.scales.empty());
+      CHECK(q.scale_codes == expected.scale_codes);
+      CHECK(q.scales2 == expected.scales2);
+      CHECK(std::memcmp(&q.offset, &expected.offset, sizeof(float)) == 0);
+      CHECK(weight_bytes(q) == weight_bytes(expected));
+    }
+  }
+  QuantizedTensor int8 = quantize(Format::INT8, w.data(), 37, 1001, {});
+  CHECK_THROWS_AS(double_quantize_scales(int8), InputError);
+}
+
 TEST_CASE("W4A16 pack/unpack round trip and error bounds", "[formats]") {
   for (bool symmetric : {false, true}) {
     INFO((symmetric ? "symmetric" : "asymmetric"));

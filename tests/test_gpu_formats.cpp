@@ -162,13 +162,13 @@ TEST_CASE("quantized matmul on the GPU equals fp64 on the CPU-dequantized weight
     }
 }
 
-TEST_CASE("NF4 / FP4 quantized on the GPU are byte-identical to quantize()", "[gpu]") {
+TEST_CASE("NF4 / FP4 (and -dq) quantized on the GPU are byte-identical to quantize()", "[gpu]") {
   CudaBackend gpu{CudaContextOptions{}};
   struct Shape {
     int rows, cols;
   };
   const Shape shapes[] = {{37, 200}, {29, 333}, {1, 1}, {3, 5}, {64, 4096}};
-  for (Format f : {Format::NF4, Format::FP4})
+  for (Format f : {Format::NF4, Format::FP4, Format::NF4_DQ, Format::FP4_DQ})
     for (int block : {64, 2, 100, 4096})
       for (const auto& s : shapes) {
         {
@@ -186,13 +186,16 @@ TEST_CASE("NF4 / FP4 quantized on the GPU are byte-identical to quantize()", "[g
           REQUIRE(dev.scales.size() == cpu.scales.size());
           CHECK(std::memcmp(dev.codes.data(), cpu.codes.data(), cpu.codes.size()) == 0);
           CHECK(std::memcmp(dev.scales.data(), cpu.scales.data(), cpu.scales.size() * sizeof(float)) == 0);
+          CHECK(dev.scale_codes == cpu.scale_codes);
+          CHECK(dev.scales2 == cpu.scales2);
+          CHECK(std::memcmp(&dev.offset, &cpu.offset, sizeof(float)) == 0);
           // And the kept-on-device variant computes with the same planes.
           auto linear = gpu.upload_quantized_on_device(f, w.data(), s.rows, s.cols, opts, {});
           CHECK(linear->bytes() == weight_bytes(cpu));
         }
       }
   auto w = random_values(64 * 64, 1);
-  CHECK_THROWS_AS(gpu.quantize_on_device(Format::NF4_DQ, w.data(), 64, 64, QuantOptions{}), DeviceError);
+  CHECK_THROWS_AS(gpu.quantize_on_device(Format::W4A16, w.data(), 64, 64, QuantOptions{}), DeviceError);
 }
 
 TEST_CASE("CUDA logits equal the CPU's per quantized format on every fixture model", "[gpu]") {

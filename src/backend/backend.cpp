@@ -13,6 +13,11 @@
 
 namespace lowbit {
 
+std::unique_ptr<DeviceLinear> Backend::upload_quantizing(Format f, const float* w, int64_t rows, int64_t cols,
+                                                         const QuantOptions& opts, std::vector<float> bias) {
+  return upload_linear(quantize(f, w, rows, cols, opts), std::move(bias));
+}
+
 void Backend::begin_recording(const void*, int) {
   throw DeviceError(fmt::format("the {} backend cannot record a forward pass", name()));
 }

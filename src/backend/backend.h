@@ -95,6 +95,11 @@ class Backend {
   // `what` names the allocation in an out-of-memory error.
   virtual std::unique_ptr<DeviceBuffer> alloc(size_t n_floats, const std::string& what) = 0;
   virtual std::unique_ptr<DeviceLinear> upload_linear(QuantizedTensor w, std::vector<float> bias) = 0;
+  // Quantizes host fp32 weights [rows, cols] to `f` and uploads them, with exactly quantize()'s
+  // bytes. Default: upload_linear(quantize(...)); a backend may quantize on its device instead
+  // (CUDA: the 4-bit formats), so loading is bound by reading the file, not by quantizing.
+  virtual std::unique_ptr<DeviceLinear> upload_quantizing(Format f, const float* w, int64_t rows, int64_t cols,
+                                                          const QuantOptions& opts, std::vector<float> bias);
   virtual std::unique_ptr<DeviceNorm> upload_norm(std::vector<float> weight, std::vector<float> bias) = 0;
   virtual std::unique_ptr<KvCache> alloc_kv_cache(int n_layers, int n_slots, int max_context, int kv_dim) = 0;
   virtual void download(const DeviceBuffer& src, size_t offset, size_t n, float* dst) = 0;

@@ -139,6 +139,17 @@ std::unique_ptr<DeviceLinear> CudaBackend::upload_linear(QuantizedTensor w, std:
   return std::make_unique<CudaLinear>(w.rows, w.cols, w.format, std::move(weight), std::move(b));
 }
 
+std::unique_ptr<DeviceLinear> CudaBackend::upload_quantizing(Format f, const float* w, int64_t rows, int64_t cols,
+                                                             const QuantOptions& opts, std::vector<float> bias) {
+  static const bool on_device = [] {
+    const char* v = std::getenv("LOWBIT_GPU_QUANTIZE");
+    return v == nullptr || std::string_view(v) != "0";
+  }();
+  const bool four_bit = f == Format::NF4 || f == Format::FP4 || f == Format::NF4_DQ || f == Format::FP4_DQ;
+  if (on_device && four_bit) return upload_quantized_on_device(f, w, rows, cols, opts, std::move(bias));
+  return Backend::upload_quantizing(f, w, rows, cols, opts, std::move(bias));
+}
+
 QuantizedTensor CudaBackend::quantize_on_device(Format f, const float* host_weights, int64_t rows, int64_t cols,
                                                 const QuantOptions& opts) {
   return download_quantized_planes(ctx_, quantize_four_bit_on_device(ctx_, f, host_weights, rows, cols, opts));

@@ -33,6 +33,10 @@ class CudaBackend final : public Backend {
   // F32 / BF16 weights, and every quantized format with an entry in cuda_quantized.cpp's table
   // (its planes copied as they are); anything else throws "format X has no CUDA kernel yet".
   std::unique_ptr<DeviceLinear> upload_linear(QuantizedTensor w, std::vector<float> bias) override;
+  // nf4, fp4, nf4-dq, fp4-dq are quantized on the GPU (upload_quantized_on_device); the other
+  // formats on the host. LOWBIT_GPU_QUANTIZE=0 quantizes everything on the host.
+  std::unique_ptr<DeviceLinear> upload_quantizing(Format f, const float* w, int64_t rows, int64_t cols,
+                                                  const QuantOptions& opts, std::vector<float> bias) override;
   std::unique_ptr<DeviceNorm> upload_norm(std::vector<float> weight, std::vector<float> bias) override;
   std::unique_ptr<KvCache> alloc_kv_cache(int n_layers, int n_slots, int max_context, int kv_dim) override;
   void download(const DeviceBuffer& src, size_t offset, size_t n, float* dst) override;
@@ -83,7 +87,7 @@ class CudaBackend final : public Backend {
   // Device-to-device cudaMemcpy bandwidth (read + write bytes).
   double copy_bandwidth_gbs() override;
 
-  // NF4 / FP4 quantization of host fp32 weights [rows, cols] on the GPU, byte-identical to
+  // NF4 / FP4 (and -dq) quantization of host fp32 weights [rows, cols] on the GPU, byte-identical to
   // quantize(); returns the planes (downloaded). upload_quantized_on_device keeps them there.
   QuantizedTensor quantize_on_device(Format f, const float* host_weights, int64_t rows, int64_t cols,
                                      const QuantOptions& opts);

@@ -108,8 +108,32 @@ DeviceQuantizedPlanes upload_quantized_planes(CudaContext& ctx, const QuantizedT
 
 DeviceQuantizedPlanes quantize_four_bit_on_device(CudaContext& ctx, Format f, const float* host_weights, int64_t rows,
                                                   int64_t cols, const QuantOptions& opts) {
+  if (is_double_quantized(f)) {
+    // Codes and absmax on the GPU (the -dq codes are the plain ones: values are quantized against
+    // the exact absmax); the absmax, 1/block_size of the values, is double-quantized on the host
+    // by the reference code and the two small planes go back up.
+    const Format plain = f == Format::NF4_DQ ? Format::NF4 : Format::FP4;
+    DeviceQuantizedPlanes p = quantize_four_bit_on_device(ctx, plain, host_weights, rows, cols, opts);
+    QuantizedTensor absmax;
+    absmax.format = plain;
+    absmax.rows = rows;
+    absmax.cols = cols;
+    absmax.opts = opts;
+    absmax.scales = download_plane<float>(ctx, p.scales);
+    ctx.synchronize();
+    double_quantize_scales(absmax);
+    const std::string what = fmt::format("a {}x{} {} weight", rows, cols, format_name(f));
+    p.format = f;
+    p.scales = DeviceMemory{};
+    p.scale_codes = upload_plane(ctx, absmax.scale_codes, "the scale codes of " + what);
+    p.scales2 = upload_plane(ctx, absmax.scales2, "the second-level scales of " + what);
+    p.offset = absmax.offset;
+    ctx.synchronize();  // pageable sources die on return
+    return p;
+  }
   if (f != Format::NF4 && f != Format::FP4)
-    throw DeviceError(fmt::format("quantizing to {} on the GPU is not implemented (nf4 and fp4 are)", format_name(f)));
+    throw DeviceError(fmt::format("quantizing to {} on the GPU is not implemented (the 4-bit formats are)",
+                                  format_name(f)));
   if (opts.block_size <= 0 || opts.block_size % 2 != 0)
     throw UsageError(fmt::format("block size must be a positive even number, got {}", opts.block_size));
   if (rows < 0 || cols < 0 || rows > INT32_MAX || cols > INT32_MAX)

@@ -42,8 +42,9 @@ const QuantizedKernels* quantized_kernels(Format f);
 // Copies every plane of q to the device (synchronously: q may die after the call).
 DeviceQuantizedPlanes upload_quantized_planes(CudaContext& ctx, const QuantizedTensor& q, const std::string& what);
 
-// Quantizes host fp32 weights [rows, cols] to NF4 / FP4 on the device; the planes stay there.
-// Throws DeviceError for other formats (-dq: the mean/absmax-of-absmax pass is not on the GPU yet).
+// Quantizes host fp32 weights [rows, cols] to NF4 / FP4 / NF4-DQ / FP4-DQ on the device (for -dq
+// the small absmax plane is double-quantized on the host by the reference code); the planes stay
+// there. Throws DeviceError for other formats.
 DeviceQuantizedPlanes quantize_four_bit_on_device(CudaContext& ctx, Format f, const float* host_weights, int64_t rows,
                                                   int64_t cols, const QuantOptions& opts);
 

@@ -87,6 +87,13 @@ QuantizedTensor quantize(Format f, const float* w, int64_t rows, int64_t cols, c
   return q;
 }
 
+void double_quantize_scales(QuantizedTensor& q) {
+  if (q.format != Format::NF4 && q.format != Format::FP4)
+    throw InputError(std::string("double_quantize_scales: ") + std::string(format_name(q.format)) +
+                     " is not nf4 or fp4");
+  formats::double_quantize_four_bit(q);
+}
+
 void dequantize(const QuantizedTensor& q, float* out) {
   const auto& ops = ops_for(q.format);
   for (int64_t r = 0; r < q.rows; ++r) ops.dequantize_row(q, r, out + r * q.cols);

@@ -55,6 +55,12 @@ struct QuantizedTensor {
 
 QuantizedTensor quantize(Format f, const float* w, int64_t rows, int64_t cols, const QuantOptions& opts);
 
+// NF4 / FP4 -> NF4_DQ / FP4_DQ: double-quantizes the per-block absmax of a quantized tensor
+// (the codes do not change: -dq quantizes values against the exact absmax, then stores it
+// compressed). quantize(NF4_DQ, w) == double_quantize_scales(quantize(NF4, w)) byte for byte;
+// a GPU quantizer that produces NF4 planes uses this for the -dq formats.
+void double_quantize_scales(QuantizedTensor& q);
+
 // Reconstructs all rows*cols values as the reference dequantizer does.
 void dequantize(const QuantizedTensor& q, float* out);
 // Reconstructs one row (cols values); used for embedding lookups.

@@ -19,6 +19,7 @@ struct FormatOps {
 
 const FormatOps& float_ops(Format f);       // F32, BF16            (format_float.cpp)
 const FormatOps& four_bit_ops(Format f);    // NF4, FP4, NF4_DQ, FP4_DQ (format_nf4_fp4.cpp)
+void double_quantize_four_bit(QuantizedTensor& q);  // NF4/FP4 -> NF4_DQ/FP4_DQ (format_nf4_fp4.cpp)
 const FormatOps& int8_ops();                // LLM.int8             (format_int8.cpp)
 const FormatOps& w4a16_ops();               // W4A16                (format_w4a16.cpp)
 const FormatOps& w8a8_ops();                // W8A8                 (format_w8a8.cpp)

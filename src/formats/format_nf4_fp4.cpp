@@ -324,4 +324,12 @@ constexpr FormatOps kFourBitOps{four_bit_quantize, four_bit_dequantize_row, four
 
 const FormatOps& four_bit_ops(Format) { return kFourBitOps; }
 
+void double_quantize_four_bit(QuantizedTensor& q) {
+  ThreadPool pool;
+  const std::vector<float> absmax = std::move(q.scales);
+  q.scales.clear();
+  q.format = q.format == Format::NF4 ? Format::NF4_DQ : Format::FP4_DQ;
+  double_quantize_absmax(q, absmax, pool);
+}
+
 }  // namespace lowbit::formats

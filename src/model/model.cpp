@@ -58,7 +58,7 @@ class WeightLoader {
   std::unique_ptr<DeviceLinear> linear(std::vector<float> w, int64_t rows, int64_t cols, Format f,
                                        std::vector<float> bias = {}) {
     n_params_ += size_t(rows * cols);
-    return backend_.upload_linear(quantize(f, w.data(), rows, cols, opts_.quant), std::move(bias));
+    return backend_.upload_quantizing(f, w.data(), rows, cols, opts_.quant, std::move(bias));
   }
   std::unique_ptr<DeviceNorm> norm(const std::string& prefix, int64_t dim, bool with_bias) {
     auto w = read(prefix + ".weight", {dim});
