@@ -8,6 +8,8 @@
 #include <set>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <map>
 #include <sstream>
 
 #include <nlohmann/json.hpp>
@@ -192,4 +194,178 @@ TEST_CASE("forward_sample draws what forward + sample_token draw", "[model][samp
   }
   CHECK(std::set<int32_t>(sampled.begin(), sampled.end()).size() > 3);
   CHECK_THROWS_AS(model->forward_sample(step, {0, 1}, std::vector<SampleSpec>{{sp, prompt, 0}}), InputError);
+}
+
+namespace {
+
+// A CPU backend that records like a CUDA graph: between begin_recording and end_recording each
+// op is stored (its arguments as given) instead of run, set_batch only keeps the host copy, and
+// replay runs the stored ops on whatever the last set_batch gave. It checks Model's record /
+// replay logic on a machine without a GPU; `refuse` makes end_recording fail as a device may.
+class RecordingCpuBackend final : public Backend {
+ public:
+  CpuBackend cpu{1};
+  bool refuse = false;
+  int recordings = 0, replays = 0, eager_ops = 0;
+
+  std::string name() const override { return "recording-cpu"; }
+  std::unique_ptr<DeviceBuffer> alloc(size_t n, const std::string& what) override {
+    REQUIRE(recording_ == nullptr);  // nothing may allocate while recording
+    return cpu.alloc(n, what);
+  }
+  std::unique_ptr<DeviceLinear> upload_linear(QuantizedTensor w, std::vector<float> bias) override {
+    return cpu.upload_linear(std::move(w), std::move(bias));
+  }
+  std::unique_ptr<DeviceNorm> upload_norm(std::vector<float> w, std::vector<float> b) override {
+    return cpu.upload_norm(std::move(w), std::move(b));
+  }
+  std::unique_ptr<KvCache> alloc_kv_cache(int layers, int slots, int ctx, int kv_dim) override {
+    return cpu.alloc_kv_cache(layers, slots, ctx, kv_dim);
+  }
+  void download(const DeviceBuffer& src, size_t offset, size_t n, float* dst) override {
+    REQUIRE(recording_ == nullptr);
+    cpu.download(src, offset, n, dst);
+  }
+  void set_rope(std::vector<float> f) override { cpu.set_rope(std::move(f)); }
+  void set_batch(const TokenBatch& b) override {
+    if (recording_ == nullptr) cpu.set_batch(b);
+  }
+  void embed(const DeviceLinear& t, DeviceBuffer& out) override {
+    op([&t, &out, this] { cpu.embed(t, out); });
+  }
+  void norm(const DeviceBuffer& x, const DeviceNorm& w, NormKind k, float eps, int dim, DeviceBuffer& out) override {
+    op([&x, &w, k, eps, dim, &out, this] { cpu.norm(x, w, k, eps, dim, out); });
+  }
+  void add_norm(DeviceBuffer& r, const DeviceBuffer& d, const DeviceNorm& w, NormKind k, float eps, int dim,
+                DeviceBuffer& out) override {
+    op([&r, &d, &w, k, eps, dim, &out, this] { cpu.add_norm(r, d, w, k, eps, dim, out); });
+  }
+  void gather_rows(const DeviceBuffer& src, const std::vector<int>& rows, int dim, DeviceBuffer& dst) override {
+    op([&src, rows, dim, &dst, this] { cpu.gather_rows(src, rows, dim, dst); });
+  }
+  void add(DeviceBuffer& x, const DeviceBuffer& y, int dim) override {
+    op([&x, &y, dim, this] { cpu.add(x, y, dim); });
+  }
+  void matmul(const DeviceLinear& w, const DeviceBuffer& x, DeviceBuffer& y) override {
+    op([&w, &x, &y, this] { cpu.matmul(w, x, y); });
+  }
+  void rope(DeviceBuffer& qkv, const AttentionShape& s) override {
+    op([&qkv, s, this] { cpu.rope(qkv, s); });
+  }
+  void attention(const DeviceBuffer& qkv, KvCache& c, int layer, const AttentionShape& s, DeviceBuffer& out) override {
+    op([&qkv, &c, layer, s, &out, this] { cpu.attention(qkv, c, layer, s, out); });
+  }
+  void activation(const DeviceBuffer& gu, Activation a, int hidden, DeviceBuffer& out) override {
+    op([&gu, a, hidden, &out, this] { cpu.activation(gu, a, hidden, out); });
+  }
+  void synchronize() override {}
+  int32_t sample(const DeviceBuffer& l, size_t row, int vocab, const SamplingParams& p, std::span<const int32_t> h,
+                 uint64_t step) override {
+    REQUIRE(recording_ == nullptr);
+    return cpu.sample(l, row, vocab, p, h, step);
+  }
+  double copy_bandwidth_gbs() override { return 1.0; }
+
+  bool can_record() const override { return true; }
+  bool has_recording(const void* owner, int n) const override { return graphs_.count({owner, n}) != 0; }
+  void begin_recording(const void* owner, int n) override {
+    REQUIRE(recording_ == nullptr);
+    key_ = {owner, n};
+    recording_ = std::make_unique<std::vector<std::function<void()>>>();
+  }
+  void end_recording() override {
+    auto ops = std::move(recording_);
+    if (refuse) throw DeviceError("recording refused (test)");
+    graphs_[key_] = std::move(*ops);
+    ++recordings;
+  }
+  void abort_recording() override { recording_.reset(); }
+  void replay(const void* owner, int n) override {
+    ++replays;
+    for (auto& f : graphs_.at({owner, n})) f();
+  }
+  void drop_recordings(const void* owner) override {
+    std::erase_if(graphs_, [owner](const auto& kv) { return kv.first.first == owner; });
+  }
+
+ private:
+  void op(std::function<void()> f) {
+    if (recording_ != nullptr) {
+      recording_->push_back(std::move(f));
+    } else {
+      ++eager_ops;
+      f();
+    }
+  }
+  std::unique_ptr<std::vector<std::function<void()>>> recording_;
+  std::pair<const void*, int> key_;
+  std::map<std::pair<const void*, int>, std::vector<std::function<void()>>> graphs_;
+};
+
+}  // namespace
+
+// Model::forward_chunk records a decode step on its second occurrence per batch size and replays
+// it after set_batch: the logits equal a plain CPU run step for step (one slot and two slots,
+// greedy feeding), prefill is never recorded, and a refused recording falls back to eager steps.
+TEST_CASE("recorded decode steps replay to the same logits; a refused recording runs eagerly", "[model]") {
+  const std::string dir = test::root_dir() + "/models/stories260K";
+  LoadOptions opts;
+  opts.n_slots = 2;
+  for (bool refuse : {false, true}) {
+    INFO((refuse ? "recording refused" : "recording accepted"));
+    CpuBackend plain(1);
+    RecordingCpuBackend rec;
+    rec.refuse = refuse;
+    auto reference = Model::load(dir, plain, opts);
+    auto model = Model::load(dir, rec, opts);
+    const size_t vocab = size_t(model->config().vocab_size);
+    const std::vector<int32_t> prompt{1, 403, 407, 261, 378};
+    for (int slot : {0, 1}) {
+      TokenBatch b;
+      for (size_t i = 0; i < prompt.size(); ++i) {
+        b.tokens.push_back(prompt[i] + slot);
+        b.positions.push_back(int32_t(i));
+        b.slots.push_back(slot);
+      }
+      std::vector<float> want(vocab), got(vocab);
+      reference->forward(b, {b.size() - 1}, want.data());
+      model->forward(b, {b.size() - 1}, got.data());
+      REQUIRE(got == want);
+    }
+    CHECK(rec.recordings == 0);  // prefill is not a decode step
+    for (int n : {1, 2, 1}) {    // batch size 1 again: its recording is reused
+      TokenBatch step;
+      std::vector<int> rows;
+      for (int s = 0; s < n; ++s) {
+        step.tokens.push_back(5);
+        step.positions.push_back(int32_t(prompt.size()));
+        step.slots.push_back(s);
+        rows.push_back(s);
+      }
+      std::vector<float> want(size_t(n) * vocab), got(size_t(n) * vocab);
+      for (int i = 0; i < 6; ++i) {
+        reference->forward(step, rows, want.data());
+        model->forward(step, rows, got.data());
+        INFO("batch " << n << " step " << i);
+        REQUIRE(got == want);
+        for (int s = 0; s < n; ++s) {
+          const float* row = want.data() + size_t(s) * vocab;
+          step.tokens[size_t(s)] = int32_t(std::max_element(row, row + vocab) - row);
+          ++step.positions[size_t(s)];
+        }
+      }
+      for (auto& p : step.positions) p = int32_t(prompt.size());  // the next size starts over
+    }
+    if (refuse) {
+      CHECK(rec.recordings == 0);
+      CHECK(rec.replays == 0);
+    } else {
+      CHECK(rec.recordings == 2);       // sizes 1 and 2, each once
+      CHECK(rec.replays == 5 + 5 + 6);  // every step after the first eager one of its size
+      CHECK(rec.has_recording(model.get(), 1));
+      const void* owner = model.get();
+      model.reset();
+      CHECK_FALSE(rec.has_recording(owner, 1));
+    }
+  }
 }

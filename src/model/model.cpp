@@ -6,6 +6,7 @@
 #include <set>
 
 #include <fmt/format.h>
+#include <spdlog/spdlog.h>
 
 #include "core/error.h"
 #include "core/progress.h"
@@ -328,23 +329,34 @@ std::vector<int32_t> Model::forward_sample(const TokenBatch& batch, const std::v
 void Model::forward_chunk(const TokenBatch& batch, const std::vector<int>& logit_rows, const LogitsConsumer& consume) {
   Backend& be = backend_;
   const int n = batch.size();
-  const bool recordable = be.can_record() && is_decode_step(batch, logit_rows);
+  const bool recordable = be.can_record() && is_decode_step(batch, logit_rows) && !unrecordable_sizes_.count(n);
+  bool done = false;
   if (recordable && be.has_recording(this, n)) {
     be.set_batch(batch);
     be.replay(this, n);
+    done = true;
   } else if (recordable && decode_sizes_seen_.count(n)) {
-    // Second decode step of this size: every buffer it needs exists now, so record it.
+    // Second decode step of this size: every buffer it needs exists now, so record it. A
+    // recording the device refuses (DeviceError) costs speed, not the run: the step runs eagerly
+    // and this size is never recorded again.
     be.set_batch(batch);  // uploaded now; the recording reads it from where set_batch puts it
-    be.begin_recording(this, n);
     try {
-      run_ops(batch, logit_rows);
-    } catch (...) {
-      be.abort_recording();
-      throw;
+      be.begin_recording(this, n);
+      try {
+        run_ops(batch, logit_rows);
+      } catch (...) {
+        be.abort_recording();
+        throw;
+      }
+      be.end_recording();
+      be.replay(this, n);
+      done = true;
+    } catch (const DeviceError& e) {
+      unrecordable_sizes_.insert(n);
+      spdlog::warn("decode steps of batch size {} run without a recorded graph: {}", n, e.what());
     }
-    be.end_recording();
-    be.replay(this, n);
-  } else {
+  }
+  if (!done) {
     run_ops(batch, logit_rows);
     if (recordable) decode_sizes_seen_.insert(n);
   }

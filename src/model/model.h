@@ -97,7 +97,8 @@ class Model {
   std::unique_ptr<KvCache> cache_;
   // Scratch activations for up to opts_.max_batch_tokens tokens.
   std::unique_ptr<DeviceBuffer> x_, xn_, qkv_, attn_, attn_out_, mlp_in_, gu_, act_, mlp_out_, logits_;
-  std::set<int> decode_sizes_seen_;  // batch sizes of decode steps run eagerly once (recordable now)
+  std::set<int> decode_sizes_seen_;   // batch sizes of decode steps run eagerly once (recordable now)
+  std::set<int> unrecordable_sizes_;  // batch sizes whose recording the backend refused
 };
 
 // Inverse rotary frequencies (head_dim/2) with the config's scaling (none, linear, llama3),
