@@ -265,6 +265,7 @@ class RecordingCpuBackend final : public Backend {
     return cpu.sample(l, row, vocab, p, h, step);
   }
   double copy_bandwidth_gbs() override { return 1.0; }
+  size_t peak_memory_bytes() const override { return cpu.peak_memory_bytes(); }
 
   bool can_record() const override { return true; }
   bool has_recording(const void* owner, int n) const override { return graphs_.count({owner, n}) != 0; }

@@ -589,7 +589,8 @@ TEST_CASE("lowbit sweep + report: records, quality fields, an HTML page a browse
   for (const json& r : records) {
     for (const char* key : {"prompt_id", "prompt", "quant", "temperature", "top_k", "top_p", "max_new_tokens", "seed",
                             "repeat", "text", "token_ids", "prompt_tokens", "generated_tokens", "ttft_s",
-                            "decode_tokens_per_s", "peak_host_rss_bytes", "weight_bytes", "stop_reason", "device",
+                            "decode_tokens_per_s", "peak_memory_bytes", "peak_host_rss_bytes", "weight_bytes",
+                            "stop_reason", "device",
                             "token_agreement", "first_divergence", "rouge_l_f1", "distinct_1", "distinct_2",
                             "ref_mean_logprob"})
       CHECK(r.contains(key));
@@ -599,7 +600,16 @@ TEST_CASE("lowbit sweep + report: records, quality fields, an HTML page a browse
       CHECK(r["first_divergence"].is_null());
     }
     CHECK(r["ref_mean_logprob"].get<double>() < 0);
+    // The backend's peak holds the weights and more (KV cache, activations).
+    CHECK(r["peak_memory_bytes"].get<double>() > r["weight_bytes"].get<double>());
   }
+  auto peak_of = [&](const char* quant) {
+    for (const json& r : records)
+      if (r["quant"] == quant) return r["peak_memory_bytes"].get<double>();
+    return 0.0;
+  };
+  // nf4's weights are 0.33 MB smaller than bf16's; the rest of the backend's memory is the same.
+  CHECK(peak_of("bf16") - peak_of("nf4") > 0.25e6);
 
   Run report = run_lowbit({"report", runs.string(), "-o", html.string()}, dir);
   INFO(report.log);

@@ -160,6 +160,10 @@ class Backend {
   // STREAM's Copy): the roofline `lowbit bench` compares decode against. Allocates and times a
   // large copy; call it outside timed regions.
   virtual double copy_bandwidth_gbs() = 0;
+
+  // The most bytes this backend has held at once: weights, KV cache, activations, workspaces
+  // (what a model in a format needs on its device; the host process's RSS is another matter).
+  virtual size_t peak_memory_bytes() const = 0;
 };
 
 // --device auto|cpu|cuda. auto picks CUDA when a device is present and the build has it.

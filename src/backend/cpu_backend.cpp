@@ -94,6 +94,7 @@ void MemoryBudget::take(size_t bytes, const std::string& what) {
     throw DeviceError(fmt::format("out of memory allocating {}: need {:.2f} MiB, {:.2f} MiB free (memory cap {:.2f} MiB)",
                                   what, double(bytes) / kMiB, double(cap_ - used_) / kMiB, double(cap_) / kMiB));
   used_ += bytes;
+  peak_ = std::max(peak_, used_);
 }
 
 CpuBackend::CpuBackend(int n_threads, size_t memory_cap_bytes) : pool_(n_threads), budget_(memory_cap_bytes) {}

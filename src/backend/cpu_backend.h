@@ -14,9 +14,10 @@ class MemoryBudget {
   void take(size_t bytes, const std::string& what);  // throws DeviceError past the cap
   void give(size_t bytes) { used_ -= bytes; }
   size_t used() const { return used_; }
+  size_t peak() const { return peak_; }
 
  private:
-  size_t cap_, used_ = 0;
+  size_t cap_, used_ = 0, peak_ = 0;
 };
 
 // What one allocation took from the budget, given back when its owner is destroyed.
@@ -64,6 +65,7 @@ class CpuBackend final : public Backend {
                  std::span<const int32_t> history, uint64_t step) override;
   // Best of 3 copies of a 1 GiB host buffer, one contiguous part per thread.
   double copy_bandwidth_gbs() override;
+  size_t peak_memory_bytes() const override { return budget_.peak(); }
 
   ThreadPool& pool() { return pool_; }
 

@@ -86,6 +86,7 @@ class CudaBackend final : public Backend {
 
   // Device-to-device cudaMemcpy bandwidth (read + write bytes).
   double copy_bandwidth_gbs() override;
+  size_t peak_memory_bytes() const override { return ctx_.peak_bytes_in_use(); }
 
   // NF4 / FP4 (and -dq) quantization of host fp32 weights [rows, cols] on the GPU, byte-identical to
   // quantize(); returns the planes (downloaded). upload_quantized_on_device keeps them there.

@@ -1,5 +1,6 @@
 #include "backend/cuda_context.h"
 
+#include <algorithm>
 #include <utility>
 
 #include <fmt/format.h>
@@ -104,6 +105,7 @@ DeviceMemory CudaContext::allocate(size_t bytes, const std::string& what) {
   if (err != cudaSuccess)
     throw DeviceError(fmt::format("cudaMalloc for {} failed: {} ({})", what, cudaGetErrorName(err), cudaGetErrorString(err)));
   bytes_in_use_ += bytes;
+  peak_bytes_in_use_ = std::max(peak_bytes_in_use_, bytes_in_use_);
   DeviceMemory mem(this, ptr, bytes);
   // Zero-filled like the CPU backend's buffers, so a read before a write is deterministic.
   LOWBIT_CUDA_CHECK(cudaMemsetAsync(ptr, 0, bytes, stream_));

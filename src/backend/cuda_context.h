@@ -92,6 +92,7 @@ class CudaContext {
   // "out of GPU memory allocating <what>: need N MiB, M MiB free".
   DeviceMemory allocate(size_t bytes, const std::string& what);
   size_t bytes_in_use() const { return bytes_in_use_; }
+  size_t peak_bytes_in_use() const { return peak_bytes_in_use_; }
   size_t max_bytes() const { return opts_.max_bytes; }
   void set_max_bytes(size_t max_bytes) { opts_.max_bytes = max_bytes; }
 
@@ -109,7 +110,7 @@ class CudaContext {
   cublasHandle_t cublas_ = nullptr;
   cublasLtHandle_t cublas_lt_ = nullptr;
   DeviceMemory cublas_workspace_;
-  size_t bytes_in_use_ = 0;
+  size_t bytes_in_use_ = 0, peak_bytes_in_use_ = 0;
 };
 
 }  // namespace lowbit

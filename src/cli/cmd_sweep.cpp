@@ -278,6 +278,7 @@ int sweep(const SweepFlags& f) {
         j["generated_tokens"] = r.tokens.size();
         j["ttft_s"] = r.prefill_seconds;
         j["decode_tokens_per_s"] = r.decode_tokens_per_second();
+        j["peak_memory_bytes"] = s.backend->peak_memory_bytes();
         j["peak_host_rss_bytes"] = study::peak_host_rss_bytes();
         j["weight_bytes"] = s.model->weight_bytes();
         j["load_seconds"] = s.load_seconds;

@@ -431,6 +431,10 @@ std::string render_report(const std::vector<json>& runs, const std::string& sour
               "Decode tokens per second after the first token, averaged over the runs.");
   h += figure(bar_chart_svg({"Weight memory", "format", "MB of weights"}, bars_by(runs, f, "weight_bytes", 1e-6, 3)),
               "Exact bytes of every weight on the device (codes, scales, zero points).");
+  h += figure(bar_chart_svg({"Peak backend memory", "format", "MB (weights + KV cache + activations)"},
+                            bars_by(runs, f, "peak_memory_bytes", 1e-6, 2)),
+              "The most memory the format's backend held at once (GPU memory on CUDA, the CPU backend's "
+              "buffers on the CPU): what running the model in this format needs.");
   h += figure(bar_chart_svg({"Peak host RSS", "format", "MB (getrusage ru_maxrss)"},
                             bars_by(runs, f, "peak_host_rss_bytes", 1e-6, 1)),
               "Process peak resident memory at the end of each run. It never decreases within a sweep, so "
