@@ -329,6 +329,10 @@ std::vector<int32_t> Model::forward_sample(const TokenBatch& batch, const std::v
 void Model::forward_chunk(const TokenBatch& batch, const std::vector<int>& logit_rows, const LogitsConsumer& consume) {
   Backend& be = backend_;
   const int n = batch.size();
+  // Checked here as well as in the embedding op, which a replayed recording does not re-enter.
+  for (int32_t id : batch.tokens)
+    if (id < 0 || id >= config_.vocab_size)
+      throw InputError(fmt::format("token id {} is outside the vocabulary (size {})", id, config_.vocab_size));
   const bool recordable = be.can_record() && is_decode_step(batch, logit_rows) && !unrecordable_sizes_.count(n);
   bool done = false;
   if (recordable && be.has_recording(this, n)) {
