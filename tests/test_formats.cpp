@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <tuple>
 #include <fstream>
 #include <iterator>
 #include <map>
@@ -306,6 +307,35 @@ TEST_CASE("double_quantize_scales(quantize(nf4)) is quantize(nf4-dq) byte for by
   }
   QuantizedTensor int8 = quantize(Format::INT8, w.data(), 37, 1001, {});
   CHECK_THROWS_AS(double_quantize_scales(int8), InputError);
+}
+
+// Where the CPU has AVX2 the 4-bit matmuls decode with intrinsics; the plain loops are the
+// reference, and the two must agree bit for bit (shapes with segments of 1, 3 and many bytes,
+// blocks straddling rows, one and several tokens).
+TEST_CASE("the AVX2 decoders give the plain loops' matmul bit for bit", "[formats]") {
+  if (!__builtin_cpu_supports("avx2")) WARN("no AVX2 on this CPU: both runs take the plain loops");
+  ThreadPool pool(2);
+  for (Format f : {Format::NF4, Format::FP4, Format::NF4_DQ, Format::FP4_DQ, Format::W4A16}) {
+    for (auto [rows, cols, block] : {std::tuple{33, 200, 64}, std::tuple{5, 70, 64}, std::tuple{7, 38, 6},
+                                     std::tuple{17, 1024, 128}, std::tuple{3, 256, 2}}) {
+      QuantOptions opts;
+      opts.block_size = block;
+      opts.w4_group = block == 2 ? 4 : block;  // W4A16 groups: odd-sized tails too
+      const auto w = random_vector(size_t(rows * cols), 31, 0.05f);
+      const QuantizedTensor q = quantize(f, w.data(), rows, cols, opts);
+      for (int64_t n_tokens : {int64_t(1), int64_t(3)}) {
+        INFO(format_name(f) << " " << rows << "x" << cols << " block " << block << " tokens " << n_tokens);
+        const auto x = random_vector(size_t(n_tokens * cols), 32);
+        std::vector<float> fast(size_t(n_tokens * rows)), plain(fast.size());
+        set_scalar_decode_only(false);
+        matmul(q, x.data(), n_tokens, fast.data(), pool);
+        set_scalar_decode_only(true);
+        matmul(q, x.data(), n_tokens, plain.data(), pool);
+        set_scalar_decode_only(false);
+        REQUIRE(std::memcmp(fast.data(), plain.data(), fast.size() * sizeof(float)) == 0);
+      }
+    }
+  }
 }
 
 TEST_CASE("W4A16 pack/unpack round trip and error bounds", "[formats]") {

@@ -3,6 +3,7 @@
 #include "formats/format.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cctype>
 #include <string>
 
@@ -86,6 +87,21 @@ QuantizedTensor quantize(Format f, const float* w, int64_t rows, int64_t cols, c
   ops_for(f).quantize(q, w, pool);
   return q;
 }
+
+namespace {
+std::atomic<bool> g_scalar_decode_only{false};
+}  // namespace
+
+void set_scalar_decode_only(bool scalar_only) { g_scalar_decode_only = scalar_only; }
+
+#if LOWBIT_HAVE_AVX2_DECODE
+bool formats::force_scalar_decode() { return g_scalar_decode_only; }
+
+bool formats::cpu_has_avx2() {
+  static const bool has = __builtin_cpu_supports("avx2");
+  return has;
+}
+#endif
 
 void double_quantize_scales(QuantizedTensor& q) {
   if (q.format != Format::NF4 && q.format != Format::FP4)

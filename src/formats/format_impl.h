@@ -4,6 +4,9 @@
 #include <cstdint>
 #include <cstring>
 #include <vector>
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#endif
 
 #include "formats/format.h"
 
@@ -44,6 +47,26 @@ inline float dot_f32(const float* a, const float* b, int64_t n) {
 #define LOWBIT_VECTOR_CLONES __attribute__((target_clones("avx2", "default")))
 #else
 #define LOWBIT_VECTOR_CLONES
+#endif
+
+// The nibbles of packed 4-bit codes as 8-lane vectors, for the AVX2 decoders of the 4-bit
+// formats (used behind a runtime check; each has a scalar twin that tests pin it to).
+#if defined(__x86_64__) && defined(__GNUC__)
+#define LOWBIT_HAVE_AVX2_DECODE 1
+bool cpu_has_avx2();
+bool force_scalar_decode();  // set_scalar_decode_only(true) was called
+// Bytes b0..b3 at p -> int32 lanes [b0 >> 4, b0 & 15, b1 >> 4, ...] (high_first) or
+// [b0 & 15, b0 >> 4, ...] (low nibble first).
+__attribute__((target("avx2"))) inline __m256i nibbles_of_4_bytes(const uint8_t* p, bool high_first) {
+  int32_t four;
+  std::memcpy(&four, p, 4);
+  const __m128i b = _mm_cvtsi32_si128(four);
+  const __m256i doubled = _mm256_cvtepu8_epi32(_mm_unpacklo_epi8(b, b));  // b0 b0 b1 b1 b2 b2 b3 b3
+  const __m256i shifts = high_first ? _mm256_setr_epi32(4, 0, 4, 0, 4, 0, 4, 0) : _mm256_setr_epi32(0, 4, 0, 4, 0, 4, 0, 4);
+  return _mm256_and_si256(_mm256_srlv_epi32(doubled, shifts), _mm256_set1_epi32(15));
+}
+#else
+#define LOWBIT_HAVE_AVX2_DECODE 0
 #endif
 
 // Output rows [begin, end) of y[t, r] = dot(x[t, :], W[r, :]), each weight row first reconstructed

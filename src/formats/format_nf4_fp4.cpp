@@ -282,15 +282,77 @@ PairTable make_pair_table(const std::array<float, 16>& table) {
   return out;
 }
 
+#if LOWBIT_HAVE_AVX2_DECODE
+// n_bytes code bytes -> 2 * n_bytes values table[code] * scale, high nibble first: the scalar
+// loop's products, 8 at a time (the 16-entry table is two 8-lane permutes and a blend).
+__attribute__((target("avx2"))) void decode_bytes_avx2(const uint8_t* codes, int64_t n_bytes,
+                                                       const std::array<float, 16>& table, float scale, float* out) {
+  const __m256 low_half = _mm256_loadu_ps(table.data()), high_half = _mm256_loadu_ps(table.data() + 8);
+  const __m256 s = _mm256_set1_ps(scale);
+  int64_t j = 0;
+  for (; j + 4 <= n_bytes; j += 4) {
+    const __m256i idx = nibbles_of_4_bytes(codes + j, true);
+    const __m256 upper = _mm256_castsi256_ps(_mm256_slli_epi32(idx, 28));  // sign bit = idx >= 8
+    const __m256 v = _mm256_blendv_ps(_mm256_permutevar8x32_ps(low_half, idx),
+                                      _mm256_permutevar8x32_ps(high_half, idx), upper);
+    _mm256_storeu_ps(out + 2 * j, _mm256_mul_ps(v, s));
+  }
+  for (; j < n_bytes; ++j) {
+    out[2 * j] = table[codes[j] >> 4] * scale;
+    out[2 * j + 1] = table[codes[j] & 15] * scale;
+  }
+}
+#endif
+
+#if LOWBIT_HAVE_AVX2_DECODE
+// dot(x, row) for one token without materializing the row, when cols and the block size are
+// multiples of 8: lane k of the accumulator sums elements k, k + 8, ... of the row in order with
+// separate multiplies and adds, exactly dot_f32's part[k], and the lanes are summed as dot_f32
+// sums them, so the result is the decode-then-dot_f32 result bit for bit.
+__attribute__((target("avx2"))) float fused_dot_avx2(const QuantizedTensor& q, int64_t row, const float* x) {
+  const std::array<float, 16>& table = code_table(q.format);
+  const __m256 low_half = _mm256_loadu_ps(table.data()), high_half = _mm256_loadu_ps(table.data() + 8);
+  __m256 acc = _mm256_setzero_ps();
+  const int64_t bs = q.opts.block_size, begin = row * q.cols, stop = begin + q.cols;
+  for (int64_t i = begin; i < stop;) {
+    const int64_t block = i / bs, segment_end = std::min(stop, (block + 1) * bs);
+    const __m256 s = _mm256_set1_ps(block_absmax(q, block));
+    const uint8_t* codes = q.codes.data() + i / 2;
+    const float* xs = x + (i - begin);
+    for (int64_t j = 0; j < (segment_end - i) / 2; j += 4) {
+      const __m256i idx = nibbles_of_4_bytes(codes + j, true);
+      const __m256 upper = _mm256_castsi256_ps(_mm256_slli_epi32(idx, 28));
+      const __m256 w = _mm256_mul_ps(_mm256_blendv_ps(_mm256_permutevar8x32_ps(low_half, idx),
+                                                      _mm256_permutevar8x32_ps(high_half, idx), upper),
+                                     s);
+      acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_loadu_ps(xs + 2 * j), w));
+    }
+    i = segment_end;
+  }
+  float part[8];
+  _mm256_storeu_ps(part, acc);
+  return ((part[0] + part[4]) + (part[1] + part[5])) + ((part[2] + part[6]) + (part[3] + part[7])) + 0.0f;
+}
+#endif
+
 // decode_range for a row that starts on a byte boundary and whose blocks hold an even number of
 // values (the usual case: even cols and block size): one pair lookup per byte, the same products.
-inline void decode_row_by_bytes(const QuantizedTensor& q, const PairTable& pairs, int64_t row, float* out) {
+inline void decode_row_by_bytes(const QuantizedTensor& q, const PairTable& pairs, int64_t row, float* out,
+                                bool avx2) {
   const int64_t bs = q.opts.block_size, begin = row * q.cols, stop = begin + q.cols;
   for (int64_t i = begin; i < stop;) {
     const int64_t block = i / bs, segment_end = std::min(stop, (block + 1) * bs);
     const float scale = block_absmax(q, block);
     const uint8_t* codes = q.codes.data() + i / 2;
     const int64_t n_bytes = (segment_end - i) / 2;
+#if LOWBIT_HAVE_AVX2_DECODE
+    if (avx2) {
+      decode_bytes_avx2(codes, n_bytes, code_table(q.format), scale, out);
+      out += 2 * n_bytes;
+      i = segment_end;
+      continue;
+    }
+#endif
     for (int64_t j = 0; j < n_bytes; ++j) {
       const NibblePair p = pairs[codes[j]];
       out[2 * j] = p.first * scale;
@@ -305,9 +367,20 @@ LOWBIT_VECTOR_CLONES void four_bit_rows(const QuantizedTensor& q, const float* x
                                         int64_t begin, int64_t end, float* w) {
   static const PairTable nf4_pairs = make_pair_table(kNf4Table), fp4_pairs = make_pair_table(kFp4Table);
   if (q.cols % 2 == 0 && q.opts.block_size % 2 == 0) {
+#if LOWBIT_HAVE_AVX2_DECODE
+    const bool use_avx2 = cpu_has_avx2() && !force_scalar_decode();
+#else
+    const bool use_avx2 = false;
+#endif
+#if LOWBIT_HAVE_AVX2_DECODE
+    if (use_avx2 && n_tokens == 1 && q.cols % 8 == 0 && q.opts.block_size % 8 == 0) {
+      for (int64_t r = begin; r < end; ++r) y[r] = fused_dot_avx2(q, r, x);
+      return;
+    }
+#endif
     const PairTable& pairs = &code_table(q.format) == &kNf4Table ? nf4_pairs : fp4_pairs;
     decoded_rows(q, x, n_tokens, y, begin, end, w,
-                 [&](int64_t r, float* out) { decode_row_by_bytes(q, pairs, r, out); });
+                 [&](int64_t r, float* out) { decode_row_by_bytes(q, pairs, r, out, use_avx2); });
   } else {
     decoded_rows(q, x, n_tokens, y, begin, end, w,
                  [&](int64_t r, float* out) { decode_range(q, r * q.cols, q.cols, out); });

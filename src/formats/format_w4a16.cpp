@@ -66,7 +66,27 @@ void w4a16_quantize(QuantizedTensor& q, const float* w, ThreadPool& pool) {
   });
 }
 
-void w4a16_dequantize_row(const QuantizedTensor& q, int64_t row, float* out) {
+#if LOWBIT_HAVE_AVX2_DECODE
+// n_bytes code bytes -> 2 * n_bytes values (code - zero) * scale, low nibble first: the scalar
+// loop's conversions and products, 8 at a time.
+__attribute__((target("avx2"))) void decode_bytes_avx2(const uint8_t* bytes, int64_t n_bytes, int zero, float scale,
+                                                       float* dst) {
+  const __m256i z = _mm256_set1_epi32(zero);
+  const __m256 s = _mm256_set1_ps(scale);
+  int64_t j = 0;
+  for (; j + 4 <= n_bytes; j += 4) {
+    const __m256i codes = nibbles_of_4_bytes(bytes + j, false);
+    _mm256_storeu_ps(dst + 2 * j, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(codes, z)), s));
+  }
+  for (; j < n_bytes; ++j) {
+    dst[2 * j] = float((bytes[j] & 15) - zero) * scale;
+    dst[2 * j + 1] = float((bytes[j] >> 4) - zero) * scale;
+  }
+}
+#endif
+
+// One row; `avx2`: whole bytes through decode_bytes_avx2 (same values).
+void decode_row(const QuantizedTensor& q, int64_t row, float* out, bool avx2) {
   const int64_t groups = group_count(q), group = q.opts.w4_group;
   const uint8_t* in = q.codes.data() + row * row_bytes(q);
   for (int64_t g = 0; g < groups; ++g) {
@@ -83,7 +103,10 @@ void w4a16_dequantize_row(const QuantizedTensor& q, int64_t row, float* out) {
     const int64_t n_bytes = (hi_col - c) / 2;
     const uint8_t* bytes = in + c / 2;
     float* dst = out + c;
-    for (int64_t j = 0; j < n_bytes; ++j) {
+#if LOWBIT_HAVE_AVX2_DECODE
+    if (avx2) decode_bytes_avx2(bytes, n_bytes, zero, scale, dst);
+#endif
+    for (int64_t j = 0; j < n_bytes && !avx2; ++j) {
       dst[2 * j] = value(bytes[j] & 15);
       dst[2 * j + 1] = value(bytes[j] >> 4);
     }
@@ -92,9 +115,16 @@ void w4a16_dequantize_row(const QuantizedTensor& q, int64_t row, float* out) {
   }
 }
 
+void w4a16_dequantize_row(const QuantizedTensor& q, int64_t row, float* out) { decode_row(q, row, out, false); }
+
 LOWBIT_VECTOR_CLONES void w4a16_rows(const QuantizedTensor& q, const float* x, int64_t n_tokens, float* y,
                                      int64_t begin, int64_t end, float* w) {
-  decoded_rows(q, x, n_tokens, y, begin, end, w, [&](int64_t r, float* out) { w4a16_dequantize_row(q, r, out); });
+#if LOWBIT_HAVE_AVX2_DECODE
+  const bool avx2 = cpu_has_avx2() && !force_scalar_decode();
+#else
+  const bool avx2 = false;
+#endif
+  decoded_rows(q, x, n_tokens, y, begin, end, w, [&](int64_t r, float* out) { decode_row(q, r, out, avx2); });
 }
 
 void w4a16_matmul(const QuantizedTensor& q, const float* x, int64_t n_tokens, float* y, ThreadPool& pool) {
