@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -78,6 +79,37 @@ inline TokenBatch prompt_batch(const std::vector<int32_t>& tokens, std::vector<i
     if (rows) rows->push_back(int(i));
   }
   return b;
+}
+
+// One decode step: slots 0..n-1 each feed `token` at `position`, every row's logits requested.
+inline TokenBatch decode_step(int n, int32_t token, int32_t position, std::vector<int>* rows) {
+  TokenBatch b;
+  for (int s = 0; s < n; ++s) {
+    b.tokens.push_back(token);
+    b.positions.push_back(position);
+    b.slots.push_back(s);
+    if (rows) rows->push_back(s);
+  }
+  return b;
+}
+
+// Greedy continuation of a decode step: each slot's next token is the argmax of its logits row
+// (row s of `logits`, `vocab` wide), one position further on.
+inline void advance_greedy(TokenBatch& step, const std::vector<float>& logits, size_t vocab) {
+  for (size_t s = 0; s < step.tokens.size(); ++s) {
+    const float* row = logits.data() + s * vocab;
+    step.tokens[s] = int32_t(std::max_element(row, row + vocab) - row);
+    ++step.positions[s];
+  }
+}
+
+// n values drawn from N(0, scale^2), reproducible from `seed`.
+inline std::vector<float> random_values(size_t n, uint32_t seed, float scale = 1.0f) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> dist(0.0f, scale);
+  std::vector<float> v(n);
+  for (auto& x : v) x = dist(rng);
+  return v;
 }
 
 // Normalized mean squared error sum((a-b)^2) / sum(b^2), as llama.cpp's test-backend-ops.

@@ -25,6 +25,7 @@ using namespace lowbit;
 using nlohmann::json;
 
 using lowbit::test::nmse;
+using lowbit::test::random_values;
 
 namespace {
 
@@ -88,14 +89,6 @@ Format four_bit_format(const std::string& quant_type, bool double_quant) {
   return double_quant ? Format::FP4_DQ : Format::FP4;
 }
 
-std::vector<float> random_vector(size_t n, uint32_t seed, float scale = 1.0f) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> nd;
-  std::vector<float> v(n);
-  for (auto& x : v) x = nd(rng) * scale;
-  return v;
-}
-
 // Plain fp64 reference y[t, r] = sum_c x[t, c] * w[r, c].
 std::vector<double> reference_matmul(const std::vector<float>& w, const std::vector<float>& x, int64_t rows,
                                      int64_t cols, int64_t n_tokens) {
@@ -133,7 +126,7 @@ TEST_CASE("parse_format round trip and bad names", "[formats]") {
 
 TEST_CASE("F32 and BF16 are exact", "[formats]") {
   const int64_t rows = 7, cols = 33;
-  auto w = random_vector(rows * cols, 1);
+  auto w = random_values(rows * cols, 1);
   w[0] = 1.00390625f;  // halfway between two bf16 values: rounds to even (1.0)
   w[1] = 1.01171875f;  // halfway, rounds up to even (1.015625)
   auto q = quantize(Format::BF16, w.data(), rows, cols, {});
@@ -286,7 +279,7 @@ TEST_CASE("NF4 and FP4 hand-computed codes", "[formats]") {
 // give exactly what quantize() gives for the -dq formats (more than 256 blocks, a partial last
 // block, a non-default block size).
 TEST_CASE("double_quantize_scales(quantize(nf4)) is quantize(nf4-dq) byte for byte", "[formats]") {
-  const auto w = random_vector(size_t(37 * 1001), 21, 0.05f);
+  const auto w = random_values(size_t(37 * 1001), 21, 0.05f);
   for (auto [plain, dq] : {std::pair{Format::NF4, Format::NF4_DQ}, std::pair{Format::FP4, Format::FP4_DQ}}) {
     for (int block : {64, 128}) {
       INFO(format_name(dq) << " block " << block);
@@ -321,11 +314,11 @@ TEST_CASE("the AVX2 decoders give the plain loops' matmul bit for bit", "[format
       QuantOptions opts;
       opts.block_size = block;
       opts.w4_group = block == 2 ? 4 : block;  // W4A16 groups: odd-sized tails too
-      const auto w = random_vector(size_t(rows * cols), 31, 0.05f);
+      const auto w = random_values(size_t(rows * cols), 31, 0.05f);
       const QuantizedTensor q = quantize(f, w.data(), rows, cols, opts);
       for (int64_t n_tokens : {int64_t(1), int64_t(3)}) {
         INFO(format_name(f) << " " << rows << "x" << cols << " block " << block << " tokens " << n_tokens);
-        const auto x = random_vector(size_t(n_tokens * cols), 32);
+        const auto x = random_values(size_t(n_tokens * cols), 32);
         std::vector<float> fast(size_t(n_tokens * rows)), plain(fast.size());
         set_scalar_decode_only(false);
         matmul(q, x.data(), n_tokens, fast.data(), pool);
@@ -342,7 +335,7 @@ TEST_CASE("W4A16 pack/unpack round trip and error bounds", "[formats]") {
   for (bool symmetric : {false, true}) {
     INFO((symmetric ? "symmetric" : "asymmetric"));
     const int64_t rows = 9, cols = 300;  // 300 = 2 groups of 128 + a partial group of 44
-    auto w = random_vector(size_t(rows * cols), 7, 0.05f);
+    auto w = random_values(size_t(rows * cols), 7, 0.05f);
     QuantOptions opts;
     opts.w4_symmetric = symmetric;
     auto q = quantize(Format::W4A16, w.data(), rows, cols, opts);
@@ -375,7 +368,7 @@ TEST_CASE("W4A16 pack/unpack round trip and error bounds", "[formats]") {
 
 TEST_CASE("W8A8 pack/unpack round trip", "[formats]") {
   const int64_t rows = 5, cols = 70;
-  auto w = random_vector(size_t(rows * cols), 8, 0.1f);
+  auto w = random_values(size_t(rows * cols), 8, 0.1f);
   std::fill(w.begin() + 2 * cols, w.begin() + 3 * cols, 0.0f);  // an all-zero row
   auto q = quantize(Format::W8A8, w.data(), rows, cols, {});
   REQUIRE(weight_bytes(q) == size_t(rows * cols + 4 * rows));
@@ -401,9 +394,9 @@ TEST_CASE("matmul equals a fp64 matmul on the dequantized weights", "[formats]")
       {Format::NF4_DQ, 2e-13}, {Format::FP4_DQ, 2e-13}, {Format::W4A16, 2e-7},  {Format::W8A8, 2e-4},
       {Format::INT8, 2e-4}};
   for (auto [rows, cols] : {std::pair<int64_t, int64_t>{33, 200}, {64, 257}, {17, 1024}}) {
-    auto w = random_vector(size_t(rows * cols), 11, 0.05f);
+    auto w = random_values(size_t(rows * cols), 11, 0.05f);
     for (int64_t n_tokens : {int64_t(1), int64_t(5)}) {
-      auto x = random_vector(size_t(n_tokens * cols), 12);
+      auto x = random_values(size_t(n_tokens * cols), 12);
       for (Format f : all_formats()) {
         INFO(std::string(format_name(f)) << " " << rows << "x" << cols << " tokens " << n_tokens);
         auto q = quantize(f, w.data(), rows, cols, {});
@@ -421,8 +414,8 @@ TEST_CASE("matmul equals a fp64 matmul on the dequantized weights", "[formats]")
 TEST_CASE("LLM.int8 outlier columns use the dequantized int8 weights", "[formats]") {
   ThreadPool pool(1);
   const int64_t rows = 8, cols = 64;
-  auto w = random_vector(size_t(rows * cols), 21, 0.05f);
-  auto x = random_vector(size_t(cols), 22);
+  auto w = random_values(size_t(rows * cols), 21, 0.05f);
+  auto x = random_values(size_t(cols), 22);
   for (auto& v : x) v = std::clamp(v, -3.0f, 3.0f);
   x[10] = 40.0f;  // one outlier column dominating the output
   QuantOptions opts;

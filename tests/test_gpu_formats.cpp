@@ -27,16 +27,9 @@
 
 using namespace lowbit;
 using test::nmse;
+using test::random_values;
 
 namespace {
-
-std::vector<float> random_values(size_t n, uint32_t seed, float scale = 1.0f) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> dist(0.0f, scale);
-  std::vector<float> v(n);
-  for (auto& x : v) x = dist(rng);
-  return v;
-}
 
 TokenBatch batch_of_size(int n) {
   TokenBatch b;

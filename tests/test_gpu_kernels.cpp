@@ -25,19 +25,12 @@
 using namespace lowbit;
 
 using lowbit::test::nmse;
+using lowbit::test::random_values;
 
 namespace {
 
 constexpr double kFp32Nmse = 1e-6;
 constexpr double kBf16Nmse = 1e-4;
-
-std::vector<float> random_values(size_t n, uint32_t seed, float scale = 1.0f) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> dist(0.0f, scale);
-  std::vector<float> v(n);
-  for (auto& x : v) x = dist(rng);
-  return v;
-}
 
 
 TokenBatch batch_of(std::vector<int32_t> positions, std::vector<int32_t> slots) {

@@ -27,6 +27,8 @@ using test::fixture_models;
 using test::Golden;
 using test::read_golden;
 using test::nmse;
+using test::advance_greedy;
+using test::decode_step;
 
 namespace {
 
@@ -190,25 +192,15 @@ TEST_CASE("decode steps replayed from CUDA graphs give the CPU's logits", "[gpu]
   auto gpu_model = Model::load(dir, gpu, opts);
   const size_t vocab = size_t(cpu_model->config().vocab_size);
   for (int n : {1, 3}) {
-    TokenBatch step;
     std::vector<int> rows;
-    for (int s = 0; s < n; ++s) {
-      step.tokens.push_back(1);
-      step.positions.push_back(0);
-      step.slots.push_back(s);
-      rows.push_back(s);
-    }
+    TokenBatch step = decode_step(n, 1, 0, &rows);
     std::vector<float> on_cpu(size_t(n) * vocab), on_gpu(size_t(n) * vocab);
     for (int i = 0; i < 12; ++i) {
       cpu_model->forward(step, rows, on_cpu.data());
       gpu_model->forward(step, rows, on_gpu.data());
       INFO("batch " << n << " step " << i);
       REQUIRE(nmse(on_gpu, on_cpu) < 1e-10);
-      for (int s = 0; s < n; ++s) {
-        const float* row = on_cpu.data() + size_t(s) * vocab;
-        step.tokens[size_t(s)] = int32_t(std::max_element(row, row + vocab) - row);
-        ++step.positions[size_t(s)];
-      }
+      advance_greedy(step, on_cpu, vocab);
     }
     CHECK(gpu.has_recording(gpu_model.get(), n));
   }

@@ -17,23 +17,17 @@
 #include "formats/code_tables.h"
 #include "formats/format.h"
 #include "kernels/quant_math.h"
+#include "test_fixtures.h"
 
 using namespace lowbit;
 using namespace lowbit::kernels;
+using lowbit::test::random_values;
 
 namespace {
 
 constexpr float kNf4[16] = LOWBIT_NF4_CODES;
 constexpr float kFp4[16] = LOWBIT_FP4_CODES;
 constexpr float kDynamicMap[256] = LOWBIT_DYNAMIC_MAP_SIGNED;
-
-std::vector<float> random_values(size_t n, uint32_t seed, float scale = 1.0f) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> dist(0.0f, scale);
-  std::vector<float> v(n);
-  for (auto& x : v) x = dist(rng);
-  return v;
-}
 
 uint32_t load_le32(const uint8_t* p) {  // what a 32-bit load gives on the (little-endian) GPU
   return uint32_t(p[0]) | uint32_t(p[1]) << 8 | uint32_t(p[2]) << 16 | uint32_t(p[3]) << 24;

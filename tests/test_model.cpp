@@ -335,27 +335,16 @@ TEST_CASE("recorded decode steps replay to the same logits; a refused recording 
     }
     CHECK(rec.recordings == 0);  // prefill is not a decode step
     for (int n : {1, 2, 1}) {    // batch size 1 again: its recording is reused
-      TokenBatch step;
       std::vector<int> rows;
-      for (int s = 0; s < n; ++s) {
-        step.tokens.push_back(5);
-        step.positions.push_back(int32_t(prompt.size()));
-        step.slots.push_back(s);
-        rows.push_back(s);
-      }
+      TokenBatch step = test::decode_step(n, 5, int32_t(prompt.size()), &rows);
       std::vector<float> want(size_t(n) * vocab), got(size_t(n) * vocab);
       for (int i = 0; i < 6; ++i) {
         reference->forward(step, rows, want.data());
         model->forward(step, rows, got.data());
         INFO("batch " << n << " step " << i);
         REQUIRE(got == want);
-        for (int s = 0; s < n; ++s) {
-          const float* row = want.data() + size_t(s) * vocab;
-          step.tokens[size_t(s)] = int32_t(std::max_element(row, row + vocab) - row);
-          ++step.positions[size_t(s)];
-        }
+        test::advance_greedy(step, want, vocab);
       }
-      for (auto& p : step.positions) p = int32_t(prompt.size());  // the next size starts over
     }
     if (refuse) {
       CHECK(rec.recordings == 0);
