@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "backend/backend.h"
+#include "generate/generate.h"
 #include "io/safetensors.h"
 #include "test_util.h"
 
@@ -71,18 +72,13 @@ inline Golden read_golden(const std::string& dir) {
 
 // One sequence in slot 0 from position 0, with every position's logits requested.
 inline TokenBatch prompt_batch(const std::vector<int32_t>& tokens, std::vector<int>* rows) {
-  TokenBatch b;
-  for (size_t i = 0; i < tokens.size(); ++i) {
-    b.tokens.push_back(tokens[i]);
-    b.positions.push_back(int32_t(i));
-    b.slots.push_back(0);
-    if (rows) rows->push_back(int(i));
-  }
-  return b;
+  if (rows)
+    for (size_t i = 0; i < tokens.size(); ++i) rows->push_back(int(i));
+  return prefill_batch(tokens, 0);
 }
 
 // One decode step: slots 0..n-1 each feed `token` at `position`, every row's logits requested.
-inline TokenBatch decode_step(int n, int32_t token, int32_t position, std::vector<int>* rows) {
+inline TokenBatch decode_batch(int n, int32_t token, int32_t position, std::vector<int>* rows) {
   TokenBatch b;
   for (int s = 0; s < n; ++s) {
     b.tokens.push_back(token);

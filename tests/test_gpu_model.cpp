@@ -28,7 +28,7 @@ using test::Golden;
 using test::read_golden;
 using test::nmse;
 using test::advance_greedy;
-using test::decode_step;
+using test::decode_batch;
 
 namespace {
 
@@ -193,7 +193,7 @@ TEST_CASE("decode steps replayed from CUDA graphs give the CPU's logits", "[gpu]
   const size_t vocab = size_t(cpu_model->config().vocab_size);
   for (int n : {1, 3}) {
     std::vector<int> rows;
-    TokenBatch step = decode_step(n, 1, 0, &rows);
+    TokenBatch step = decode_batch(n, 1, 0, &rows);
     std::vector<float> on_cpu(size_t(n) * vocab), on_gpu(size_t(n) * vocab);
     for (int i = 0; i < 12; ++i) {
       cpu_model->forward(step, rows, on_cpu.data());

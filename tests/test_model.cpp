@@ -336,7 +336,7 @@ TEST_CASE("recorded decode steps replay to the same logits; a refused recording 
     CHECK(rec.recordings == 0);  // prefill is not a decode step
     for (int n : {1, 2, 1}) {    // batch size 1 again: its recording is reused
       std::vector<int> rows;
-      TokenBatch step = test::decode_step(n, 5, int32_t(prompt.size()), &rows);
+      TokenBatch step = test::decode_batch(n, 5, int32_t(prompt.size()), &rows);
       std::vector<float> want(size_t(n) * vocab), got(size_t(n) * vocab);
       for (int i = 0; i < 6; ++i) {
         reference->forward(step, rows, want.data());

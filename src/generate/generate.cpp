@@ -31,13 +31,18 @@ double GenerationResult::decode_tokens_per_second() const {
   return decode_seconds > 0 ? double(steps) / decode_seconds : 0.0;
 }
 
-std::vector<float> prefill(Model& model, const std::vector<int32_t>& prompt, int slot) {
+TokenBatch prefill_batch(const std::vector<int32_t>& prompt, int slot) {
   TokenBatch b;
   for (size_t i = 0; i < prompt.size(); ++i) {
     b.tokens.push_back(prompt[i]);
     b.positions.push_back(int32_t(i));
     b.slots.push_back(slot);
   }
+  return b;
+}
+
+std::vector<float> prefill(Model& model, const std::vector<int32_t>& prompt, int slot) {
+  const TokenBatch b = prefill_batch(prompt, slot);
   std::vector<float> logits(size_t(model.config().vocab_size));
   model.forward(b, {b.size() - 1}, logits.data());
   return logits;
@@ -61,12 +66,7 @@ GenerationResult generate(Model& model, const GenerationRequest& req, const Toke
   std::vector<int32_t> history = req.prompt;
   auto t0 = std::chrono::steady_clock::now();
   // The prompt first, then one token per step; the backend samples (on a GPU only the id returns).
-  TokenBatch batch;
-  for (int i = 0; i < n_prompt; ++i) {
-    batch.tokens.push_back(req.prompt[size_t(i)]);
-    batch.positions.push_back(i);
-    batch.slots.push_back(req.slot);
-  }
+  TokenBatch batch = prefill_batch(req.prompt, req.slot);
   std::vector<int> rows{n_prompt - 1};
   int position = n_prompt;
   for (int step = 0; step < req.max_new_tokens; ++step) {

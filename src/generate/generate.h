@@ -37,6 +37,8 @@ using TokenCallback = std::function<bool(int32_t)>;
 // Throws InputError when the prompt is empty or does not fit the model's context.
 GenerationResult generate(Model& model, const GenerationRequest& req, const TokenCallback& on_token);
 
+// The prompt as one batch: its tokens at positions 0, 1, ... of `slot`.
+TokenBatch prefill_batch(const std::vector<int32_t>& prompt, int slot);
 // Logits of the last prompt token after prefilling the prompt into `slot` from position 0.
 std::vector<float> prefill(Model& model, const std::vector<int32_t>& prompt, int slot);
 // Feeds one token at `position` and returns the next logits.

@@ -103,12 +103,7 @@ bool generate_batched(Model& model, std::span<const GenerationRequest> requests,
           finish(cur);
           continue;
         }
-        TokenBatch prompt;
-        for (size_t i = 0; i < req.prompt.size(); ++i) {
-          prompt.tokens.push_back(req.prompt[i]);
-          prompt.positions.push_back(int32_t(i));
-          prompt.slots.push_back(slot);
-        }
+        const TokenBatch prompt = prefill_batch(req.prompt, slot);
         const SampleSpec spec = next_spec(*cur);
         const int32_t tok =
             model.forward_sample(prompt, {int(prompt.size()) - 1}, std::span<const SampleSpec>(&spec, 1))[0];
