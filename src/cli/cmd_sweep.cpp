@@ -108,10 +108,21 @@ struct ReferenceRun {
   std::string text;
 };
 
-// What identifies one run of the grid in the runs file (for --resume): prompt id, format and
-// every setting, as JSON text (numbers round-trip exactly through the file).
+// What identifies one run of the grid in the runs file (for --resume): these fields of its
+// record, as JSON text (numbers round-trip exactly through the file).
+constexpr const char* kRunKeyFields[] = {"prompt_id",      "quant", "temperature", "top_k", "top_p",
+                                         "max_new_tokens", "seed",  "repeat"};
+
+std::string run_key(const json& run) {
+  json key = json::array();
+  for (const char* field : kRunKeyFields) key.push_back(run.at(field));
+  return key.dump();
+}
+
 std::string run_key(const json& prompt_id, std::string_view quant, const study::SweepSetting& g) {
-  return json::array({prompt_id, quant, g.temperature, g.top_k, g.top_p, g.max_new_tokens, g.seed, g.repeat}).dump();
+  return run_key(json{{"prompt_id", prompt_id}, {"quant", quant}, {"temperature", g.temperature},
+                      {"top_k", g.top_k}, {"top_p", g.top_p}, {"max_new_tokens", g.max_new_tokens},
+                      {"seed", g.seed}, {"repeat", g.repeat}});
 }
 
 // The finished runs of an earlier sweep into `path` (--resume), by run_key. A torn last line (a
@@ -123,9 +134,13 @@ std::map<std::string, json> finished_runs(const std::string& path, const std::st
     spdlog::warn("{}: removed a torn last line ({} bytes) left by an interrupted run", path, cut);
   for (study::JsonlRecord& r : study::read_jsonl(path, false)) {
     const std::string where = fmt::format("{}:{}", path, r.line);
-    for (const char* key : {"model", "prompt_id", "quant", "temperature", "top_k", "top_p", "max_new_tokens", "seed",
-                            "repeat", "text", "token_ids"})
+    auto require = [&](const char* key) {
       if (!r.value.contains(key)) throw InputError(fmt::format("{}: not a sweep run (no \"{}\")", where, key));
+    };
+    require("model");
+    for (const char* key : kRunKeyFields) require(key);
+    require("text");
+    require("token_ids");
     const json& ids = r.value["token_ids"];
     if (!r.value["text"].is_string() || !ids.is_array() ||
         !std::all_of(ids.begin(), ids.end(), [](const json& t) {
@@ -135,9 +150,7 @@ std::map<std::string, json> finished_runs(const std::string& path, const std::st
     if (r.value["model"] != model_dir)
       throw InputError(fmt::format("{}: a run of model {}, not {} (resume with the same -m, or start a new file)",
                                    where, r.value["model"].dump(), model_dir));
-    std::string key = json::array({r.value["prompt_id"], r.value["quant"], r.value["temperature"], r.value["top_k"],
-                                   r.value["top_p"], r.value["max_new_tokens"], r.value["seed"], r.value["repeat"]})
-                          .dump();
+    std::string key = run_key(r.value);
     done[std::move(key)] = std::move(r.value);
   }
   return done;
