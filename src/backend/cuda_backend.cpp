@@ -74,6 +74,12 @@ void require_floats(const DeviceBuffer& b, size_t n, const char* op, const char*
 
 constexpr size_t kStagingSlots = 4;
 
+// A kill switch read from the environment: on unless the variable is set to "0".
+bool env_switch_on(const char* name) {
+  const char* v = std::getenv(name);
+  return v == nullptr || std::string_view(v) != "0";
+}
+
 }  // namespace
 
 // A pinned host buffer a batch upload is copied from, with the event that marks the copy done:
@@ -141,12 +147,8 @@ std::unique_ptr<DeviceLinear> CudaBackend::upload_linear(QuantizedTensor w, std:
 
 std::unique_ptr<DeviceLinear> CudaBackend::upload_quantizing(Format f, const float* w, int64_t rows, int64_t cols,
                                                              const QuantOptions& opts, std::vector<float> bias) {
-  static const bool on_device = [] {
-    const char* v = std::getenv("LOWBIT_GPU_QUANTIZE");
-    return v == nullptr || std::string_view(v) != "0";
-  }();
-  const bool four_bit = f == Format::NF4 || f == Format::FP4 || f == Format::NF4_DQ || f == Format::FP4_DQ;
-  if (on_device && four_bit) return upload_quantized_on_device(f, w, rows, cols, opts, std::move(bias));
+  static const bool on_device = env_switch_on("LOWBIT_GPU_QUANTIZE");
+  if (on_device && is_blockwise_four_bit(f)) return upload_quantized_on_device(f, w, rows, cols, opts, std::move(bias));
   return Backend::upload_quantizing(f, w, rows, cols, opts, std::move(bias));
 }
 
@@ -531,10 +533,7 @@ int32_t CudaBackend::sample_on_device(const DeviceBuffer& logits, size_t row, in
 
 bool CudaBackend::can_record() const {
   // LOWBIT_CUDA_GRAPHS=0 runs every step eagerly (to compare, or to rule graphs out).
-  static const bool enabled = [] {
-    const char* v = std::getenv("LOWBIT_CUDA_GRAPHS");
-    return v == nullptr || std::string_view(v) != "0";
-  }();
+  static const bool enabled = env_switch_on("LOWBIT_CUDA_GRAPHS");
   return enabled;
 }
 

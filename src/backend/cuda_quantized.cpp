@@ -52,8 +52,6 @@ std::vector<T> download_plane(CudaContext& ctx, const DeviceMemory& mem) {
   return plane;
 }
 
-bool is_double_quantized(Format f) { return f == Format::NF4_DQ || f == Format::FP4_DQ; }
-
 }  // namespace
 
 const QuantizedKernels* quantized_kernels(Format f) {

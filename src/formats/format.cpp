@@ -71,8 +71,7 @@ std::vector<Format> all_formats() {
 QuantizedTensor quantize(Format f, const float* w, int64_t rows, int64_t cols, const QuantOptions& opts) {
   if (rows < 0 || cols < 0)
     throw InputError("cannot quantize a tensor of shape [" + std::to_string(rows) + ", " + std::to_string(cols) + "]");
-  const bool four_bit = f == Format::NF4 || f == Format::FP4 || f == Format::NF4_DQ || f == Format::FP4_DQ;
-  if (four_bit && (opts.block_size <= 0 || opts.block_size % 2 != 0))
+  if (is_blockwise_four_bit(f) && (opts.block_size <= 0 || opts.block_size % 2 != 0))
     throw UsageError("block size must be a positive even number, got " + std::to_string(opts.block_size));
   if (f == Format::W4A16 && opts.w4_group <= 0)
     throw UsageError("W4A16 group size must be positive, got " + std::to_string(opts.w4_group));
@@ -95,11 +94,9 @@ std::atomic<bool> g_scalar_decode_only{false};
 void set_scalar_decode_only(bool scalar_only) { g_scalar_decode_only = scalar_only; }
 
 #if LOWBIT_HAVE_AVX2_DECODE
-bool formats::force_scalar_decode() { return g_scalar_decode_only; }
-
-bool formats::cpu_has_avx2() {
+bool formats::avx2_decode() {
   static const bool has = __builtin_cpu_supports("avx2");
-  return has;
+  return has && !g_scalar_decode_only;
 }
 #endif
 

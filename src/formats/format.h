@@ -36,6 +36,13 @@ Format parse_format(std::string_view name);
 std::string_view format_name(Format f);  // canonical CLI spelling
 std::vector<Format> all_formats();
 
+// bitsandbytes' blockwise 4-bit formats: nf4, fp4, nf4-dq, fp4-dq (format_nf4_fp4.cpp).
+inline bool is_blockwise_four_bit(Format f) {
+  return f == Format::NF4 || f == Format::FP4 || f == Format::NF4_DQ || f == Format::FP4_DQ;
+}
+// The two of them with double-quantized absmax.
+inline bool is_double_quantized(Format f) { return f == Format::NF4_DQ || f == Format::FP4_DQ; }
+
 // A quantized 2-D weight of shape [rows = out_features, cols = in_features], flattened row-major.
 // The meaning of each plane is documented in the format's own .cpp file.
 struct QuantizedTensor {

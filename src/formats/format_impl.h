@@ -53,8 +53,8 @@ inline float dot_f32(const float* a, const float* b, int64_t n) {
 // formats (used behind a runtime check; each has a scalar twin that tests pin it to).
 #if defined(__x86_64__) && defined(__GNUC__)
 #define LOWBIT_HAVE_AVX2_DECODE 1
-bool cpu_has_avx2();
-bool force_scalar_decode();  // set_scalar_decode_only(true) was called
+// The CPU has AVX2 and set_scalar_decode_only(true) was not called.
+bool avx2_decode();
 // Bytes b0..b3 at p -> int32 lanes [b0 >> 4, b0 & 15, b1 >> 4, ...] (high_first) or
 // [b0 & 15, b0 >> 4, ...] (low nibble first).
 __attribute__((target("avx2"))) inline __m256i nibbles_of_4_bytes(const uint8_t* p, bool high_first) {
@@ -67,6 +67,7 @@ __attribute__((target("avx2"))) inline __m256i nibbles_of_4_bytes(const uint8_t*
 }
 #else
 #define LOWBIT_HAVE_AVX2_DECODE 0
+inline bool avx2_decode() { return false; }
 #endif
 
 // Output rows [begin, end) of y[t, r] = dot(x[t, :], W[r, :]), each weight row first reconstructed

@@ -62,8 +62,6 @@ const std::array<float, 16>& code_table(Format f) {
   return (f == Format::NF4 || f == Format::NF4_DQ) ? kNf4Table : kFp4Table;
 }
 
-bool is_double_quantized(Format f) { return f == Format::NF4_DQ || f == Format::FP4_DQ; }
-
 // The 4-bit encoder as bnb's CPU path runs it: bucketize against the midpoints of the sorted table.
 struct FourBitEncoder {
   std::array<float, 15> midpoints;   // ascending, fp32 (a + b) / 2
@@ -283,35 +281,40 @@ PairTable make_pair_table(const std::array<float, 16>& table) {
 }
 
 #if LOWBIT_HAVE_AVX2_DECODE
+// The 16-entry code table as two 8-lane halves; lookup() gives table[idx] per lane with two
+// permutes and a blend.
+struct TableAvx2 {
+  __m256 low_half, high_half;
+  __attribute__((target("avx2"))) explicit TableAvx2(const std::array<float, 16>& table)
+      : low_half(_mm256_loadu_ps(table.data())), high_half(_mm256_loadu_ps(table.data() + 8)) {}
+  __attribute__((target("avx2"))) __m256 lookup(__m256i idx) const {
+    const __m256 upper = _mm256_castsi256_ps(_mm256_slli_epi32(idx, 28));  // sign bit = idx >= 8
+    return _mm256_blendv_ps(_mm256_permutevar8x32_ps(low_half, idx), _mm256_permutevar8x32_ps(high_half, idx),
+                            upper);
+  }
+};
+
 // n_bytes code bytes -> 2 * n_bytes values table[code] * scale, high nibble first: the scalar
-// loop's products, 8 at a time (the 16-entry table is two 8-lane permutes and a blend).
+// loop's products, 8 at a time.
 __attribute__((target("avx2"))) void decode_bytes_avx2(const uint8_t* codes, int64_t n_bytes,
                                                        const std::array<float, 16>& table, float scale, float* out) {
-  const __m256 low_half = _mm256_loadu_ps(table.data()), high_half = _mm256_loadu_ps(table.data() + 8);
+  const TableAvx2 lut(table);
   const __m256 s = _mm256_set1_ps(scale);
   int64_t j = 0;
-  for (; j + 4 <= n_bytes; j += 4) {
-    const __m256i idx = nibbles_of_4_bytes(codes + j, true);
-    const __m256 upper = _mm256_castsi256_ps(_mm256_slli_epi32(idx, 28));  // sign bit = idx >= 8
-    const __m256 v = _mm256_blendv_ps(_mm256_permutevar8x32_ps(low_half, idx),
-                                      _mm256_permutevar8x32_ps(high_half, idx), upper);
-    _mm256_storeu_ps(out + 2 * j, _mm256_mul_ps(v, s));
-  }
+  for (; j + 4 <= n_bytes; j += 4)
+    _mm256_storeu_ps(out + 2 * j, _mm256_mul_ps(lut.lookup(nibbles_of_4_bytes(codes + j, true)), s));
   for (; j < n_bytes; ++j) {
     out[2 * j] = table[codes[j] >> 4] * scale;
     out[2 * j + 1] = table[codes[j] & 15] * scale;
   }
 }
-#endif
 
-#if LOWBIT_HAVE_AVX2_DECODE
 // dot(x, row) for one token without materializing the row, when cols and the block size are
 // multiples of 8: lane k of the accumulator sums elements k, k + 8, ... of the row in order with
 // separate multiplies and adds, exactly dot_f32's part[k], and the lanes are summed as dot_f32
 // sums them, so the result is the decode-then-dot_f32 result bit for bit.
 __attribute__((target("avx2"))) float fused_dot_avx2(const QuantizedTensor& q, int64_t row, const float* x) {
-  const std::array<float, 16>& table = code_table(q.format);
-  const __m256 low_half = _mm256_loadu_ps(table.data()), high_half = _mm256_loadu_ps(table.data() + 8);
+  const TableAvx2 lut(code_table(q.format));
   __m256 acc = _mm256_setzero_ps();
   const int64_t bs = q.opts.block_size, begin = row * q.cols, stop = begin + q.cols;
   for (int64_t i = begin; i < stop;) {
@@ -320,11 +323,7 @@ __attribute__((target("avx2"))) float fused_dot_avx2(const QuantizedTensor& q, i
     const uint8_t* codes = q.codes.data() + i / 2;
     const float* xs = x + (i - begin);
     for (int64_t j = 0; j < (segment_end - i) / 2; j += 4) {
-      const __m256i idx = nibbles_of_4_bytes(codes + j, true);
-      const __m256 upper = _mm256_castsi256_ps(_mm256_slli_epi32(idx, 28));
-      const __m256 w = _mm256_mul_ps(_mm256_blendv_ps(_mm256_permutevar8x32_ps(low_half, idx),
-                                                      _mm256_permutevar8x32_ps(high_half, idx), upper),
-                                     s);
+      const __m256 w = _mm256_mul_ps(lut.lookup(nibbles_of_4_bytes(codes + j, true)), s);
       acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_loadu_ps(xs + 2 * j), w));
     }
     i = segment_end;
@@ -367,11 +366,7 @@ LOWBIT_VECTOR_CLONES void four_bit_rows(const QuantizedTensor& q, const float* x
                                         int64_t begin, int64_t end, float* w) {
   static const PairTable nf4_pairs = make_pair_table(kNf4Table), fp4_pairs = make_pair_table(kFp4Table);
   if (q.cols % 2 == 0 && q.opts.block_size % 2 == 0) {
-#if LOWBIT_HAVE_AVX2_DECODE
-    const bool use_avx2 = cpu_has_avx2() && !force_scalar_decode();
-#else
-    const bool use_avx2 = false;
-#endif
+    const bool use_avx2 = avx2_decode();
 #if LOWBIT_HAVE_AVX2_DECODE
     if (use_avx2 && n_tokens == 1 && q.cols % 8 == 0 && q.opts.block_size % 8 == 0) {
       for (int64_t r = begin; r < end; ++r) y[r] = fused_dot_avx2(q, r, x);

@@ -119,11 +119,7 @@ void w4a16_dequantize_row(const QuantizedTensor& q, int64_t row, float* out) { d
 
 LOWBIT_VECTOR_CLONES void w4a16_rows(const QuantizedTensor& q, const float* x, int64_t n_tokens, float* y,
                                      int64_t begin, int64_t end, float* w) {
-#if LOWBIT_HAVE_AVX2_DECODE
-  const bool avx2 = cpu_has_avx2() && !force_scalar_decode();
-#else
-  const bool avx2 = false;
-#endif
+  const bool avx2 = avx2_decode();
   decoded_rows(q, x, n_tokens, y, begin, end, w, [&](int64_t r, float* out) { decode_row(q, r, out, avx2); });
 }
 
