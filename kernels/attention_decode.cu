@@ -133,14 +133,12 @@ cudaError_t launch_decode_for(const float* qkv, const float* k_layer, const floa
   float* partial_values = workspace;
   float* partial_stats = workspace + n_partials * g.head_dim;
   const dim3 grid(unsigned(n_tokens * g.n_heads), unsigned(split.n_splits));
-  attention_decode_kernel<kMaxHeadDim><<<grid, kWarps * 32, 0, stream>>>(
-      qkv, k_layer, v_layer, positions, slots, g.n_heads, g.n_kv_heads, g.head_dim, g.max_context, split.chunk,
-      1.0f / sqrtf(float(g.head_dim)), partial_values, partial_stats);
-  cudaError_t err = cudaGetLastError();
+  cudaError_t err = launch<attention_decode_kernel<kMaxHeadDim>>(
+      {grid, kWarps * 32, 0, stream}, qkv, k_layer, v_layer, positions, slots, g.n_heads, g.n_kv_heads, g.head_dim,
+      g.max_context, split.chunk, 1.0f / sqrtf(float(g.head_dim)), partial_values, partial_stats);
   if (err != cudaSuccess) return err;
-  attention_decode_reduce_kernel<<<unsigned(n_tokens * g.n_heads), 128, 0, stream>>>(
-      partial_values, partial_stats, g.n_heads, g.head_dim, split.n_splits, out);
-  return cudaGetLastError();
+  return launch<attention_decode_reduce_kernel>({unsigned(n_tokens * g.n_heads), 128, 0, stream}, partial_values,
+                                                partial_stats, g.n_heads, g.head_dim, split.n_splits, out);
 }
 
 }  // namespace

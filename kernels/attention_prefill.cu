@@ -29,7 +29,7 @@ __global__ void __launch_bounds__(kWarps * 32)
                              const int32_t* __restrict__ slots, int n_tokens, int n_heads, int n_kv_heads,
                              int head_dim, int max_context, float scale, float* __restrict__ out) {
   constexpr int kPerLane = kMaxHeadDim / 32;
-  extern __shared__ float smem[];
+  float* smem = dynamic_shared_memory<float>();
   float* q_tile = smem;
   float* k_tile = q_tile + kTileQ * head_dim;
   float* v_tile = k_tile + kTileK * (head_dim + 1);
@@ -121,17 +121,15 @@ cudaError_t launch_prefill_for(const float* qkv, const float* k_layer, const flo
                                const int32_t* slots, int n_tokens, const AttentionGeometry& g, float* out,
                                cudaStream_t stream) {
   const size_t shared = prefill_shared_bytes(g.head_dim);
-  auto kernel = attention_prefill_kernel<kMaxHeadDim>;
+  constexpr auto kernel = attention_prefill_kernel<kMaxHeadDim>;
   if (shared > 48 * 1024) {
     // Above 48 KB a kernel must opt in to dynamic shared memory (head_dim > 186 only).
     cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(shared));
     if (err != cudaSuccess) return err;
   }
   const dim3 grid(unsigned((n_tokens + kTileQ - 1) / kTileQ), unsigned(g.n_heads));
-  kernel<<<grid, kWarps * 32, shared, stream>>>(qkv, k_layer, v_layer, positions, slots, n_tokens, g.n_heads,
-                                                g.n_kv_heads, g.head_dim, g.max_context,
-                                                1.0f / sqrtf(float(g.head_dim)), out);
-  return cudaGetLastError();
+  return launch<kernel>({grid, kWarps * 32, shared, stream}, qkv, k_layer, v_layer, positions, slots, n_tokens,
+                        g.n_heads, g.n_kv_heads, g.head_dim, g.max_context, 1.0f / sqrtf(float(g.head_dim)), out);
 }
 
 }  // namespace

@@ -3,6 +3,8 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+#include "kernels/launch.cuh"
+
 namespace lowbit::kernels {
 
 constexpr unsigned kFullWarp = 0xffffffffu;
@@ -54,6 +56,17 @@ __device__ __forceinline__ float block_max(float v, float* scratch) {
   total = warp_max(total);
   __syncthreads();
   return total;
+}
+
+// The launch's dynamic shared memory (LaunchShape::shared_bytes), 16-byte aligned.
+template <typename T>
+__device__ __forceinline__ T* dynamic_shared_memory() {
+#if LOWBIT_EMULATED_GPU
+  return static_cast<T*>(::lowbit_emu::dynamic_shared_memory());
+#else
+  extern __shared__ __align__(16) unsigned char lowbit_dynamic_shared[];
+  return reinterpret_cast<T*>(lowbit_dynamic_shared);
+#endif
 }
 
 __device__ __forceinline__ float bf16_bits_to_float(unsigned short bits) {

@@ -4,6 +4,7 @@
 // Host-visible part: plain structs and launch declarations. Device part (nvcc only): the
 // dequantize kernel template every format file instantiates with its own element decoder.
 #pragma once
+#include <array>
 #include <cstdint>
 
 #include <cuda_runtime_api.h>
@@ -27,11 +28,20 @@ struct QuantizedWeightView {
   float int8_threshold = 0.0f;           // LLM.int8 outlier threshold (0 = none)
 };
 
+#if LOWBIT_EMULATED_GPU
+// The emulated device checks at launch that the planes a kernel receives are device memory.
+inline auto emu_device_pointers(const QuantizedWeightView& w) {
+  return std::array<const void*, 6>{w.codes, w.scales, w.scale_codes, w.scales2, w.scales16, w.zeros};
+}
+#endif
+
 }  // namespace lowbit::kernels
 
 #ifdef __CUDACC__
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+
+#include "kernels/launch.cuh"
 
 namespace lowbit::kernels {
 
@@ -53,8 +63,8 @@ cudaError_t launch_dequantize_bf16(const QuantizedWeightView& w, uint16_t* out, 
   const int threads = 256;
   const int64_t wanted = (n + threads - 1) / threads;
   const unsigned blocks = unsigned(wanted < 65535 * 8 ? wanted : 65535 * 8);
-  dequantize_bf16_kernel<Decoder><<<blocks, threads, 0, stream>>>(w, reinterpret_cast<__nv_bfloat16*>(out));
-  return cudaGetLastError();
+  return launch<dequantize_bf16_kernel<Decoder>>({blocks, threads, 0, stream}, w,
+                                                 reinterpret_cast<__nv_bfloat16*>(out));
 }
 
 // IEEE fp16 round trip (round to nearest even, overflow to inf): core/half.h's round_f16.

@@ -49,33 +49,28 @@ __global__ void to_bf16_kernel(const float* __restrict__ x, size_t n, __nv_bfloa
 cudaError_t launch_swiglu(const float* gu, int n_rows, int hidden, float* out, cudaStream_t stream) {
   const size_t n = size_t(n_rows) * size_t(hidden);
   if (n == 0) return cudaSuccess;
-  swiglu_kernel<<<grid_for(n), kThreads, 0, stream>>>(gu, n_rows, hidden, out);
-  return cudaGetLastError();
+  return launch<swiglu_kernel>({grid_for(n), kThreads, 0, stream}, gu, n_rows, hidden, out);
 }
 
 cudaError_t launch_gelu(const float* gu, size_t n, float* out, cudaStream_t stream) {
   if (n == 0) return cudaSuccess;
-  gelu_kernel<<<grid_for(n), kThreads, 0, stream>>>(gu, n, out);
-  return cudaGetLastError();
+  return launch<gelu_kernel>({grid_for(n), kThreads, 0, stream}, gu, n, out);
 }
 
 cudaError_t launch_add(float* x, const float* y, size_t n, cudaStream_t stream) {
   if (n == 0) return cudaSuccess;
-  add_kernel<<<grid_for(n), kThreads, 0, stream>>>(x, y, n);
-  return cudaGetLastError();
+  return launch<add_kernel>({grid_for(n), kThreads, 0, stream}, x, y, n);
 }
 
 cudaError_t launch_add_bias(float* y, const float* bias, int n_rows, int cols, cudaStream_t stream) {
   const size_t n = size_t(n_rows) * size_t(cols);
   if (n == 0) return cudaSuccess;
-  add_bias_kernel<<<grid_for(n), kThreads, 0, stream>>>(y, bias, n_rows, cols);
-  return cudaGetLastError();
+  return launch<add_bias_kernel>({grid_for(n), kThreads, 0, stream}, y, bias, n_rows, cols);
 }
 
 cudaError_t launch_to_bf16(const float* x, size_t n, uint16_t* out, cudaStream_t stream) {
   if (n == 0) return cudaSuccess;
-  to_bf16_kernel<<<grid_for(n), kThreads, 0, stream>>>(x, n, reinterpret_cast<__nv_bfloat16*>(out));
-  return cudaGetLastError();
+  return launch<to_bf16_kernel>({grid_for(n), kThreads, 0, stream}, x, n, reinterpret_cast<__nv_bfloat16*>(out));
 }
 
 }  // namespace lowbit::kernels

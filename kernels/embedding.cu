@@ -28,10 +28,10 @@ cudaError_t launch_embedding(const void* table, bool table_is_bf16, const int32_
   if (n_tokens <= 0) return cudaSuccess;
   const int threads = 256;
   if (table_is_bf16)
-    embedding_kernel<<<n_tokens, threads, 0, stream>>>(static_cast<const unsigned short*>(table), tokens, dim, out);
-  else
-    embedding_kernel<<<n_tokens, threads, 0, stream>>>(static_cast<const float*>(table), tokens, dim, out);
-  return cudaGetLastError();
+    return launch<embedding_kernel<unsigned short>>({n_tokens, threads, 0, stream},
+                                                    static_cast<const unsigned short*>(table), tokens, dim, out);
+  return launch<embedding_kernel<float>>({n_tokens, threads, 0, stream}, static_cast<const float*>(table), tokens,
+                                         dim, out);
 }
 
 }  // namespace lowbit::kernels

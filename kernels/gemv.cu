@@ -107,16 +107,15 @@ cudaError_t launch_gemv(const typename Weights::Element* w, const float* bias, c
   const unsigned threads = kWarpsPerBlock * 32;
   // A few batch capacities instead of 16: each one is a separately compiled kernel.
   if (n_tokens <= 1)
-    gemv_kernel<Weights, 1><<<blocks, threads, 0, stream>>>(w, bias, x, n_tokens, rows, cols, y);
+    return launch<gemv_kernel<Weights, 1>>({blocks, threads, 0, stream}, w, bias, x, n_tokens, rows, cols, y);
   else if (n_tokens <= 2)
-    gemv_kernel<Weights, 2><<<blocks, threads, 0, stream>>>(w, bias, x, n_tokens, rows, cols, y);
+    return launch<gemv_kernel<Weights, 2>>({blocks, threads, 0, stream}, w, bias, x, n_tokens, rows, cols, y);
   else if (n_tokens <= 4)
-    gemv_kernel<Weights, 4><<<blocks, threads, 0, stream>>>(w, bias, x, n_tokens, rows, cols, y);
+    return launch<gemv_kernel<Weights, 4>>({blocks, threads, 0, stream}, w, bias, x, n_tokens, rows, cols, y);
   else if (n_tokens <= 8)
-    gemv_kernel<Weights, 8><<<blocks, threads, 0, stream>>>(w, bias, x, n_tokens, rows, cols, y);
+    return launch<gemv_kernel<Weights, 8>>({blocks, threads, 0, stream}, w, bias, x, n_tokens, rows, cols, y);
   else
-    gemv_kernel<Weights, 16><<<blocks, threads, 0, stream>>>(w, bias, x, n_tokens, rows, cols, y);
-  return cudaGetLastError();
+    return launch<gemv_kernel<Weights, 16>>({blocks, threads, 0, stream}, w, bias, x, n_tokens, rows, cols, y);
 }
 
 }  // namespace

@@ -36,6 +36,12 @@ struct Workspace {
   int* outlier_cols;
 };
 
+#if LOWBIT_EMULATED_GPU
+inline auto emu_device_pointers(const Workspace& ws) {
+  return std::array<const void*, 5>{ws.xq, ws.token_scale, ws.is_outlier, ws.n_outliers, ws.outlier_cols};
+}
+#endif
+
 Workspace carve(void* base, int n_tokens, int cols) {
   auto* p = static_cast<uint8_t*>(base);
   Workspace ws;
@@ -186,16 +192,15 @@ cudaError_t launch_int8_gemv(const QuantizedWeightView& w, const float* bias, co
                              float* y, cudaStream_t stream) {
   const unsigned blocks = unsigned((w.rows + kWarpsPerBlock - 1) / kWarpsPerBlock), threads = kWarpsPerBlock * 32;
   if (n_tokens <= 1)
-    gemv_int8_kernel<1, kLlmInt8><<<blocks, threads, 0, stream>>>(w, bias, x, n_tokens, ws, y);
+    return launch<gemv_int8_kernel<1, kLlmInt8>>({blocks, threads, 0, stream}, w, bias, x, n_tokens, ws, y);
   else if (n_tokens <= 2)
-    gemv_int8_kernel<2, kLlmInt8><<<blocks, threads, 0, stream>>>(w, bias, x, n_tokens, ws, y);
+    return launch<gemv_int8_kernel<2, kLlmInt8>>({blocks, threads, 0, stream}, w, bias, x, n_tokens, ws, y);
   else if (n_tokens <= 4)
-    gemv_int8_kernel<4, kLlmInt8><<<blocks, threads, 0, stream>>>(w, bias, x, n_tokens, ws, y);
+    return launch<gemv_int8_kernel<4, kLlmInt8>>({blocks, threads, 0, stream}, w, bias, x, n_tokens, ws, y);
   else if (n_tokens <= 8)
-    gemv_int8_kernel<8, kLlmInt8><<<blocks, threads, 0, stream>>>(w, bias, x, n_tokens, ws, y);
+    return launch<gemv_int8_kernel<8, kLlmInt8>>({blocks, threads, 0, stream}, w, bias, x, n_tokens, ws, y);
   else
-    gemv_int8_kernel<16, kLlmInt8><<<blocks, threads, 0, stream>>>(w, bias, x, n_tokens, ws, y);
-  return cudaGetLastError();
+    return launch<gemv_int8_kernel<16, kLlmInt8>>({blocks, threads, 0, stream}, w, bias, x, n_tokens, ws, y);
 }
 
 struct Int8Decoder {
@@ -233,8 +238,10 @@ cudaError_t launch_gemv_int8(const QuantizedWeightView& w, const float* bias, co
   if (n_tokens <= 0 || w.rows <= 0) return cudaSuccess;
   if (n_tokens > kMaxGemvTokens) return cudaErrorInvalidValue;
   const Workspace ws = carve(workspace, n_tokens, w.cols);
-  int8_outlier_kernel<<<1, 1024, 0, stream>>>(x, n_tokens, w.cols, w.int8_threshold, ws);
-  int8_quantize_tokens_kernel<<<unsigned(n_tokens), 256, 0, stream>>>(x, w.cols, w.int8_threshold, ws);
+  cudaError_t err = launch<int8_outlier_kernel>({1, 1024, 0, stream}, x, n_tokens, w.cols, w.int8_threshold, ws);
+  if (err != cudaSuccess) return err;
+  err = launch<int8_quantize_tokens_kernel>({unsigned(n_tokens), 256, 0, stream}, x, w.cols, w.int8_threshold, ws);
+  if (err != cudaSuccess) return err;
   return launch_int8_gemv<true>(w, bias, x, n_tokens, ws, y, stream);
 }
 
@@ -243,7 +250,9 @@ cudaError_t launch_gemv_w8a8(const QuantizedWeightView& w, const float* bias, co
   if (n_tokens <= 0 || w.rows <= 0) return cudaSuccess;
   if (n_tokens > kMaxGemvTokens) return cudaErrorInvalidValue;
   const Workspace ws = carve(workspace, n_tokens, w.cols);
-  w8a8_quantize_tokens_kernel<<<unsigned(n_tokens), 256, 0, stream>>>(x, w.cols, ws.xq, ws.token_scale);
+  const cudaError_t err =
+      launch<w8a8_quantize_tokens_kernel>({unsigned(n_tokens), 256, 0, stream}, x, w.cols, ws.xq, ws.token_scale);
+  if (err != cudaSuccess) return err;
   return launch_int8_gemv<false>(w, bias, x, n_tokens, ws, y, stream);
 }
 
@@ -258,8 +267,7 @@ cudaError_t launch_dequantize_w8a8(const QuantizedWeightView& w, uint16_t* out, 
 cudaError_t launch_w8a8_quantize_activations(const float* x, int n_tokens, int cols, int8_t* xq, float* x_scale,
                                              cudaStream_t stream) {
   if (n_tokens <= 0) return cudaSuccess;
-  w8a8_quantize_tokens_kernel<<<unsigned(n_tokens), 256, 0, stream>>>(x, cols, xq, x_scale);
-  return cudaGetLastError();
+  return launch<w8a8_quantize_tokens_kernel>({unsigned(n_tokens), 256, 0, stream}, x, cols, xq, x_scale);
 }
 
 cudaError_t launch_w8a8_rescale(const int32_t* acc, const float* w_scale, const float* x_scale, const float* bias,
@@ -267,9 +275,8 @@ cudaError_t launch_w8a8_rescale(const int32_t* acc, const float* w_scale, const 
   const int64_t n = int64_t(n_tokens) * rows;
   if (n == 0) return cudaSuccess;
   const int64_t wanted = (n + 255) / 256;
-  w8a8_rescale_kernel<<<unsigned(wanted < 65535 * 8 ? wanted : 65535 * 8), 256, 0, stream>>>(acc, w_scale, x_scale,
-                                                                                             bias, n_tokens, rows, y);
-  return cudaGetLastError();
+  return launch<w8a8_rescale_kernel>({unsigned(wanted < 65535 * 8 ? wanted : 65535 * 8), 256, 0, stream}, acc,
+                                     w_scale, x_scale, bias, n_tokens, rows, y);
 }
 
 }  // namespace lowbit::kernels

@@ -109,16 +109,15 @@ cudaError_t launch_gemv_four_bit(const QuantizedWeightView& w, const float* bias
   if (n_tokens > kMaxGemvTokens || w.block_size <= 0) return cudaErrorInvalidValue;
   const unsigned blocks = unsigned((w.rows + kWarpsPerBlock - 1) / kWarpsPerBlock), threads = kWarpsPerBlock * 32;
   if (n_tokens <= 1)
-    gemv_four_bit_kernel<1><<<blocks, threads, 0, stream>>>(w, bias, x, n_tokens, y);
+    return launch<gemv_four_bit_kernel<1>>({blocks, threads, 0, stream}, w, bias, x, n_tokens, y);
   else if (n_tokens <= 2)
-    gemv_four_bit_kernel<2><<<blocks, threads, 0, stream>>>(w, bias, x, n_tokens, y);
+    return launch<gemv_four_bit_kernel<2>>({blocks, threads, 0, stream}, w, bias, x, n_tokens, y);
   else if (n_tokens <= 4)
-    gemv_four_bit_kernel<4><<<blocks, threads, 0, stream>>>(w, bias, x, n_tokens, y);
+    return launch<gemv_four_bit_kernel<4>>({blocks, threads, 0, stream}, w, bias, x, n_tokens, y);
   else if (n_tokens <= 8)
-    gemv_four_bit_kernel<8><<<blocks, threads, 0, stream>>>(w, bias, x, n_tokens, y);
+    return launch<gemv_four_bit_kernel<8>>({blocks, threads, 0, stream}, w, bias, x, n_tokens, y);
   else
-    gemv_four_bit_kernel<16><<<blocks, threads, 0, stream>>>(w, bias, x, n_tokens, y);
-  return cudaGetLastError();
+    return launch<gemv_four_bit_kernel<16>>({blocks, threads, 0, stream}, w, bias, x, n_tokens, y);
 }
 
 cudaError_t launch_dequantize_four_bit(const QuantizedWeightView& w, uint16_t* out, cudaStream_t stream) {

@@ -96,16 +96,15 @@ cudaError_t launch_gemv_w4a16(const QuantizedWeightView& w, const float* bias, c
   if (n_tokens > kMaxGemvTokens || w.group <= 0) return cudaErrorInvalidValue;
   const unsigned blocks = unsigned((w.rows + kWarpsPerBlock - 1) / kWarpsPerBlock), threads = kWarpsPerBlock * 32;
   if (n_tokens <= 1)
-    gemv_w4a16_kernel<1><<<blocks, threads, 0, stream>>>(w, bias, x, n_tokens, y);
+    return launch<gemv_w4a16_kernel<1>>({blocks, threads, 0, stream}, w, bias, x, n_tokens, y);
   else if (n_tokens <= 2)
-    gemv_w4a16_kernel<2><<<blocks, threads, 0, stream>>>(w, bias, x, n_tokens, y);
+    return launch<gemv_w4a16_kernel<2>>({blocks, threads, 0, stream}, w, bias, x, n_tokens, y);
   else if (n_tokens <= 4)
-    gemv_w4a16_kernel<4><<<blocks, threads, 0, stream>>>(w, bias, x, n_tokens, y);
+    return launch<gemv_w4a16_kernel<4>>({blocks, threads, 0, stream}, w, bias, x, n_tokens, y);
   else if (n_tokens <= 8)
-    gemv_w4a16_kernel<8><<<blocks, threads, 0, stream>>>(w, bias, x, n_tokens, y);
+    return launch<gemv_w4a16_kernel<8>>({blocks, threads, 0, stream}, w, bias, x, n_tokens, y);
   else
-    gemv_w4a16_kernel<16><<<blocks, threads, 0, stream>>>(w, bias, x, n_tokens, y);
-  return cudaGetLastError();
+    return launch<gemv_w4a16_kernel<16>>({blocks, threads, 0, stream}, w, bias, x, n_tokens, y);
 }
 
 cudaError_t launch_dequantize_w4a16(const QuantizedWeightView& w, uint16_t* out, cudaStream_t stream) {

@@ -23,9 +23,8 @@ __global__ void kv_store_kernel(const float* __restrict__ qkv, const int32_t* __
 cudaError_t launch_kv_store(const float* qkv, const int32_t* positions, const int32_t* slots, int n_tokens,
                             const AttentionGeometry& g, float* k_layer, float* v_layer, cudaStream_t stream) {
   if (n_tokens <= 0) return cudaSuccess;
-  kv_store_kernel<<<n_tokens, 256, 0, stream>>>(qkv, positions, slots, g.qkv_dim(), g.n_heads * g.head_dim,
-                                                g.kv_dim(), g.max_context, k_layer, v_layer);
-  return cudaGetLastError();
+  return launch<kv_store_kernel>({n_tokens, 256, 0, stream}, qkv, positions, slots, g.qkv_dim(),
+                                 g.n_heads * g.head_dim, g.kv_dim(), g.max_context, k_layer, v_layer);
 }
 
 }  // namespace lowbit::kernels

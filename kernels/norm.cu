@@ -56,8 +56,7 @@ cudaError_t launch_norm(float* x, const float* residual_delta, const float* weig
                         NormKindGpu kind, float eps, int n_rows, int dim, float* out, cudaStream_t stream) {
   if (n_rows <= 0) return cudaSuccess;
   // 256 threads: a 4096-wide row is 16 values per thread; more threads only add reduction cost.
-  norm_kernel<<<n_rows, 256, 0, stream>>>(x, residual_delta, weight, bias, kind, eps, dim, out);
-  return cudaGetLastError();
+  return launch<norm_kernel>({n_rows, 256, 0, stream}, x, residual_delta, weight, bias, kind, eps, dim, out);
 }
 
 }  // namespace lowbit::kernels

@@ -102,9 +102,8 @@ cudaError_t launch_quantize_four_bit(const float* w, int64_t n, int block_size, 
   static const Encoder nf4_encoder = make_encoder(kNf4Table), fp4_encoder = make_encoder(kFp4Table);
   const int64_t n_blocks = (n + block_size - 1) / block_size;
   const unsigned grid = unsigned((n_blocks + kWarpsPerBlock - 1) / kWarpsPerBlock);
-  quantize_four_bit_kernel<<<grid, kWarpsPerBlock * 32, 0, stream>>>(w, n, block_size, nf4 ? nf4_encoder : fp4_encoder,
-                                                                      codes, absmax);
-  return cudaGetLastError();
+  return launch<quantize_four_bit_kernel>({grid, kWarpsPerBlock * 32, 0, stream}, w, n, block_size,
+                                          nf4 ? nf4_encoder : fp4_encoder, codes, absmax);
 }
 
 }  // namespace lowbit::kernels

@@ -34,8 +34,8 @@ cudaError_t launch_rope(float* qkv, const int32_t* positions, const float* inv_f
   if (n_tokens <= 0) return cudaSuccess;
   const int half = head_dim / 2;
   const int threads = half <= 32 ? 32 : (half <= 64 ? 64 : 128);
-  rope_kernel<<<n_tokens, threads, 0, stream>>>(qkv, positions, inv_freq, n_heads + n_kv_heads, head_dim, qkv_dim);
-  return cudaGetLastError();
+  return launch<rope_kernel>({n_tokens, threads, 0, stream}, qkv, positions, inv_freq, n_heads + n_kv_heads, head_dim,
+                             qkv_dim);
 }
 
 }  // namespace lowbit::kernels

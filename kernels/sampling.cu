@@ -267,8 +267,17 @@ __global__ void __launch_bounds__(kThreads)
     sample_kernel(const float* __restrict__ logits, int vocab, const int32_t* __restrict__ history, int n_history,
                   SamplingKernelParams p, float* __restrict__ scores, int32_t* __restrict__ result) {
   __shared__ SharedState sh;
-  for (int i = threadIdx.x; i < vocab; i += blockDim.x) scores[i] = logits[i];
-  __syncthreads();
+  int first_nan = INT32_MAX;
+  for (int i = threadIdx.x; i < vocab; i += blockDim.x) {
+    scores[i] = logits[i];
+    if (isnan(logits[i])) first_nan = min(first_nan, i);
+  }
+  // sampler.cpp refuses NaN logits, naming the first: so does the device (kNanResult - id).
+  first_nan = block_min_int(first_nan, sh);
+  if (first_nan != INT32_MAX) {
+    if (threadIdx.x == 0) *result = kNanResult - first_nan;
+    return;
+  }
   if (p.repetition_penalty != 1.0f) {
     // Every occurrence writes the same value (penalized from the original logit): duplicates
     // in the history are harmless.
@@ -294,7 +303,7 @@ __global__ void __launch_bounds__(kThreads)
   for (int i = threadIdx.x; i < vocab; i += blockDim.x) n_alive += survives(scores[i]) ? 1 : 0;
   n_alive = block_sum_int(n_alive, sh);
   if (n_alive == 0) {
-    if (threadIdx.x == 0) *result = -1;
+    if (threadIdx.x == 0) *result = kAllMinusInfResult;
     return;
   }
   if (p.top_p < 1.0f && n_alive > 1) apply_top_p(scores, vocab, p.top_p, sh);
@@ -310,9 +319,8 @@ size_t sampling_workspace_bytes(int vocab) { return size_t(vocab > 0 ? vocab : 0
 cudaError_t launch_sample(const float* logits, int vocab, const int32_t* history, int n_history,
                           const SamplingKernelParams& params, void* workspace, int32_t* result, cudaStream_t stream) {
   if (vocab <= 0) return cudaErrorInvalidValue;
-  sample_kernel<<<1, kThreads, 0, stream>>>(logits, vocab, history, n_history, params,
-                                            static_cast<float*>(workspace), result);
-  return cudaGetLastError();
+  return launch<sample_kernel>({1, kThreads, 0, stream}, logits, vocab, history, n_history, params,
+                               static_cast<float*>(workspace), result);
 }
 
 }  // namespace lowbit::kernels

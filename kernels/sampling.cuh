@@ -25,7 +25,11 @@ struct SamplingKernelParams {
 // Bytes of device workspace sample needs for a vocabulary of `vocab` tokens.
 size_t sampling_workspace_bytes(int vocab);
 
-// Writes the sampled id to *result (device memory), or -1 when every logit is -inf.
+// What *result holds besides an id: every logit -inf; a NaN logit at id i (kNanResult - i).
+constexpr int32_t kAllMinusInfResult = -1;
+constexpr int32_t kNanResult = -2;
+
+// Writes the sampled id to *result (device memory), or one of the codes above.
 // `history` (n_history ids, device memory) feeds the repetition penalty.
 cudaError_t launch_sample(const float* logits, int vocab, const int32_t* history, int n_history,
                           const SamplingKernelParams& params, void* workspace, int32_t* result, cudaStream_t stream);

@@ -1,10 +1,14 @@
 // Helpers shared by the test binaries: where the test data lives, running the lowbit binary.
 #pragma once
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <vector>
 
 namespace lowbit::test {
 
@@ -29,5 +33,36 @@ struct RunResult {
   int code = -1;
   std::string out, err;
 };
+
+// One argument for /bin/sh, single-quoted.
+inline std::string shell_quote(const std::string& s) {
+  std::string q = "'";
+  for (char c : s) {
+    if (c == '\'')
+      q.append("'\\''");
+    else
+      q.push_back(c);
+  }
+  return q + "'";
+}
+
+// Runs the lowbit binary with `args` (stdin from /dev/null) and `env` ("NAME=value" entries
+// added to the environment of that run only).
+inline RunResult run_lowbit(const std::vector<std::string>& args, const std::vector<std::string>& env = {}) {
+  static int counter = 0;
+  const std::filesystem::path dir =
+      std::filesystem::temp_directory_path() / ("lowbit_run_" + std::to_string(getpid()));
+  std::filesystem::create_directories(dir);
+  const std::filesystem::path out = dir / ("out" + std::to_string(counter)),
+                              err = dir / ("err" + std::to_string(counter++));
+  std::string cmd;
+  for (const auto& e : env) cmd.append(e).push_back(' ');
+  cmd.append(shell_quote(lowbit_bin()));
+  for (const auto& a : args) cmd.append(" ").append(shell_quote(a));
+  cmd.append(" >").append(shell_quote(out.string())).append(" 2>").append(shell_quote(err.string()));
+  cmd.append(" </dev/null");
+  const int status = std::system(cmd.c_str());
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, slurp(out), slurp(err)};
+}
 
 }  // namespace lowbit::test

@@ -38,7 +38,9 @@ std::unique_ptr<Backend> make_backend(const std::string& device, int n_threads, 
   if (device == "cpu") return std::make_unique<CpuBackend>(n_threads, memory_cap_bytes);
   if (device == "cuda" || device == "auto") {
 #if LOWBIT_HAVE_CUDA
-    if (cuda_available()) return make_cuda_backend(0, memory_cap_bytes);
+    // The emulated device (a test build) runs kernels on the CPU, far slower than the CPU
+    // backend: it is used only when asked for by name.
+    if (cuda_available() && !(LOWBIT_EMULATED_GPU && device == "auto")) return make_cuda_backend(0, memory_cap_bytes);
 #endif
     if (device == "auto") return std::make_unique<CpuBackend>(n_threads, memory_cap_bytes);
 #if LOWBIT_HAVE_CUDA

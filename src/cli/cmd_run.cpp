@@ -5,6 +5,7 @@
 #include <spdlog/spdlog.h>
 
 #include "cli/commands.h"
+#include "cli/kernel_stats.h"
 #include "cli/session.h"
 #include "core/error.h"
 #include "generate/generate.h"
@@ -69,7 +70,9 @@ int run(const RunFlags& f) {
     std::fflush(stdout);
   }
   install_sigint_handler();
+  KernelStats kernel_stats(s.model->config().n_layers, s.backend->name());
   GenerationResult r = generate(*s.model, req, [&](int32_t tok) {
+    kernel_stats.on_token();
     std::string piece = stream.push(tok);
     if (!f.json && !piece.empty()) {
       std::fwrite(piece.data(), 1, piece.size(), stdout);
@@ -101,6 +104,7 @@ int run(const RunFlags& f) {
   spdlog::info("prompt {} tokens, first token after {:.1f} ms; generated {} tokens, decode {:.1f} tokens/s; stop: {}",
                r.prompt_tokens, r.prefill_seconds * 1e3, r.tokens.size(), r.decode_tokens_per_second(),
                stop_reason_name(r.stop));
+  kernel_stats.report();
   return r.stop == StopReason::interrupted ? int(ExitCode::interrupted) : 0;
 }
 

@@ -17,7 +17,10 @@ int main(int argc, char** argv) {
   spdlog::set_default_logger(logger);
 
   CLI::App app{"lowbit: run Llama and Falcon models with quantized weights on the CPU or a CUDA GPU"};
-  app.set_version_flag("--version", std::string("lowbit ") + LOWBIT_VERSION + (LOWBIT_HAVE_CUDA ? " (cuda)" : " (cpu only)"));
+  const char* build = LOWBIT_EMULATED_GPU ? " (emulated cuda: --device cuda runs the kernels on the CPU, for tests)"
+                      : LOWBIT_HAVE_CUDA  ? " (cuda)"
+                                          : " (cpu only)";
+  app.set_version_flag("--version", std::string("lowbit ") + LOWBIT_VERSION + build);
   app.require_subcommand(1);
   app.fallthrough();  // -q works before or after the subcommand
   bool quiet = false;
