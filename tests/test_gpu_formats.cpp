@@ -22,6 +22,7 @@
 #include "core/parallel.h"
 #include "formats/format.h"
 #include "generate/generate.h"
+#include "lowbit_config.h"
 #include "model/model.h"
 #include "test_fixtures.h"
 
@@ -164,6 +165,9 @@ TEST_CASE("NF4 / FP4 (and -dq) quantized on the GPU are byte-identical to quanti
   for (Format f : {Format::NF4, Format::FP4, Format::NF4_DQ, Format::FP4_DQ})
     for (int block : {64, 2, 100, 4096})
       for (const auto& s : shapes) {
+        // Blocks of 2 over the 64x4096 weight are 131,072 one-warp blocks: minutes of fiber
+        // switching on the emulated device for nothing the smaller shapes do not cover.
+        if (LOWBIT_EMULATED_GPU && block == 2 && s.rows * s.cols > 100000) continue;
         {
           INFO(format_name(f) << " block " << block << " " << s.rows << "x" << s.cols);
           auto w = random_values(size_t(s.rows) * s.cols, 3 + uint32_t(block), 0.1f);

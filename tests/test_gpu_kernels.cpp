@@ -13,12 +13,14 @@
 #include <limits>
 #include <numeric>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "backend/cpu_backend.h"
 #include "backend/cuda_backend.h"
 #include "core/error.h"
 #include "formats/format.h"
+#include "lowbit_config.h"
 #include "sampler/sampler.h"
 #include "test_fixtures.h"
 
@@ -295,10 +297,13 @@ TEST_CASE("attention: prefill and decode over the KV cache, MHA/GQA/MQA, head_di
   }
 }
 
-TEST_CASE("attention over a 4096-token context (prefill in chunks, then decode)", "[gpu]") {
+TEST_CASE("attention over a long context (prefill in chunks, then decode)", "[gpu]") {
   Backends be;
   const AttentionShape s{2, 1, 64};  // kept small: the CPU oracle is quadratic
-  const int max_context = 4096;
+  // 4096 positions on a GPU. The emulated device switches threads at every shuffle of the
+  // prefill kernel's inner loop, and the cost is quadratic in the context: it runs 1024, which
+  // takes the same paths (two chunks of 512, 8 decode splits of 128 keys).
+  const int max_context = LOWBIT_EMULATED_GPU ? 1024 : 4096;
   auto cpu_cache = be.cpu.alloc_kv_cache(1, 1, max_context, s.kv_dim());
   auto gpu_cache = be.gpu.alloc_kv_cache(1, 1, max_context, s.kv_dim());
   uint32_t seed = 7;
@@ -412,7 +417,9 @@ TEST_CASE("GPU sampling draws the CPU sampler's token for the same (seed, step)"
 
 TEST_CASE("GPU sampling histograms follow sampling_distribution (chi-square)", "[gpu]") {
   Backends be;
-  const int vocab = 24, draws = 6000;
+  // Every draw is a 1024-thread block with dozens of barriers; the emulated device switches
+  // threads at each, so it draws fewer (the bound below holds for any number of draws).
+  const int vocab = 24, draws = LOWBIT_EMULATED_GPU ? 1500 : 6000;
   auto logits = sampler_logits(vocab, 99, 1.0f);
   auto buf = be.gpu.alloc(size_t(vocab), "logits");
   be.gpu.upload(*buf, 0, size_t(vocab), logits.data());
@@ -488,4 +495,92 @@ TEST_CASE("a captured decode step replays with new positions and tokens", "[gpu]
     INFO("step " << step);
     CHECK(be.compare(out, size_t(n) * s.q_dim()) < kFp32Nmse);
   }
+}
+
+// Regressions found by reading the code and kept under the emulated GPU: a replay skips
+// attention()'s bounds checks, so replay() checks the batch itself; growing a workspace drops
+// only the graphs that use it.
+TEST_CASE("replays check positions, and only growing a graph's own workspace drops it", "[gpu]") {
+  Backends be;
+  const AttentionShape s{4, 2, 64};
+  const int dim = 64, max_context = 32;
+  be.gpu.set_rope(rope_frequencies(s.head_dim));
+  auto wv = random_values(size_t(s.qkv_dim()) * dim, 8, 0.1f);
+  auto gpu_w = be.gpu.upload_linear(quantize(Format::BF16, wv.data(), s.qkv_dim(), dim, QuantOptions{}), {});
+  auto cache = be.gpu.alloc_kv_cache(1, 1, max_context, s.kv_dim());
+  auto x = be.gpu.alloc(size_t(dim), "x");
+  auto qkv = be.gpu.alloc(size_t(s.qkv_dim()), "qkv");
+  auto out = be.gpu.alloc(size_t(s.q_dim()), "out");
+  auto step = [&] {
+    be.gpu.matmul(*gpu_w, *x, *qkv);
+    be.gpu.rope(*qkv, s);
+    be.gpu.attention(*qkv, *cache, 0, s, *out);
+  };
+  be.gpu.set_batch(batch_of({0}, {0}));
+  step();
+  be.gpu.begin_recording(&s, 1);
+  step();
+  be.gpu.end_recording();
+  REQUIRE(be.gpu.has_recording(&s, 1));
+  be.gpu.set_batch(batch_of({1}, {0}));
+  be.gpu.replay(&s, 1);
+  // A position past the cache: attention() would refuse it, and so must a replay.
+  be.gpu.set_batch(batch_of({max_context}, {0}));
+  CHECK_THROWS_AS(be.gpu.replay(&s, 1), InputError);
+  be.gpu.set_batch(batch_of({2}, {1}));  // slot 1 of a one-slot cache
+  CHECK_THROWS_AS(be.gpu.replay(&s, 1), InputError);
+  // Sampling over a larger vocabulary grows buffers no graph uses: the recording stays.
+  std::vector<float> logits(100000);
+  for (size_t i = 0; i < logits.size(); ++i) logits[i] = float(i % 97) * 0.01f;
+  auto lb = be.gpu.alloc(logits.size(), "logits");
+  be.gpu.upload(*lb, 0, logits.size(), logits.data());
+  SamplingParams greedy;
+  greedy.temperature = 0;
+  CHECK(be.gpu.sample_on_device(*lb, 0, int(logits.size()), greedy, {}, 0) == 96);
+  CHECK(be.gpu.has_recording(&s, 1));
+  // So does the prefill path's dequantize scratch (a 4-bit weight over 17 tokens).
+  auto q4 = be.gpu.upload_linear(quantize(Format::NF4, wv.data(), s.qkv_dim(), dim, QuantOptions{}), {});
+  be.gpu.set_batch(prompt_batch(17));
+  auto x17 = be.gpu.alloc(size_t(17) * dim, "x17");
+  auto y17 = be.gpu.alloc(size_t(17) * s.qkv_dim(), "y17");
+  be.gpu.matmul(*q4, *x17, *y17);
+  CHECK(be.gpu.has_recording(&s, 1));
+  // The decode attention workspace is the graph's own: growing it past its first 1 MiB (16
+  // tokens in 16 slots of 64 heads of 256) drops the graph.
+  const AttentionShape wide{64, 64, 256};
+  const int n = 16;
+  auto wide_cache = be.gpu.alloc_kv_cache(1, n, max_context, wide.kv_dim());
+  auto wide_qkv = be.gpu.alloc(size_t(n) * wide.qkv_dim(), "qkv");
+  auto wide_out = be.gpu.alloc(size_t(n) * wide.q_dim(), "out");
+  std::vector<int32_t> positions(static_cast<size_t>(n), 0), slots(static_cast<size_t>(n));
+  std::iota(slots.begin(), slots.end(), 0);
+  be.gpu.set_batch(batch_of(positions, slots));
+  be.gpu.attention(*wide_qkv, *wide_cache, 0, wide, *wide_out);
+  CHECK_FALSE(be.gpu.has_recording(&s, 1));
+}
+
+TEST_CASE("GPU sampling refuses NaN logits as the CPU sampler does", "[gpu]") {
+  Backends be;
+  const int vocab = 3000;
+  for (bool all_nan : {false, true})
+    for (float temperature : {0.0f, 0.8f}) {
+      std::vector<float> logits = random_values(size_t(vocab), 4);
+      if (all_nan)
+        std::fill(logits.begin(), logits.end(), std::numeric_limits<float>::quiet_NaN());
+      else
+        logits[1234] = std::numeric_limits<float>::quiet_NaN();
+      auto buf = be.gpu.alloc(size_t(vocab), "logits");
+      be.gpu.upload(*buf, 0, size_t(vocab), logits.data());
+      SamplingParams p;
+      p.temperature = temperature;
+      std::string cpu_error;
+      try {
+        sample_token(logits, p, {}, 0);
+      } catch (const InputError& e) {
+        cpu_error = e.what();
+      }
+      INFO("all NaN " << all_nan << " temperature " << temperature);
+      REQUIRE(!cpu_error.empty());
+      CHECK_THROWS_WITH(be.gpu.sample_on_device(*buf, 0, vocab, p, {}, 0), cpu_error);
+    }
 }

@@ -97,7 +97,7 @@ CudaBackend::CudaBackend(const CudaContextOptions& opts) : ctx_(opts) {
 
 CudaBackend::~CudaBackend() {
   cudaStreamSynchronize(ctx_.stream());
-  for (auto& [key, exec] : graphs_) cudaGraphExecDestroy(exec);
+  for (auto& [key, g] : graphs_) cudaGraphExecDestroy(g.exec);
   for (auto& s : staging_)
     if (s.copied != nullptr) cudaEventDestroy(s.copied);
 }
@@ -201,6 +201,12 @@ void CudaBackend::upload(DeviceBuffer& dst, size_t offset, size_t n, const float
 }
 
 void CudaBackend::set_rope(std::vector<float> inv_freq) {
+  // Several models on one backend (a sweep's reference and the format under test) set the same
+  // frequencies: keep the buffer, which recorded steps point into.
+  if (inv_freq == inv_freq_host_ && inv_freq_.bytes() == inv_freq.size() * sizeof(float)) return;
+  ctx_.synchronize();
+  drop_graphs_using(inv_freq_);
+  inv_freq_host_ = inv_freq;
   inv_freq_ = ctx_.allocate(inv_freq.size() * sizeof(float), "rotary frequencies");
   if (!inv_freq.empty())
     LOWBIT_CUDA_CHECK(cudaMemcpyAsync(inv_freq_.get(), inv_freq.data(), inv_freq_.bytes(), cudaMemcpyHostToDevice,
@@ -208,17 +214,33 @@ void CudaBackend::set_rope(std::vector<float> inv_freq) {
   ctx_.synchronize();
 }
 
-void CudaBackend::invalidate_graphs() {
-  for (auto& [key, exec] : graphs_) cudaGraphExecDestroy(exec);
-  graphs_.clear();
+void CudaBackend::check_batch_in_cache(int n_slots, int max_context) const {
+  for (int t = 0; t < batch_.size(); ++t) {
+    const int slot = batch_.slots[size_t(t)], pos = batch_.positions[size_t(t)];
+    if (slot < 0 || slot >= n_slots || pos < 0 || pos >= max_context)
+      throw InputError(fmt::format("position {} of slot {} is outside the KV cache ({} slots x {} positions)", pos,
+                                   slot, n_slots, max_context));
+  }
+}
+
+void CudaBackend::drop_graphs_using(const DeviceMemory& mem) {
+  for (auto it = graphs_.begin(); it != graphs_.end();) {
+    if (it->second.workspaces.count(&mem) != 0) {
+      cudaGraphExecDestroy(it->second.exec);
+      it = graphs_.erase(it);
+    } else {
+      ++it;
+    }
+  }
 }
 
 float* CudaBackend::ensure_workspace(DeviceMemory& mem, size_t bytes, const char* what) {
+  if (capturing_batch_ > 0) capturing_.workspaces.insert(&mem);
   if (mem.bytes() >= bytes) return mem.as<float>();
   if (capturing_batch_ > 0)
     throw DeviceError(fmt::format("{} must grow while capturing a CUDA graph: run the step eagerly first", what));
-  invalidate_graphs();  // graphs hold the old address
-  ctx_.synchronize();   // the old buffer may still be in use by queued kernels
+  ctx_.synchronize();  // the old buffer may still be in use by queued kernels (replays included)
+  drop_graphs_using(mem);
   mem.release();
   // Round up to 1 MiB so that a slowly growing batch does not reallocate every step.
   const size_t rounded = (bytes + (size_t(1) << 20) - 1) & ~((size_t(1) << 20) - 1);
@@ -449,14 +471,14 @@ void CudaBackend::attention(const DeviceBuffer& qkv, KvCache& cache, int layer, 
   if (s.head_dim > 256 || s.head_dim % 2 != 0 || s.n_kv_heads <= 0 || s.n_heads % s.n_kv_heads != 0)
     throw DeviceError(fmt::format("attention: unsupported shape ({} heads, {} kv heads, head_dim {})", s.n_heads,
                                   s.n_kv_heads, s.head_dim));
-  bool one_slot = true;
-  for (int t = 0; t < n; ++t) {
-    const int slot = batch_.slots[size_t(t)], pos = batch_.positions[size_t(t)];
-    if (slot < 0 || slot >= kv.n_slots() || pos < 0 || pos >= kv.max_context())
-      throw InputError(fmt::format("position {} of slot {} is outside the KV cache ({} slots x {} positions)", pos,
-                                   slot, kv.n_slots(), kv.max_context()));
-    one_slot = one_slot && slot == batch_.slots[0];
+  check_batch_in_cache(kv.n_slots(), kv.max_context());
+  if (capturing_batch_ > 0) {
+    const bool first = capturing_.max_context == 0;
+    capturing_.n_slots = first ? kv.n_slots() : std::min(capturing_.n_slots, kv.n_slots());
+    capturing_.max_context = first ? kv.max_context() : std::min(capturing_.max_context, kv.max_context());
   }
+  bool one_slot = true;
+  for (int t = 0; t < n; ++t) one_slot = one_slot && batch_.slots[size_t(t)] == batch_.slots[0];
   require_floats(qkv, size_t(n) * size_t(s.qkv_dim()), "attention", "qkv");
   require_floats(out, size_t(n) * size_t(s.q_dim()), "attention", "the output");
   kernels::AttentionGeometry g;
@@ -527,7 +549,10 @@ int32_t CudaBackend::sample_on_device(const DeviceBuffer& logits, size_t row, in
   int32_t id = -1;
   LOWBIT_CUDA_CHECK(cudaMemcpyAsync(&id, result, sizeof(int32_t), cudaMemcpyDeviceToHost, ctx_.stream()));
   ctx_.synchronize();
-  if (id < 0) throw InputError("sampler: every logit is -inf");
+  if (id == kernels::kAllMinusInfResult) throw InputError("sampler: every logit is -inf");
+  if (id <= kernels::kNanResult)
+    throw InputError(fmt::format("sampler: logit of token {} is NaN", int64_t(kernels::kNanResult) - id));
+  if (id >= vocab) throw DeviceError(fmt::format("sampling kernel returned token {} of a vocabulary of {}", id, vocab));
   return id;
 }
 
@@ -549,6 +574,9 @@ void CudaBackend::begin_recording(const void* owner, int batch_size) {
   LOWBIT_CUDA_CHECK(cudaStreamBeginCapture(ctx_.stream(), cudaStreamCaptureModeThreadLocal));
   capturing_batch_ = batch_size;
   capturing_owner_ = owner;
+  // Every step reads the batch array and the rotary frequencies.
+  capturing_ = Recording{};
+  capturing_.workspaces = {&batch_device_, &inv_freq_};
 }
 
 void CudaBackend::end_recording() {
@@ -562,12 +590,14 @@ void CudaBackend::end_recording() {
   cudaError_t err = cudaGraphInstantiate(&exec, graph, 0);
   cudaGraphDestroy(graph);
   cuda_check(err, "cudaGraphInstantiate");
+  Recording recording = std::move(capturing_);
+  recording.exec = exec;
   auto it = graphs_.find(key);
   if (it != graphs_.end()) {
-    cudaGraphExecDestroy(it->second);
-    it->second = exec;
+    cudaGraphExecDestroy(it->second.exec);
+    it->second = std::move(recording);
   } else {
-    graphs_.emplace(key, exec);
+    graphs_.emplace(key, std::move(recording));
   }
 }
 
@@ -587,14 +617,16 @@ void CudaBackend::replay(const void* owner, int batch_size) {
   if (batch_.size() != batch_size)
     throw DeviceError(fmt::format("replay: graph for batch size {} but the current batch has {} tokens", batch_size,
                                   batch_.size()));
-  LOWBIT_CUDA_CHECK(cudaGraphLaunch(it->second, ctx_.stream()));
+  // The graph's kv_store writes at these positions without attention()'s checks.
+  if (it->second.max_context > 0) check_batch_in_cache(it->second.n_slots, it->second.max_context);
+  LOWBIT_CUDA_CHECK(cudaGraphLaunch(it->second.exec, ctx_.stream()));
 }
 
 void CudaBackend::drop_recordings(const void* owner) {
   for (auto it = graphs_.begin(); it != graphs_.end();) {
     if (it->first.first == owner) {
       cudaStreamSynchronize(ctx_.stream());  // a launched graph may still be running
-      cudaGraphExecDestroy(it->second);
+      cudaGraphExecDestroy(it->second.exec);
       it = graphs_.erase(it);
     } else {
       ++it;

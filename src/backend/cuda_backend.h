@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <set>
 #include <span>
 #include <string>
 #include <vector>
@@ -102,7 +103,9 @@ class CudaBackend final : public Backend {
   struct StagingSlot;
   void ensure_batch_capacity(int n);
   float* ensure_workspace(DeviceMemory& mem, size_t bytes, const char* what);
-  void invalidate_graphs();
+  // Destroys the graphs whose kernels read or write `mem` (they hold its address).
+  void drop_graphs_using(const DeviceMemory& mem);
+  void check_batch_in_cache(int n_slots, int max_context) const;
   void check(cudaError_t err, const char* what) const;
   // y [n, rows] = W x^T from a bf16 [rows, cols] weight on the device (cuBLAS, fp32 accumulate).
   void gemm_bf16(const void* w_bf16, int rows, int cols, const float* x, int n, float* y);
@@ -120,12 +123,22 @@ class CudaBackend final : public Backend {
   std::vector<StagingSlot> staging_;  // ring of pinned buffers for batch uploads
   size_t next_staging_ = 0;
   DeviceMemory inv_freq_;
+  std::vector<float> inv_freq_host_;
   DeviceMemory attention_workspace_, gemm_input_bf16_, sampling_workspace_, sampling_history_, sampling_result_;
   DeviceMemory quantized_workspace_, dequantized_bf16_;  // GEMV activation scratch; prefill bf16 weight
   using GraphKey = std::pair<const void*, int>;  // (owner, batch size)
-  std::map<GraphKey, cudaGraphExec_t> graphs_;
+  // A recorded decode step: its workspaces (growing one of them drops the graph, which holds the
+  // old address; other buffers may grow freely) and the smallest KV cache its attention used,
+  // which every replay's positions and slots are checked against (the replay skips attention()).
+  struct Recording {
+    cudaGraphExec_t exec = nullptr;
+    std::set<const DeviceMemory*> workspaces;
+    int n_slots = 0, max_context = 0;  // 0: no attention recorded
+  };
+  std::map<GraphKey, Recording> graphs_;
   int capturing_batch_ = 0;  // > 0 between begin_recording and end_recording
   const void* capturing_owner_ = nullptr;
+  Recording capturing_;      // what the capture in progress has touched
 };
 
 std::unique_ptr<Backend> make_cuda_backend(int device_index, size_t memory_cap_bytes = 0);

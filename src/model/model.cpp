@@ -329,10 +329,17 @@ std::vector<int32_t> Model::forward_sample(const TokenBatch& batch, const std::v
 void Model::forward_chunk(const TokenBatch& batch, const std::vector<int>& logit_rows, const LogitsConsumer& consume) {
   Backend& be = backend_;
   const int n = batch.size();
-  // Checked here as well as in the embedding op, which a replayed recording does not re-enter.
+  // Checked here as well as in the embedding and attention ops, which a replayed recording does
+  // not re-enter (a position past the cache would be written out of bounds).
   for (int32_t id : batch.tokens)
     if (id < 0 || id >= config_.vocab_size)
       throw InputError(fmt::format("token id {} is outside the vocabulary (size {})", id, config_.vocab_size));
+  for (int t = 0; t < n; ++t) {
+    const int pos = batch.positions[size_t(t)], slot = batch.slots[size_t(t)];
+    if (pos < 0 || pos >= max_context_ || slot < 0 || slot >= opts_.n_slots)
+      throw InputError(fmt::format("position {} of slot {} is outside the KV cache ({} slots x {} positions)", pos,
+                                   slot, opts_.n_slots, max_context_));
+  }
   const bool recordable = be.can_record() && is_decode_step(batch, logit_rows) && !unrecordable_sizes_.count(n);
   bool done = false;
   if (recordable && be.has_recording(this, n)) {
