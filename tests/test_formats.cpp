@@ -186,9 +186,9 @@ TEST_CASE("NF4/FP4 (+dq) are bit-exact with bitsandbytes", "[formats][bnb]") {
 TEST_CASE("LLM.int8 weights and matmul match bitsandbytes", "[formats][bnb]") {
   const auto& fx = fixtures();
   const json& cases = fx.index()["int8"];
-  REQUIRE(cases.size() >= 16);
+  REQUIRE(cases.size() >= 40);
   ThreadPool pool(2);
-  int with_outliers = 0;
+  int with_outliers = 0, with_bias = 0;
   for (const json& c : cases) {
     const std::string label = c["weight"].get<std::string>() + "/" + c["x"].get<std::string>() + "/t" +
                               std::to_string(c["threshold"].get<double>());
@@ -207,7 +207,9 @@ TEST_CASE("LLM.int8 weights and matmul match bitsandbytes", "[formats][bnb]") {
     const auto x = fx.get<float>(c["input_x"]);
     const auto expected = fx.get<float>(c["out"]);
     std::vector<float> y(size_t(n_tokens * rows));
-    matmul(q, x.data(), n_tokens, y.data(), pool);
+    const std::vector<float> bias = c.contains("bias") ? fx.get<float>(c["bias"]) : std::vector<float>{};
+    with_bias += !bias.empty();
+    matmul(q, x.data(), n_tokens, y.data(), pool, bias.empty() ? nullptr : bias.data());
     // The int8 path is exact up to fp16 rounding of the output; the outlier path adds an fp16
     // matmul whose internal summation order differs from torch's: allow one fp16 ulp there.
     int exact = 0;
@@ -225,6 +227,38 @@ TEST_CASE("LLM.int8 weights and matmul match bitsandbytes", "[formats][bnb]") {
     }
   }
   REQUIRE(with_outliers >= 4);
+  REQUIRE(with_bias >= 12);
+}
+
+// torch evaluates bnb's `127.0 / row_stats` as row_stats.reciprocal() * 127, which rounds twice:
+// a value at exactly half its row's absmax lands on 63.500004 and rounds to 64, where a true
+// division gives 63.5 and rounds to even, 63 (the cases bitsandbytes 0.50.2 was seen to give).
+TEST_CASE("LLM.int8 rounds the .5 ties as torch's reciprocal-then-multiply", "[formats][bnb]") {
+  const float scb = 0.1850586f, half = 0.0925293f;  // fp16 values: 1516 and 758 * 2^-13
+  REQUIRE(round_f16(scb) == scb);
+  REQUIRE(round_f16(half) == half);
+  std::vector<float> w(64, 0.0f);
+  w[0] = scb;
+  w[1] = half;
+  const QuantizedTensor q = quantize(Format::INT8, w.data(), 1, 64, {});
+  const auto* cb = reinterpret_cast<const int8_t*>(q.codes.data());
+  CHECK(q.scales[0] == scb);
+  CHECK(int(cb[0]) == 127);
+  CHECK(int(cb[1]) == 64);  // a division would give 63
+  CHECK(std::nearbyint(half * (127.0f / scb)) == 63.0f);
+
+  // The activation side: x = [scb, half, 0, ...] quantizes to CA = [127, 64]. Against a weight
+  // whose only non-zero is column 1 (CB 127, SCB 1) the output is 64 * 127 * scb * 6.200124e-05.
+  std::vector<float> unit(64, 0.0f);
+  unit[1] = 1.0f;
+  QuantOptions opts;
+  opts.int8_threshold = 0.0f;
+  const QuantizedTensor e1 = quantize(Format::INT8, unit.data(), 1, 64, opts);
+  ThreadPool pool(1);
+  float y = 0.0f;
+  matmul(e1, w.data(), 1, &y, pool);
+  CHECK(y == round_f16(float(64 * 127) * (scb * 1.0f) * 6.200124e-05f));
+  CHECK(y != round_f16(float(63 * 127) * (scb * 1.0f) * 6.200124e-05f));
 }
 
 TEST_CASE("bnb fixture comparisons catch layout mistakes", "[formats][bnb]") {

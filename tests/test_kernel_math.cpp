@@ -238,11 +238,11 @@ TEST_CASE("int8 kernels' dequantizers and epilogues reproduce the CPU format bit
     for (int r = 0; r < rows; ++r)
       for (int c = 0; c < cols; ++c) deq[size_t(r) * cols + c] = llm_int8_weight(cb[size_t(r) * cols + c], q.scales[size_t(r)]);
     check_bits(deq, cpu_dequantized(q));
-    // The weight quantizer rounds as the activation quantizer does: CB = rint(fp16(w) * (127 / SCB)).
+    // The weight quantizer rounds as the activation quantizer does: CB = rint(fp16(w) * fl(fl(1 / SCB) * 127)).
     size_t differing = 0;
     for (int r = 0; r < rows; ++r)
       for (int c = 0; c < cols; ++c)
-        differing += llm_int8_activation(round_f16(w[size_t(r) * cols + c]), 127.0f / q.scales[size_t(r)]) !=
+        differing += llm_int8_activation(round_f16(w[size_t(r) * cols + c]), llm_int8_factor(q.scales[size_t(r)])) !=
                      cb[size_t(r) * cols + c];
     CHECK(differing == 0);
 
@@ -264,7 +264,7 @@ TEST_CASE("int8 kernels' dequantizers and epilogues reproduce the CPU format bit
         const float v = std::fabs(round_f16(xt[c]));
         if (v < opts.int8_threshold) row_stat = std::max(row_stat, v);
       }
-      const float factor = 127.0f / row_stat;
+      const float factor = llm_int8_factor(row_stat);
       std::vector<int8_t> ca(static_cast<size_t>(cols));
       for (int c = 0; c < cols; ++c) {
         const bool outlier = c == 5 || c == 17;

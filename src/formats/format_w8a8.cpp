@@ -49,7 +49,8 @@ void w8a8_dequantize_row(const QuantizedTensor& q, int64_t row, float* out) {
   for (int64_t c = 0; c < q.cols; ++c) out[c] = float(in[c]) * scale;
 }
 
-void w8a8_matmul(const QuantizedTensor& q, const float* x, int64_t n_tokens, float* y, ThreadPool& pool) {
+void w8a8_matmul(const QuantizedTensor& q, const float* x, int64_t n_tokens, const float* bias, float* y,
+                 ThreadPool& pool) {
   const int64_t rows = q.rows, cols = q.cols;
   std::vector<int8_t> xq(size_t(n_tokens * cols));
   std::vector<float> x_scale(static_cast<size_t>(n_tokens));
@@ -65,6 +66,7 @@ void w8a8_matmul(const QuantizedTensor& q, const float* x, int64_t n_tokens, flo
       }
     }
   }, cols * n_tokens);
+  add_bias_after(q, bias, n_tokens, y);
 }
 
 constexpr FormatOps kW8a8Ops{w8a8_quantize, w8a8_dequantize_row, w8a8_matmul};
