@@ -213,7 +213,7 @@ class RecordingCpuBackend final : public Backend {
     REQUIRE(recording_ == nullptr);  // nothing may allocate while recording
     return cpu.alloc(n, what);
   }
-  std::unique_ptr<DeviceLinear> upload_linear(QuantizedTensor w, std::vector<float> bias) override {
+  std::unique_ptr<DeviceLinear> upload_linear(LinearWeight w, std::vector<float> bias) override {
     return cpu.upload_linear(std::move(w), std::move(bias));
   }
   std::unique_ptr<DeviceNorm> upload_norm(std::vector<float> w, std::vector<float> b) override {
