@@ -47,7 +47,7 @@ TEST_CASE("fixture set covers both architectures and every variant", "[model]") 
   std::set<std::string> names;
   for (auto& d : dirs) names.insert(fs::path(d).filename().string());
   for (const char* want : {"llama-gqa-tied", "llama3-rope", "llama-linear-rope-bf16", "falcon-7b-style",
-                           "falcon-40b-style", "falcon-mha-bias"})
+                           "falcon-40b-style", "falcon-mha-bias", "llama-untidy", "falcon-untidy"})
     CHECK(names.count(want) == 1);
 }
 
