@@ -214,6 +214,10 @@ TEST_CASE("int8 rounding: half to even, saturated, NaN to 0", "[kernel_math]") {
   CHECK(round_to_int8(-2.5f) == -2);
   CHECK(round_to_int8(126.5f) == 126);
   CHECK(round_to_int8(127.5f) == 127);
+  // torch's 127 / row_stats is a reciprocal then a multiply: at half the absmax it gives 63.500004.
+  CHECK(llm_int8_factor(0.1850586f) == (1.0f / 0.1850586f) * 127.0f);
+  CHECK(llm_int8_activation(0.0925293f, llm_int8_factor(0.1850586f)) == 64);
+  CHECK(llm_int8_activation(0.0925293f, 127.0f / 0.1850586f) == 63);
   CHECK(round_to_int8(-128.5f) == -128);
   CHECK(round_to_int8(1e9f) == 127);
   CHECK(round_to_int8(-std::numeric_limits<float>::infinity()) == -128);
