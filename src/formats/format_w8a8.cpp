@@ -1,5 +1,8 @@
 // W8A8 int8: int8 weights with one symmetric scale per output channel (static), int8 activations
-// with one scale per token (dynamic), int32 accumulation -- vLLM compressed-tensors' INT8 scheme.
+// with one scale per token (dynamic), int32 accumulation -- vLLM compressed-tensors' INT8 scheme,
+// with the rounding points below as lowbit defines them (tools/format_reference.py implements
+// the same definition independently); vLLM's own kernels round elsewhere (x * (127 / absmax))
+// and are not claimed bit for bit.
 //
 // Weights:  w_scale[r] = absmax(row r) / 127 (fp32); q = saturate_int8(rint(w / w_scale)),
 //           0 for an all-zero row. Dequantized weight = q * w_scale.
