@@ -26,6 +26,13 @@ struct QuantizedWeightView {
   bool nf4 = true;                       // nf4 table (else bnb fp4)
   bool double_quant = false;             // nf4-dq / fp4-dq
   float int8_threshold = 0.0f;           // LLM.int8 outlier threshold (0 = none)
+  // Where the rows land (a layer made of several checkpoint tensors, each quantized on its own):
+  // row r is written to output row out_rows[r] (null: r) of an output whose rows are out_stride
+  // floats apart, y and bias already offset to the part's first row. Honoured by the nf4/fp4 GEMV
+  // and by dequantize_bf16_kernel; the other GEMVs only ever see whole tensors (out_stride = rows;
+  // 0 means rows).
+  int out_stride = 0;
+  const int32_t* out_rows = nullptr;
 };
 
 #if LOWBIT_EMULATED_GPU
@@ -45,14 +52,15 @@ inline auto emu_device_pointers(const QuantizedWeightView& w) {
 
 namespace lowbit::kernels {
 
-// out[r * cols + c] = bf16(Decoder::value(w, r, c)), one thread per element (a grid-stride loop
+// out[out_row(r) * cols + c] = bf16(Decoder::value(w, r, c)), one thread per element (a grid-stride loop
 // over the flat index; 64-bit so that large embeddings/heads cannot overflow).
 template <typename Decoder>
 __global__ void dequantize_bf16_kernel(QuantizedWeightView w, __nv_bfloat16* __restrict__ out) {
   const int64_t n = int64_t(w.rows) * w.cols;
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
     const int r = int(i / w.cols), c = int(i % w.cols);
-    out[i] = __float2bfloat16_rn(Decoder::value(w, r, c));
+    const int out_row = w.out_rows != nullptr ? w.out_rows[r] : r;
+    out[int64_t(out_row) * w.cols + c] = __float2bfloat16_rn(Decoder::value(w, r, c));
   }
 }
 

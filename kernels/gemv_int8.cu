@@ -5,9 +5,10 @@
 //  - INT8 (LLM.int8, format_int8.cpp, same rounding points): a = fp16(x); outlier columns are those
 //    where some token has |a| >= threshold, found by one block that writes them in increasing
 //    order (ballot + prefix count: deterministic); rowStat[t] = max |a| over the ELEMENTS below the
-//    threshold; CA = rint(a * (127 / rowStat)) (0 in outlier columns; NaN -> 0). The GEMV sums
-//    CA . CB in int32, then out = fp16(fl(fl(acc * fl(rowStat * SCB)) * 1/127^2)) and, when there
-//    are outliers, out = fp16(out + sum over outlier columns of a * fp16(CB * SCB / 127)).
+//    threshold; CA = rint(a * fl(fl(1 / rowStat) * 127)) (torch's reciprocal, then a multiply; 0
+//    in outlier columns; NaN -> 0). The GEMV sums CA . CB in int32, then
+//    out = fp16(fl(fl(acc * fl(rowStat * SCB)) * 1/127^2) [+ fp16(bias)]) and, when there are
+//    outliers, out = fp16(out + sum over outlier columns of a * fp16(CB * SCB / 127)).
 //  - W8A8 (format_w8a8.cpp): x_scale = absmax / 127, xq = sat(rint(x / x_scale)) (0 if the scale
 //    is 0); y = acc * (w_scale * x_scale) in fp32.
 // The GEMV: one warp per row; when cols % 16 == 0 each lane loads 16 weight bytes and 16
@@ -96,7 +97,7 @@ __global__ void int8_quantize_tokens_kernel(const float* __restrict__ x, int col
     if (!(threshold > 0.0f && v >= threshold)) absmax = fmaxf(absmax, v);
   }
   absmax = block_max(absmax, scratch);
-  const float factor = 127.0f / absmax;
+  const float factor = llm_int8_factor(absmax);
   if (threadIdx.x == 0) ws.token_scale[t] = absmax;
   for (int c = threadIdx.x; c < cols; c += blockDim.x)
     ws.xq[size_t(t) * cols + c] = ws.is_outlier[c] ? int8_t(0) : llm_int8_activation(round_to_half(xt[c]), factor);
@@ -177,12 +178,15 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
     if (lane == 0 && t < n_tokens) {
       float out;
       if (kLlmInt8) {
-        out = round_to_half(llm_int8_rescale(total, ws.token_scale[t], scale));
+        // Linear8bitLt: the fp16 bias is added to the rescaled sums in fp32, before the fp16 cast.
+        float rescaled = llm_int8_rescale(total, ws.token_scale[t], scale);
+        if (bias != nullptr) rescaled = __fadd_rn(rescaled, round_to_half(b));
+        out = round_to_half(rescaled);
         if (n_outliers > 0) out = round_to_half(__fadd_rn(out, outliers));
       } else {
-        out = w8a8_rescale(total, scale, ws.token_scale[t]);
+        out = w8a8_rescale(total, scale, ws.token_scale[t]) + b;
       }
-      y[size_t(t) * w.rows + row] = out + b;
+      y[size_t(t) * w.rows + row] = out;
     }
   }
 }

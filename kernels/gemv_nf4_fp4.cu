@@ -93,11 +93,14 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
     }
   }
 
-  const float b = bias != nullptr ? bias[row] : 0.0f;
+  // A part of a layer writes into its rows of the layer's output (QuantizedWeightView::out_rows).
+  const int out_row = w.out_rows != nullptr ? w.out_rows[row] : row;
+  const float b = bias != nullptr ? bias[out_row] : 0.0f;
+  const size_t stride = size_t(w.out_stride > 0 ? w.out_stride : w.rows);
 #pragma unroll
   for (int t = 0; t < kTokens; ++t) {
     const float total = warp_sum(acc[t]);
-    if (lane == 0 && t < n_tokens) y[size_t(t) * w.rows + row] = total + b;
+    if (lane == 0 && t < n_tokens) y[size_t(t) * stride + out_row] = total + b;
   }
 }
 

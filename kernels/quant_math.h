@@ -86,7 +86,17 @@ LOWBIT_HD int8_t round_to_int8(float v) {
 }
 // LLM.int8 dequantized weight (int8_vectorwise_dequant): fl(fl(CB * SCB) * 1/127).
 LOWBIT_HD float llm_int8_weight(int8_t cb, float scb) { return mul_rn(mul_rn(float(cb), scb), kInv127); }
-// LLM.int8 activation code: rint(fp16(x) * (127 / rowStat)); factor = 127 / rowStat.
+// LLM.int8's per-row factor, bnb's `127.0 / row_stats` as torch evaluates it:
+// row_stats.reciprocal() * 127, i.e. fl(fl(1 / rowStat) * 127) -- not a true division (the two
+// differ at the .5 ties, e.g. x = 0.0925293 with rowStat = 0.1850586: 64, a division gives 63).
+LOWBIT_HD float llm_int8_factor(float row_stat) {
+#ifdef __CUDA_ARCH__
+  return __fmul_rn(__frcp_rn(row_stat), 127.0f);
+#else
+  return mul_rn(1.0f / row_stat, 127.0f);
+#endif
+}
+// LLM.int8 activation code: rint(fp16(x) * factor), factor = llm_int8_factor(rowStat).
 LOWBIT_HD int8_t llm_int8_activation(float x16, float factor) { return round_to_int8(mul_rn(x16, factor)); }
 // LLM.int8 int32 sum -> fl(fl(acc * fl(rowStat * SCB)) * 1/127^2), before the fp16 rounding.
 LOWBIT_HD float llm_int8_rescale(int32_t acc, float row_stat, float scb) {

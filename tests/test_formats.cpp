@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "backend/cpu_backend.h"
 #include "core/error.h"
 #include "core/half.h"
 #include "formats/format.h"
@@ -186,9 +187,9 @@ TEST_CASE("NF4/FP4 (+dq) are bit-exact with bitsandbytes", "[formats][bnb]") {
 TEST_CASE("LLM.int8 weights and matmul match bitsandbytes", "[formats][bnb]") {
   const auto& fx = fixtures();
   const json& cases = fx.index()["int8"];
-  REQUIRE(cases.size() >= 16);
+  REQUIRE(cases.size() >= 40);
   ThreadPool pool(2);
-  int with_outliers = 0;
+  int with_outliers = 0, with_bias = 0;
   for (const json& c : cases) {
     const std::string label = c["weight"].get<std::string>() + "/" + c["x"].get<std::string>() + "/t" +
                               std::to_string(c["threshold"].get<double>());
@@ -207,7 +208,9 @@ TEST_CASE("LLM.int8 weights and matmul match bitsandbytes", "[formats][bnb]") {
     const auto x = fx.get<float>(c["input_x"]);
     const auto expected = fx.get<float>(c["out"]);
     std::vector<float> y(size_t(n_tokens * rows));
-    matmul(q, x.data(), n_tokens, y.data(), pool);
+    const std::vector<float> bias = c.contains("bias") ? fx.get<float>(c["bias"]) : std::vector<float>{};
+    with_bias += !bias.empty();
+    matmul(q, x.data(), n_tokens, y.data(), pool, bias.empty() ? nullptr : bias.data());
     // The int8 path is exact up to fp16 rounding of the output; the outlier path adds an fp16
     // matmul whose internal summation order differs from torch's: allow one fp16 ulp there.
     int exact = 0;
@@ -225,6 +228,38 @@ TEST_CASE("LLM.int8 weights and matmul match bitsandbytes", "[formats][bnb]") {
     }
   }
   REQUIRE(with_outliers >= 4);
+  REQUIRE(with_bias >= 12);
+}
+
+// torch evaluates bnb's `127.0 / row_stats` as row_stats.reciprocal() * 127, which rounds twice:
+// a value at exactly half its row's absmax lands on 63.500004 and rounds to 64, where a true
+// division gives 63.5 and rounds to even, 63 (the cases bitsandbytes 0.50.2 was seen to give).
+TEST_CASE("LLM.int8 rounds the .5 ties as torch's reciprocal-then-multiply", "[formats][bnb]") {
+  const float scb = 0.1850586f, half = 0.0925293f;  // fp16 values: 1516 and 758 * 2^-13
+  REQUIRE(round_f16(scb) == scb);
+  REQUIRE(round_f16(half) == half);
+  std::vector<float> w(64, 0.0f);
+  w[0] = scb;
+  w[1] = half;
+  const QuantizedTensor q = quantize(Format::INT8, w.data(), 1, 64, {});
+  const auto* cb = reinterpret_cast<const int8_t*>(q.codes.data());
+  CHECK(q.scales[0] == scb);
+  CHECK(int(cb[0]) == 127);
+  CHECK(int(cb[1]) == 64);  // a division would give 63
+  CHECK(std::nearbyint(half * (127.0f / scb)) == 63.0f);
+
+  // The activation side: x = [scb, half, 0, ...] quantizes to CA = [127, 64]. Against a weight
+  // whose only non-zero is column 1 (CB 127, SCB 1) the output is 64 * 127 * scb * 6.200124e-05.
+  std::vector<float> unit(64, 0.0f);
+  unit[1] = 1.0f;
+  QuantOptions opts;
+  opts.int8_threshold = 0.0f;
+  const QuantizedTensor e1 = quantize(Format::INT8, unit.data(), 1, 64, opts);
+  ThreadPool pool(1);
+  float y = 0.0f;
+  matmul(e1, w.data(), 1, &y, pool);
+  CHECK(y == round_f16(float(64 * 127) * (scb * 1.0f) * 6.200124e-05f));
+  CHECK(y != round_f16(float(63 * 127) * (scb * 1.0f) * 6.200124e-05f));
 }
 
 TEST_CASE("bnb fixture comparisons catch layout mistakes", "[formats][bnb]") {
@@ -429,4 +464,145 @@ TEST_CASE("LLM.int8 outlier columns use the dequantized int8 weights", "[formats
   matmul(q_plain, x.data(), 1, y_plain.data(), pool);
   // With decomposition the other columns keep their resolution; without, the absmax 40 crushes them.
   REQUIRE(nmse(y, ref) < nmse(y_plain, ref) / 10);
+}
+
+// transformers + bitsandbytes quantize each nn.Linear weight on its own. A layer lowbit runs as
+// one matmul (q|k|v, gate|up, Falcon's reordered QKV) keeps each checkpoint tensor as a part:
+// the blockwise 4-bit formats keep the parts (their blocks, absmax, -dq offset and groups of 256
+// are the tensor's own); the row-wise formats are stacked, which moves whole quantized rows and
+// is exactly quantizing the stacked rows.
+TEST_CASE("quantize_parts quantizes each checkpoint tensor on its own", "[formats]") {
+  const int64_t cols = 72;  // 5 x 72 = 360 values: 5.625 blocks of 64
+  const std::vector<int64_t> part_rows = {5, 3, 4};
+  std::vector<std::vector<float>> values;
+  for (size_t p = 0; p < part_rows.size(); ++p) values.push_back(random_values(size_t(part_rows[p] * cols), 40 + uint32_t(p), 0.05f));
+  const std::vector<int32_t> order = {2, 0, 1};  // the middle part's rows, placed after quantization
+  std::vector<HostWeightPart> parts;
+  for (size_t p = 0; p < part_rows.size(); ++p)
+    parts.push_back({values[p].data(), part_rows[p], p == 1 ? order : std::vector<int32_t>{}});
+  // The rows in output order, as one fp32 tensor.
+  std::vector<float> stacked(size_t(12 * cols));
+  const std::vector<int64_t> dst_of_part_row = {0, 1, 2, 3, 4, 5 + 2, 5 + 0, 5 + 1, 8, 9, 10, 11};
+  for (int64_t r = 0, p = 0, first = 0; r < 12; ++r) {
+    if (r - first == part_rows[size_t(p)]) first += part_rows[size_t(p++)];
+    std::copy_n(values[size_t(p)].begin() + (r - first) * cols, cols, stacked.begin() + dst_of_part_row[size_t(r)] * cols);
+  }
+  for (Format f : all_formats()) {
+    INFO(format_name(f));
+    const LinearWeight w = quantize_parts(f, parts, cols, {});
+    REQUIRE(w.rows() == 12);
+    REQUIRE(w.cols() == cols);
+    CHECK(output_rows(w).size() == 12);
+    const QuantizedTensor whole = quantize(f, stacked.data(), 12, cols, {});
+    if (quantizes_rows_independently(f)) {
+      REQUIRE(w.is_single());
+      const QuantizedTensor& t = w.parts.front().tensor;
+      CHECK(t.codes == whole.codes);
+      CHECK(t.scales == whole.scales);
+      CHECK(t.scales16 == whole.scales16);
+      CHECK(t.zeros == whole.zeros);
+      CHECK(weight_bytes(w) == weight_bytes(whole));
+    } else {
+      REQUIRE(w.parts.size() == 3);
+      CHECK(output_rows(w) == dst_of_part_row);
+      for (size_t p = 0; p < 3; ++p) {
+        const QuantizedTensor alone = quantize(f, values[p].data(), part_rows[p], cols, {});
+        const QuantizedTensor& t = w.parts[p].tensor;
+        CHECK(t.codes == alone.codes);
+        CHECK(t.scales == alone.scales);
+        CHECK(t.scale_codes == alone.scale_codes);
+        CHECK(t.scales2 == alone.scales2);
+        CHECK(std::memcmp(&t.offset, &alone.offset, sizeof(float)) == 0);
+      }
+      // Fusing first would have changed the values: blocks straddle the parts.
+      std::vector<float> fused(size_t(whole.rows * whole.cols)), own(fused.size());
+      std::vector<float> row(static_cast<size_t>(cols));
+      dequantize(whole, fused.data());
+      const auto dst = output_rows(w);
+      for (size_t p = 0, r = 0; p < 3; ++p)
+        for (int64_t pr = 0; pr < part_rows[p]; ++pr, ++r) {
+          dequantize_row(w.parts[p].tensor, pr, row.data());
+          std::copy(row.begin(), row.end(), own.begin() + dst[r] * cols);
+        }
+      CHECK(first_value_difference(fused, own) != -1);
+      CHECK_THROWS_AS(stack_rows(w), InputError);
+    }
+  }
+  // Parts that cannot make one layer.
+  std::vector<WeightPart> mixed;
+  mixed.push_back({quantize(Format::NF4, values[0].data(), 5, cols, {}), {}});
+  mixed.push_back({quantize(Format::NF4, values[1].data(), 3, cols - 8, {}), {}});
+  CHECK_THROWS_AS(LinearWeight(std::move(mixed)), InputError);
+  std::vector<WeightPart> bad_order;
+  bad_order.push_back({quantize(Format::NF4, values[1].data(), 3, cols, {}), {0, 0, 1}});
+  CHECK_THROWS_AS(LinearWeight(std::move(bad_order)), InputError);
+  CHECK_THROWS_AS(LinearWeight(std::vector<WeightPart>{}), InputError);
+}
+
+// The CPU backend multiplies each part into its output rows, with its bias entries: bit for bit
+// the part's own matmul, scattered (one token and several, every format).
+TEST_CASE("a layer of parts multiplies each part into its output rows", "[formats]") {
+  const int64_t cols = 72;
+  const std::vector<int64_t> part_rows = {5, 3, 4};
+  std::vector<std::vector<float>> values;
+  for (size_t p = 0; p < part_rows.size(); ++p) values.push_back(random_values(size_t(part_rows[p] * cols), 50 + uint32_t(p), 0.05f));
+  const std::vector<int32_t> order = {1, 2, 0};
+  std::vector<HostWeightPart> parts;
+  for (size_t p = 0; p < part_rows.size(); ++p)
+    parts.push_back({values[p].data(), part_rows[p], p == 1 ? order : std::vector<int32_t>{}});
+  const auto bias = random_values(12, 59, 0.1f);
+  ThreadPool pool(2);
+  for (Format f : all_formats()) {
+    const LinearWeight w = quantize_parts(f, parts, cols, {});
+    const auto dst = output_rows(w);
+    for (int n : {1, 3}) {
+      INFO(format_name(f) << " tokens " << n);
+      CpuBackend backend(2);
+      auto linear = backend.upload_quantizing(f, parts, cols, {}, bias);
+      auto x = random_values(size_t(n * cols), 60 + uint32_t(n));
+      x[5] = 9.0f;  // an LLM.int8 outlier column
+      auto xb = backend.alloc(x.size(), "x");
+      auto yb = backend.alloc(size_t(n * 12), "y");
+      // x reaches the backend as the rows of an f32 "embedding" table looked up by tokens 0..n-1.
+      TokenBatch batch;
+      for (int t = 0; t < n; ++t) {
+        batch.tokens.push_back(t);
+        batch.positions.push_back(t);
+        batch.slots.push_back(0);
+      }
+      backend.set_batch(batch);
+      auto table = backend.upload_linear(quantize(Format::F32, x.data(), n, cols, {}), {});
+      backend.embed(*table, *xb);
+      std::vector<float> got(size_t(n * 12)), want(got.size());
+      // Expected: each part's matmul with its bias entries, scattered to its output rows.
+      size_t r = 0;
+      for (const WeightPart& p : w.parts) {
+        std::vector<float> part_bias, part_y(size_t(n) * size_t(p.tensor.rows));
+        for (int64_t pr = 0; pr < p.tensor.rows; ++pr) part_bias.push_back(bias[size_t(dst[r + size_t(pr)])]);
+        matmul(p.tensor, x.data(), n, part_y.data(), pool, part_bias.data());
+        for (int t = 0; t < n; ++t)
+          for (int64_t pr = 0; pr < p.tensor.rows; ++pr)
+            want[size_t(t) * 12 + size_t(dst[r + size_t(pr)])] = part_y[size_t(t) * size_t(p.tensor.rows) + size_t(pr)];
+        r += size_t(p.tensor.rows);
+      }
+      backend.matmul(*linear, *xb, *yb);
+      backend.download(*yb, 0, got.size(), got.data());
+      REQUIRE(std::memcmp(got.data(), want.data(), got.size() * sizeof(float)) == 0);
+    }
+  }
+}
+
+// bitsandbytes takes the -dq offset as torch's absmax.mean(); torch's CPU reduction of more than
+// 32,768 values splits across its threads, so the last bit of the offset depends on the thread
+// count (tools/measure_dq_offset.py). lowbit matches single-threaded torch (the one order that
+// does not depend on the machine): here 262,144 blocks, as a 4096 x 4096 weight has, whose absmax
+// values are a fixed integer sequence, pinned to torch 2.15's single-threaded mean 0x3f000099
+// (2 threads give 0x3f000098, one ulp below).
+TEST_CASE("double-quant offset of 262,144 blocks is single-threaded torch's mean", "[formats][bnb]") {
+  const int64_t blocks = 262144, block = 64;
+  std::vector<float> w(size_t(blocks * block), 0.0f);
+  for (int64_t b = 0; b < blocks; ++b)
+    w[size_t(b * block)] = float(((uint64_t(b) * 2654435761ULL) % 1000003ULL) + 1) / 1e6f;
+  const QuantizedTensor q = quantize(Format::NF4_DQ, w.data(), 4096, 4096, {});
+  CHECK(bits(q.offset) == 0x3f000099u);
 }

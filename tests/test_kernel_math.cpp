@@ -214,6 +214,10 @@ TEST_CASE("int8 rounding: half to even, saturated, NaN to 0", "[kernel_math]") {
   CHECK(round_to_int8(-2.5f) == -2);
   CHECK(round_to_int8(126.5f) == 126);
   CHECK(round_to_int8(127.5f) == 127);
+  // torch's 127 / row_stats is a reciprocal then a multiply: at half the absmax it gives 63.500004.
+  CHECK(llm_int8_factor(0.1850586f) == (1.0f / 0.1850586f) * 127.0f);
+  CHECK(llm_int8_activation(0.0925293f, llm_int8_factor(0.1850586f)) == 64);
+  CHECK(llm_int8_activation(0.0925293f, 127.0f / 0.1850586f) == 63);
   CHECK(round_to_int8(-128.5f) == -128);
   CHECK(round_to_int8(1e9f) == 127);
   CHECK(round_to_int8(-std::numeric_limits<float>::infinity()) == -128);
@@ -238,11 +242,11 @@ TEST_CASE("int8 kernels' dequantizers and epilogues reproduce the CPU format bit
     for (int r = 0; r < rows; ++r)
       for (int c = 0; c < cols; ++c) deq[size_t(r) * cols + c] = llm_int8_weight(cb[size_t(r) * cols + c], q.scales[size_t(r)]);
     check_bits(deq, cpu_dequantized(q));
-    // The weight quantizer rounds as the activation quantizer does: CB = rint(fp16(w) * (127 / SCB)).
+    // The weight quantizer rounds as the activation quantizer does: CB = rint(fp16(w) * fl(fl(1 / SCB) * 127)).
     size_t differing = 0;
     for (int r = 0; r < rows; ++r)
       for (int c = 0; c < cols; ++c)
-        differing += llm_int8_activation(round_f16(w[size_t(r) * cols + c]), 127.0f / q.scales[size_t(r)]) !=
+        differing += llm_int8_activation(round_f16(w[size_t(r) * cols + c]), llm_int8_factor(q.scales[size_t(r)])) !=
                      cb[size_t(r) * cols + c];
     CHECK(differing == 0);
 
@@ -264,7 +268,7 @@ TEST_CASE("int8 kernels' dequantizers and epilogues reproduce the CPU format bit
         const float v = std::fabs(round_f16(xt[c]));
         if (v < opts.int8_threshold) row_stat = std::max(row_stat, v);
       }
-      const float factor = 127.0f / row_stat;
+      const float factor = llm_int8_factor(row_stat);
       std::vector<int8_t> ca(static_cast<size_t>(cols));
       for (int c = 0; c < cols; ++c) {
         const bool outlier = c == 5 || c == 17;

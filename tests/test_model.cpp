@@ -47,7 +47,7 @@ TEST_CASE("fixture set covers both architectures and every variant", "[model]") 
   std::set<std::string> names;
   for (auto& d : dirs) names.insert(fs::path(d).filename().string());
   for (const char* want : {"llama-gqa-tied", "llama3-rope", "llama-linear-rope-bf16", "falcon-7b-style",
-                           "falcon-40b-style", "falcon-mha-bias"})
+                           "falcon-40b-style", "falcon-mha-bias", "llama-untidy", "falcon-untidy"})
     CHECK(names.count(want) == 1);
 }
 
@@ -213,7 +213,7 @@ class RecordingCpuBackend final : public Backend {
     REQUIRE(recording_ == nullptr);  // nothing may allocate while recording
     return cpu.alloc(n, what);
   }
-  std::unique_ptr<DeviceLinear> upload_linear(QuantizedTensor w, std::vector<float> bias) override {
+  std::unique_ptr<DeviceLinear> upload_linear(LinearWeight w, std::vector<float> bias) override {
     return cpu.upload_linear(std::move(w), std::move(bias));
   }
   std::unique_ptr<DeviceNorm> upload_norm(std::vector<float> w, std::vector<float> b) override {

@@ -156,6 +156,72 @@ def make_int8(c):
     return entries
 
 
+def bnb_int8_matmul(x, CB, SCB, threshold, bias=None):
+    """Linear8bitLt's forward in an fp16 model: fp16 activations (and fp16 bias), fp16 output."""
+    state = MatmulLtState()
+    state.is_training = False
+    state.has_fp16_weights = False
+    state.CB = CB
+    state.SCB = SCB
+    state.threshold = threshold
+    with torch.no_grad():
+        out = bnb.matmul(x.to(torch.float16), CB, state=state, threshold=threshold,
+                         bias=None if bias is None else bias.to(torch.float16))
+    assert out.dtype == torch.float16
+    return out
+
+
+def make_int8_ties(c):
+    """LLM.int8 cases where torch's `127.0 / row_stats` (a reciprocal, then a multiply) and a true
+    division round differently: values at half their row's absmax land on .5 and go up. Drawn with
+    their own generator, so the older cases above keep their bytes. Some carry a bias."""
+    g = torch.Generator().manual_seed(4321)
+    entries = []
+    tie_row = torch.zeros(128)
+    tie_row[0], tie_row[1] = 0.1850586, 0.0925293  # SCB 0.1850586: 63.5 -> 64 (a division: 63)
+    w_ties = torch.randn(6, 128, generator=g) * 0.02
+    w_ties[0] = tie_row
+    w_ties[3, 7], w_ties[3, 8] = 0.5, 0.25  # another exact half of the absmax
+    weights = {
+        "w_ties": w_ties,
+        "w_gauss_256x512": torch.randn(256, 512, generator=g),
+        "w_student2_64x1000": torch.distributions.StudentT(torch.tensor(2.0)).sample((64, 1000)).float(),
+    }
+    for wname, w in weights.items():
+        w16 = w.to(torch.float16)
+        CB, SCB, _ = F.int8_vectorwise_quant(w16.clone())
+        c.add(f"int8/{wname}/input", np32(w))
+        c.add(f"int8/{wname}/CB", CB.numpy())
+        c.add(f"int8/{wname}/SCB", np32(SCB))
+        rows, cols = w.shape
+        bias = (torch.randn(rows, generator=g) * 0.3).to(torch.float16).float()
+        bias[0] = 0.0003  # below fp16's normal range: rounds to a subnormal step
+        c.add(f"int8/{wname}/bias", np32(bias))
+        xs = {"x_plain": (torch.randn(3, cols, generator=g)).clamp(-5.5, 5.5)}
+        x_ties = torch.zeros(2, cols)
+        x_ties[0, 0], x_ties[0, 1] = 0.1850586, 0.0925293  # CA [127, 64] (a division: 63)
+        x_ties[1] = torch.randn(cols, generator=g).clamp(-5.5, 5.5)
+        x_ties[1, 2] = 9.0  # an outlier column, and a row whose absmax excludes it
+        xs["x_ties"] = x_ties
+        for xname, x in xs.items():
+            c.add(f"int8/{wname}/{xname}/input", np32(x))
+            for threshold in (0.0, 6.0):
+                for with_bias in (False, True):
+                    out = bnb_int8_matmul(x, CB, SCB, threshold, bias if with_bias else None)
+                    key = f"int8/{wname}/{xname}/t{threshold:g}" + ("/bias" if with_bias else "")
+                    entry = {
+                        "weight": wname, "x": xname, "threshold": threshold, "rows": rows, "cols": cols,
+                        "n_tokens": x.shape[0],
+                        "input_w": f"int8/{wname}/input", "CB": f"int8/{wname}/CB", "SCB": f"int8/{wname}/SCB",
+                        "input_x": f"int8/{wname}/{xname}/input",
+                        "out": c.add(f"{key}/out", np32(out)),
+                    }
+                    if with_bias:
+                        entry["bias"] = f"int8/{wname}/bias"
+                    entries.append(entry)
+    return entries
+
+
 def main():
     torch.manual_seed(0)
     c = Container()
@@ -166,6 +232,7 @@ def main():
         "four_bit": make_four_bit(c),
         "int8": make_int8(c),
     }
+    index["int8"] += make_int8_ties(c)
     index["arrays"] = c.index
     os.makedirs(OUT_DIR, exist_ok=True)
     with open(os.path.join(OUT_DIR, "arrays.bin"), "wb") as f:

@@ -13,9 +13,10 @@
 
 namespace lowbit {
 
-std::unique_ptr<DeviceLinear> Backend::upload_quantizing(Format f, const float* w, int64_t rows, int64_t cols,
-                                                         const QuantOptions& opts, std::vector<float> bias) {
-  return upload_linear(quantize(f, w, rows, cols, opts), std::move(bias));
+std::unique_ptr<DeviceLinear> Backend::upload_quantizing(Format f, const std::vector<HostWeightPart>& parts,
+                                                         int64_t cols, const QuantOptions& opts,
+                                                         std::vector<float> bias) {
+  return upload_linear(quantize_parts(f, parts, cols, opts), std::move(bias));
 }
 
 void Backend::begin_recording(const void*, int) {

@@ -30,7 +30,8 @@ class DeviceBuffer {
 };
 
 // A weight matrix (rows = out_features, cols = in_features) resident on the backend, in its
-// quantized format, with an optional fp32 bias of `rows` values.
+// quantized format, with an optional fp32 bias of `rows` values. It may be several checkpoint
+// tensors, each quantized on its own (LinearWeight, formats/format.h); a matmul computes them all.
 class DeviceLinear {
  public:
   virtual ~DeviceLinear() = default;
@@ -94,12 +95,15 @@ class Backend {
   // --- memory ---------------------------------------------------------------------------
   // `what` names the allocation in an out-of-memory error.
   virtual std::unique_ptr<DeviceBuffer> alloc(size_t n_floats, const std::string& what) = 0;
-  virtual std::unique_ptr<DeviceLinear> upload_linear(QuantizedTensor w, std::vector<float> bias) = 0;
-  // Quantizes host fp32 weights [rows, cols] to `f` and uploads them, with exactly quantize()'s
-  // bytes. Default: upload_linear(quantize(...)); a backend may quantize on its device instead
-  // (CUDA: the 4-bit formats), so loading is bound by reading the file, not by quantizing.
-  virtual std::unique_ptr<DeviceLinear> upload_quantizing(Format f, const float* w, int64_t rows, int64_t cols,
-                                                          const QuantOptions& opts, std::vector<float> bias);
+  // bias: empty or w.rows() values in output row order.
+  virtual std::unique_ptr<DeviceLinear> upload_linear(LinearWeight w, std::vector<float> bias) = 0;
+  // Quantizes host fp32 checkpoint tensors (each [rows_i, cols], stacked as parts) to `f` and
+  // uploads them, with exactly quantize_parts()'s bytes. Default: upload_linear(quantize_parts(...));
+  // a backend may quantize on its device instead (CUDA: the 4-bit formats), so loading is bound
+  // by reading the file, not by quantizing.
+  virtual std::unique_ptr<DeviceLinear> upload_quantizing(Format f, const std::vector<HostWeightPart>& parts,
+                                                          int64_t cols, const QuantOptions& opts,
+                                                          std::vector<float> bias);
   virtual std::unique_ptr<DeviceNorm> upload_norm(std::vector<float> weight, std::vector<float> bias) = 0;
   virtual std::unique_ptr<KvCache> alloc_kv_cache(int n_layers, int n_slots, int max_context, int kv_dim) = 0;
   virtual void download(const DeviceBuffer& src, size_t offset, size_t n, float* dst) = 0;
@@ -121,7 +125,8 @@ class Backend {
   virtual void gather_rows(const DeviceBuffer& src, const std::vector<int>& rows, int dim, DeviceBuffer& dst) = 0;
   // x += y over n*dim values.
   virtual void add(DeviceBuffer& x, const DeviceBuffer& y, int dim) = 0;
-  // y[t, :] = W x[t, :] + bias, with the weight's format arithmetic.
+  // y[t, :] = W x[t, :] + bias, with the weight's format arithmetic (bias where the format's
+  // reference adds it: formats/format.h's matmul), every part of W into its output rows.
   virtual void matmul(const DeviceLinear& w, const DeviceBuffer& x, DeviceBuffer& y) = 0;
   // Rotates the q and k parts of each qkv row [q heads | k heads | v heads] by the token's
   // position (half rotation: pairs (i, i + head_dim/2)).

@@ -22,16 +22,24 @@ class CpuBuffer final : public DeviceBuffer {
   std::vector<float> data;
 };
 
+// A row-wise format's parts are stacked into one tensor on upload (exact); the blockwise 4-bit
+// formats keep their parts, each multiplied on its own and scattered into its output rows.
 class CpuLinear final : public DeviceLinear {
  public:
-  CpuLinear(QuantizedTensor w, std::vector<float> b, MemoryBudget& budget)
-      : DeviceLinear(w.rows, w.cols, w.format, weight_bytes(w) + b.size() * sizeof(float)),
-        charge(budget, bytes(), fmt::format("a [{} x {}] {} weight", w.rows, w.cols, format_name(w.format))),
+  CpuLinear(LinearWeight w, std::vector<float> b, MemoryBudget& budget)
+      : DeviceLinear(w.rows(), w.cols(), w.format(), weight_bytes(w) + b.size() * sizeof(float)),
+        charge(budget, bytes(), fmt::format("a [{} x {}] {} weight", w.rows(), w.cols(), format_name(w.format()))),
         weight(std::move(w)), bias(std::move(b)) {}
+  const QuantizedTensor& single() const { return weight.parts.front().tensor; }
   BudgetCharge charge;
-  QuantizedTensor weight;
-  std::vector<float> bias;  // empty or `rows` values
+  LinearWeight weight;
+  std::vector<float> bias;  // empty or `rows` values, output row order
 };
+
+LinearWeight merged_if_exact(LinearWeight w) {
+  if (w.is_single() || !quantizes_rows_independently(w.format())) return w;
+  return LinearWeight(stack_rows(w));
+}
 
 class CpuNorm final : public DeviceNorm {
  public:
@@ -107,8 +115,10 @@ std::unique_ptr<DeviceBuffer> CpuBackend::alloc(size_t n_floats, const std::stri
   }
 }
 
-std::unique_ptr<DeviceLinear> CpuBackend::upload_linear(QuantizedTensor w, std::vector<float> bias) {
-  return std::make_unique<CpuLinear>(std::move(w), std::move(bias), budget_);
+std::unique_ptr<DeviceLinear> CpuBackend::upload_linear(LinearWeight w, std::vector<float> bias) {
+  if (!bias.empty() && int64_t(bias.size()) != w.rows())
+    throw DeviceError(fmt::format("bias of {} values for a weight of {} rows", bias.size(), w.rows()));
+  return std::make_unique<CpuLinear>(merged_if_exact(std::move(w)), std::move(bias), budget_);
 }
 
 std::unique_ptr<DeviceNorm> CpuBackend::upload_norm(std::vector<float> weight, std::vector<float> bias) {
@@ -157,11 +167,12 @@ double CpuBackend::copy_bandwidth_gbs() {
 
 void CpuBackend::embed(const DeviceLinear& table, DeviceBuffer& out) {
   const auto& t = static_cast<const CpuLinear&>(table);
+  if (!t.weight.is_single()) throw DeviceError("embed: the table is made of several parts");
   for (int i = 0; i < batch_.size(); ++i) {
     int32_t id = batch_.tokens[size_t(i)];
     if (id < 0 || id >= t.rows())
       throw InputError(fmt::format("token id {} is outside the vocabulary (size {})", id, t.rows()));
-    dequantize_row(t.weight, id, data(out) + size_t(i) * t.cols());
+    dequantize_row(t.single(), id, data(out) + size_t(i) * t.cols());
   }
 }
 
@@ -196,12 +207,28 @@ void CpuBackend::add(DeviceBuffer& x, const DeviceBuffer& y, int dim) {
 
 void CpuBackend::matmul(const DeviceLinear& w, const DeviceBuffer& x, DeviceBuffer& y) {
   const auto& l = static_cast<const CpuLinear&>(w);
-  int n = batch_.size();
-  lowbit::matmul(l.weight, data(x), n, data(y), pool_);
-  if (!l.bias.empty()) {
-    float* ys = data(y);
+  const int n = batch_.size();
+  const float* bias = l.bias.empty() ? nullptr : l.bias.data();
+  if (l.weight.is_single()) {
+    lowbit::matmul(l.single(), data(x), n, data(y), pool_, bias);
+    return;
+  }
+  // Each part into its own [n, part rows] result, then row r to output row first + order[r]
+  // (the part's bias entries gathered into its row order, so the format adds them itself).
+  const int64_t rows = l.rows();
+  float* ys = data(y);
+  int64_t first = 0;
+  for (const WeightPart& p : l.weight.parts) {
+    const int64_t part_rows = p.tensor.rows;
+    auto out_row = [&](int64_t r) { return first + (p.row_order.empty() ? r : int64_t(p.row_order[size_t(r)])); };
+    std::vector<float> part_bias;
+    if (bias != nullptr)
+      for (int64_t r = 0; r < part_rows; ++r) part_bias.push_back(bias[out_row(r)]);
+    std::vector<float> part_y(size_t(n) * size_t(part_rows));
+    lowbit::matmul(p.tensor, data(x), n, part_y.data(), pool_, bias != nullptr ? part_bias.data() : nullptr);
     for (int t = 0; t < n; ++t)
-      for (int64_t r = 0; r < l.rows(); ++r) ys[t * l.rows() + r] += l.bias[size_t(r)];
+      for (int64_t r = 0; r < part_rows; ++r) ys[t * rows + out_row(r)] = part_y[size_t(t) * size_t(part_rows) + size_t(r)];
+    first += part_rows;
   }
 }
 

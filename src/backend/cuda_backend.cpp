@@ -29,18 +29,35 @@ class CudaBuffer final : public DeviceBuffer {
   DeviceMemory memory;
 };
 
+// One checkpoint tensor of a quantized layer: its planes, and where its rows go (first_row +
+// out_rows[r], out_rows empty = in order; the kernels read it as QuantizedWeightView::out_rows).
+struct CudaWeightPart {
+  DeviceQuantizedPlanes planes;
+  DeviceMemory out_rows;  // int32 [planes.rows] or empty
+  int64_t first_row = 0;
+  size_t bytes() const { return planes.bytes() + out_rows.bytes(); }
+};
+
+size_t parts_bytes(const std::vector<CudaWeightPart>& parts) {
+  size_t total = 0;
+  for (const auto& p : parts) total += p.bytes();
+  return total;
+}
+
 // F32 / BF16: `weight` = codes [rows, cols] row-major, bf16 bits (BF16) or fp32 (F32).
-// Quantized formats: `planes` (cuda_quantized.h), `weight` empty. bias: rows fp32 or empty.
+// Quantized formats: `parts` (cuda_quantized.h planes; one part unless the format is blockwise
+// 4-bit and the layer was made of several checkpoint tensors), `weight` empty.
+// bias: rows fp32 (output row order) or empty.
 class CudaLinear final : public DeviceLinear {
  public:
   CudaLinear(int64_t rows, int64_t cols, Format f, DeviceMemory w, DeviceMemory b)
       : DeviceLinear(rows, cols, f, w.bytes() + b.bytes()), weight(std::move(w)), bias(std::move(b)) {}
-  CudaLinear(DeviceQuantizedPlanes p, DeviceMemory b)
-      : DeviceLinear(p.rows, p.cols, p.format, p.bytes() + b.bytes()), bias(std::move(b)), planes(std::move(p)) {}
+  CudaLinear(int64_t rows, int64_t cols, Format f, std::vector<CudaWeightPart> p, DeviceMemory b)
+      : DeviceLinear(rows, cols, f, parts_bytes(p) + b.bytes()), bias(std::move(b)), parts(std::move(p)) {}
   const float* bias_or_null() const { return bias.bytes() > 0 ? bias.as<float>() : nullptr; }
   bool quantized() const { return format() != Format::F32 && format() != Format::BF16; }
   DeviceMemory weight, bias;
-  DeviceQuantizedPlanes planes;
+  std::vector<CudaWeightPart> parts;
 };
 
 class CudaNorm final : public DeviceNorm {
@@ -128,16 +145,35 @@ DeviceMemory CudaBackend::bias_on_device(const std::vector<float>& bias, int64_t
   return b;
 }
 
-std::unique_ptr<DeviceLinear> CudaBackend::upload_linear(QuantizedTensor w, std::vector<float> bias) {
-  const std::string shape = fmt::format("a {}x{} {} weight", w.rows, w.cols, format_name(w.format));
-  if (w.format != Format::F32 && w.format != Format::BF16) {
-    if (quantized_kernels(w.format) == nullptr)
-      throw DeviceError(fmt::format("format {} has no CUDA kernel yet", format_name(w.format)));
-    DeviceMemory b = bias_on_device(bias, w.rows, shape);
-    DeviceQuantizedPlanes planes = upload_quantized_planes(ctx_, w, shape);  // synchronizes
-    return std::make_unique<CudaLinear>(std::move(planes), std::move(b));
+DeviceMemory CudaBackend::row_order_on_device(const std::vector<int32_t>& order, const std::string& what) {
+  DeviceMemory m = ctx_.allocate(order.size() * sizeof(int32_t), "the row order of " + what);
+  if (!order.empty())
+    LOWBIT_CUDA_CHECK(cudaMemcpyAsync(m.get(), order.data(), order.size() * sizeof(int32_t), cudaMemcpyHostToDevice,
+                                      ctx_.stream()));
+  ctx_.synchronize();  // pageable source
+  return m;
+}
+
+std::unique_ptr<DeviceLinear> CudaBackend::upload_linear(LinearWeight layer, std::vector<float> bias) {
+  // A row-wise format's parts become one tensor (exact), so only the blockwise 4-bit formats,
+  // whose GEMV and dequantizer honour out_rows / out_stride, reach the kernels in parts.
+  if (!layer.is_single() && quantizes_rows_independently(layer.format())) layer = LinearWeight(stack_rows(layer));
+  const int64_t rows = layer.rows(), cols = layer.cols();
+  const Format f = layer.format();
+  const std::string shape = fmt::format("a {}x{} {} weight", rows, cols, format_name(f));
+  if (f != Format::F32 && f != Format::BF16) {
+    if (quantized_kernels(f) == nullptr) throw DeviceError(fmt::format("format {} has no CUDA kernel yet", format_name(f)));
+    DeviceMemory b = bias_on_device(bias, rows, shape);
+    std::vector<CudaWeightPart> parts;
+    int64_t first = 0;
+    for (const WeightPart& p : layer.parts) {
+      parts.push_back({upload_quantized_planes(ctx_, p.tensor, shape), row_order_on_device(p.row_order, shape), first});
+      first += p.tensor.rows;
+    }
+    return std::make_unique<CudaLinear>(rows, cols, f, std::move(parts), std::move(b));
   }
-  DeviceMemory b = bias_on_device(bias, w.rows, shape);
+  const QuantizedTensor& w = layer.parts.front().tensor;
+  DeviceMemory b = bias_on_device(bias, rows, shape);
   DeviceMemory weight = ctx_.allocate(w.codes.size(), shape);
   LOWBIT_CUDA_CHECK(cudaMemcpyAsync(weight.get(), w.codes.data(), w.codes.size(), cudaMemcpyHostToDevice, ctx_.stream()));
   // The host vectors die with this call: make sure the (pageable) copies have read them.
@@ -145,11 +181,26 @@ std::unique_ptr<DeviceLinear> CudaBackend::upload_linear(QuantizedTensor w, std:
   return std::make_unique<CudaLinear>(w.rows, w.cols, w.format, std::move(weight), std::move(b));
 }
 
-std::unique_ptr<DeviceLinear> CudaBackend::upload_quantizing(Format f, const float* w, int64_t rows, int64_t cols,
-                                                             const QuantOptions& opts, std::vector<float> bias) {
+std::unique_ptr<DeviceLinear> CudaBackend::upload_quantizing(Format f, const std::vector<HostWeightPart>& parts,
+                                                             int64_t cols, const QuantOptions& opts,
+                                                             std::vector<float> bias) {
   static const bool on_device = env_switch_on("LOWBIT_GPU_QUANTIZE");
-  if (on_device && is_blockwise_four_bit(f)) return upload_quantized_on_device(f, w, rows, cols, opts, std::move(bias));
-  return Backend::upload_quantizing(f, w, rows, cols, opts, std::move(bias));
+  if (!on_device || !is_blockwise_four_bit(f)) return Backend::upload_quantizing(f, parts, cols, opts, std::move(bias));
+  // Each checkpoint tensor quantized on its own on the GPU (its own blocks, absmax, -dq offset).
+  int64_t rows = 0;
+  for (const HostWeightPart& p : parts) rows += p.rows;
+  const std::string shape = fmt::format("a {}x{} {} weight", rows, cols, format_name(f));
+  DeviceMemory b = bias_on_device(bias, rows, shape);
+  std::vector<CudaWeightPart> device_parts;
+  int64_t first = 0;
+  for (const HostWeightPart& p : parts) {
+    if (!p.row_order.empty() && int64_t(p.row_order.size()) != p.rows)
+      throw InputError(fmt::format("a row order of {} entries for a part of {} rows", p.row_order.size(), p.rows));
+    device_parts.push_back({quantize_four_bit_on_device(ctx_, f, p.values, p.rows, cols, opts),  // synchronizes
+                            row_order_on_device(p.row_order, shape), first});
+    first += p.rows;
+  }
+  return std::make_unique<CudaLinear>(rows, cols, f, std::move(device_parts), std::move(b));
 }
 
 QuantizedTensor CudaBackend::quantize_on_device(Format f, const float* host_weights, int64_t rows, int64_t cols,
@@ -161,8 +212,9 @@ std::unique_ptr<DeviceLinear> CudaBackend::upload_quantized_on_device(Format f, 
                                                                       int64_t cols, const QuantOptions& opts,
                                                                       std::vector<float> bias) {
   DeviceMemory b = bias_on_device(bias, rows, fmt::format("a {}x{} {} weight", rows, cols, format_name(f)));
-  DeviceQuantizedPlanes planes = quantize_four_bit_on_device(ctx_, f, host_weights, rows, cols, opts);  // synchronizes
-  return std::make_unique<CudaLinear>(std::move(planes), std::move(b));
+  std::vector<CudaWeightPart> parts;
+  parts.push_back({quantize_four_bit_on_device(ctx_, f, host_weights, rows, cols, opts), DeviceMemory{}, 0});
+  return std::make_unique<CudaLinear>(rows, cols, f, std::move(parts), std::move(b));
 }
 
 std::unique_ptr<DeviceNorm> CudaBackend::upload_norm(std::vector<float> weight, std::vector<float> bias) {
@@ -359,7 +411,7 @@ void CudaBackend::matmul(const DeviceLinear& w, const DeviceBuffer& x, DeviceBuf
   require_floats(y, size_t(n) * size_t(rows), "matmul", "the output");
   if (n == 0) return;
   if (l.quantized()) {
-    matmul_quantized(l.planes, l.bias_or_null(), data(x), n, data(y));
+    matmul_quantized(l, data(x), n, data(y));
     return;
   }
   const bool bf16 = l.format() == Format::BF16;
@@ -404,20 +456,39 @@ void CudaBackend::gemm_bf16(const void* w_bf16, int rows, int cols, const float*
 // product, bias fused). Prefill: W8A8 as a true int8 GEMM when the shape allows; everything else
 // dequantizes the whole weight into a bf16 scratch buffer and runs the bf16 cuBLAS GEMM -- simple
 // and correct; a fused tile-dequantizing GEMM (Marlin-style) is the next step for speed.
-void CudaBackend::matmul_quantized(const DeviceQuantizedPlanes& w, const float* bias, const float* x, int n, float* y) {
-  const QuantizedKernels* k = quantized_kernels(w.format);
-  if (k == nullptr) throw DeviceError(fmt::format("format {} has no CUDA kernel yet", format_name(w.format)));
-  const int rows = int(w.rows), cols = int(w.cols);
+// A layer of several parts (blockwise 4-bit only, see upload_linear): each part's GEMV writes its
+// rows into the layer's output (out_stride = the layer's rows, out_rows = its row order), and the
+// prefill path dequantizes every part into its rows of one bf16 weight for one GEMM.
+void CudaBackend::matmul_quantized(const DeviceLinear& linear, const float* x, int n, float* y) {
+  const auto& l = static_cast<const CudaLinear&>(linear);
+  const Format f = l.format();
+  const QuantizedKernels* k = quantized_kernels(f);
+  if (k == nullptr) throw DeviceError(fmt::format("format {} has no CUDA kernel yet", format_name(f)));
+  const int rows = int(l.rows()), cols = int(l.cols());
+  const float* bias = l.bias_or_null();
+  const bool single = l.parts.size() == 1 && l.parts.front().out_rows.bytes() == 0;
+  if (!single && !is_blockwise_four_bit(f))
+    throw DeviceError(fmt::format("a {} layer in parts: only the blockwise 4-bit kernels write row ranges", format_name(f)));
+  auto part_view = [&](const CudaWeightPart& p) {
+    kernels::QuantizedWeightView v = p.planes.view();
+    v.out_stride = rows;
+    v.out_rows = p.out_rows.bytes() > 0 ? p.out_rows.as<int32_t>() : nullptr;
+    return v;
+  };
   if (n <= kernels::kMaxGemvTokens) {
     const size_t ws_bytes = k->gemv_workspace_bytes(n, cols);
     void* ws = ws_bytes > 0 ? ensure_workspace(quantized_workspace_, ws_bytes, "quantized GEMV activations") : nullptr;
-    check(k->gemv(w.view(), bias, x, n, y, ws, ctx_.stream()), "quantized gemv");
+    for (const CudaWeightPart& p : l.parts)
+      check(k->gemv(part_view(p), bias != nullptr ? bias + p.first_row : nullptr, x, n, y + p.first_row, ws,
+                    ctx_.stream()),
+            "quantized gemv");
     return;
   }
-  if (w.format == Format::W8A8 && matmul_w8a8_int8_gemm(w, bias, x, n, y)) return;
+  if (f == Format::W8A8 && single && matmul_w8a8_int8_gemm(l.parts.front().planes, bias, x, n, y)) return;
   auto* wb = reinterpret_cast<uint16_t*>(ensure_workspace(
       dequantized_bf16_, size_t(rows) * size_t(cols) * sizeof(uint16_t), "a dequantized bf16 weight for the GEMM"));
-  check(k->dequantize(w.view(), wb, ctx_.stream()), "dequantize to bf16");
+  for (const CudaWeightPart& p : l.parts)
+    check(k->dequantize(part_view(p), wb + size_t(p.first_row) * size_t(cols), ctx_.stream()), "dequantize to bf16");
   gemm_bf16(wb, rows, cols, x, n, y);
   if (bias != nullptr) check(kernels::launch_add_bias(y, bias, n, rows, ctx_.stream()), "bias add");
 }

@@ -33,10 +33,12 @@ class CudaBackend final : public Backend {
   std::unique_ptr<DeviceBuffer> alloc(size_t n_floats, const std::string& what) override;
   // F32 / BF16 weights, and every quantized format with an entry in cuda_quantized.cpp's table
   // (its planes copied as they are); anything else throws "format X has no CUDA kernel yet".
-  std::unique_ptr<DeviceLinear> upload_linear(QuantizedTensor w, std::vector<float> bias) override;
-  // nf4, fp4, nf4-dq, fp4-dq are quantized on the GPU (upload_quantized_on_device); the other
-  // formats on the host. LOWBIT_GPU_QUANTIZE=0 quantizes everything on the host.
-  std::unique_ptr<DeviceLinear> upload_quantizing(Format f, const float* w, int64_t rows, int64_t cols,
+  // Parts of a row-wise format are stacked on the host first (exact); blockwise 4-bit parts stay
+  // parts on the device, each with its row order.
+  std::unique_ptr<DeviceLinear> upload_linear(LinearWeight w, std::vector<float> bias) override;
+  // nf4, fp4, nf4-dq, fp4-dq are quantized on the GPU, part by part; the other formats on the
+  // host. LOWBIT_GPU_QUANTIZE=0 quantizes everything on the host.
+  std::unique_ptr<DeviceLinear> upload_quantizing(Format f, const std::vector<HostWeightPart>& parts, int64_t cols,
                                                   const QuantOptions& opts, std::vector<float> bias) override;
   std::unique_ptr<DeviceNorm> upload_norm(std::vector<float> weight, std::vector<float> bias) override;
   std::unique_ptr<KvCache> alloc_kv_cache(int n_layers, int n_slots, int max_context, int kv_dim) override;
@@ -109,9 +111,10 @@ class CudaBackend final : public Backend {
   void check(cudaError_t err, const char* what) const;
   // y [n, rows] = W x^T from a bf16 [rows, cols] weight on the device (cuBLAS, fp32 accumulate).
   void gemm_bf16(const void* w_bf16, int rows, int cols, const float* x, int n, float* y);
-  void matmul_quantized(const DeviceQuantizedPlanes& w, const float* bias, const float* x, int n, float* y);
+  void matmul_quantized(const DeviceLinear& w, const float* x, int n, float* y);
   bool matmul_w8a8_int8_gemm(const DeviceQuantizedPlanes& w, const float* bias, const float* x, int n, float* y);
   DeviceMemory bias_on_device(const std::vector<float>& bias, int64_t rows, const std::string& what);
+  DeviceMemory row_order_on_device(const std::vector<int32_t>& order, const std::string& what);
   const int32_t* device_tokens() const;
   const int32_t* device_positions() const;
   const int32_t* device_slots() const;

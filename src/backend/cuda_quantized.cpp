@@ -69,6 +69,7 @@ kernels::QuantizedWeightView DeviceQuantizedPlanes::view() const {
   kernels::QuantizedWeightView v;
   v.rows = int(rows);
   v.cols = int(cols);
+  v.out_stride = int(rows);
   v.codes = codes.as<uint8_t>();
   v.scales = scales.as<float>();
   v.scale_codes = scale_codes.as<uint8_t>();

@@ -118,9 +118,122 @@ void dequantize_row(const QuantizedTensor& q, int64_t row, float* out) {
   ops_for(q.format).dequantize_row(q, row, out);
 }
 
-void matmul(const QuantizedTensor& q, const float* x, int64_t n_tokens, float* y, ThreadPool& pool) {
+void matmul(const QuantizedTensor& q, const float* x, int64_t n_tokens, float* y, ThreadPool& pool,
+            const float* bias) {
   if (n_tokens <= 0 || q.rows == 0) return;
-  ops_for(q.format).matmul(q, x, n_tokens, y, pool);
+  ops_for(q.format).matmul(q, x, n_tokens, bias, y, pool);
+}
+
+LinearWeight::LinearWeight(QuantizedTensor single) { parts.push_back({std::move(single), {}}); }
+
+LinearWeight::LinearWeight(std::vector<WeightPart> ps) : parts(std::move(ps)) {
+  if (parts.empty()) throw InputError("a linear weight needs at least one part");
+  const QuantizedTensor& first = parts.front().tensor;
+  for (const WeightPart& p : parts) {
+    const QuantizedTensor& t = p.tensor;
+    if (t.format != first.format || t.cols != first.cols || t.opts.block_size != first.opts.block_size ||
+        t.opts.int8_threshold != first.opts.int8_threshold || t.opts.w4_symmetric != first.opts.w4_symmetric ||
+        t.opts.w4_group != first.opts.w4_group)
+      throw InputError("the parts of a linear weight differ in format, columns or options (" +
+                       std::string(format_name(t.format)) + " [" + std::to_string(t.rows) + ", " +
+                       std::to_string(t.cols) + "] after " + std::string(format_name(first.format)) + " [" +
+                       std::to_string(first.rows) + ", " + std::to_string(first.cols) + "])");
+    if (p.row_order.empty()) continue;
+    if (int64_t(p.row_order.size()) != t.rows)
+      throw InputError("a row order of " + std::to_string(p.row_order.size()) + " entries for a part of " +
+                       std::to_string(t.rows) + " rows");
+    std::vector<uint8_t> seen(p.row_order.size(), 0);
+    for (int32_t r : p.row_order) {
+      if (r < 0 || r >= t.rows || seen[size_t(r)])
+        throw InputError("a part's row order is not a permutation of its " + std::to_string(t.rows) + " rows");
+      seen[size_t(r)] = 1;
+    }
+  }
+}
+
+int64_t LinearWeight::rows() const {
+  int64_t total = 0;
+  for (const WeightPart& p : parts) total += p.tensor.rows;
+  return total;
+}
+
+bool quantizes_rows_independently(Format f) { return !is_blockwise_four_bit(f); }
+
+std::vector<int64_t> output_rows(const LinearWeight& w) {
+  std::vector<int64_t> out;
+  out.reserve(size_t(w.rows()));
+  int64_t first = 0;
+  for (const WeightPart& p : w.parts) {
+    for (int64_t r = 0; r < p.tensor.rows; ++r) out.push_back(first + (p.row_order.empty() ? r : p.row_order[size_t(r)]));
+    first += p.tensor.rows;
+  }
+  return out;
+}
+
+namespace {
+// Moves whole rows of one plane: row r of `in` (rows equal chunks) to row dst[r] of `out`.
+template <class T>
+void place_rows(const std::vector<T>& in, int64_t rows, const int64_t* dst, std::vector<T>& out) {
+  if (rows == 0 || in.empty()) return;
+  const size_t chunk = in.size() / size_t(rows);
+  for (int64_t r = 0; r < rows; ++r)
+    std::copy_n(in.begin() + std::ptrdiff_t(size_t(r) * chunk), chunk, out.begin() + std::ptrdiff_t(size_t(dst[r]) * chunk));
+}
+}  // namespace
+
+QuantizedTensor stack_rows(const LinearWeight& w) {
+  if (!quantizes_rows_independently(w.format()))
+    throw InputError(std::string("stack_rows: ") + std::string(format_name(w.format())) +
+                     " blocks run across rows; its parts cannot be stacked without re-quantizing");
+  if (w.is_single()) return w.parts.front().tensor;
+  const QuantizedTensor& first = w.parts.front().tensor;
+  QuantizedTensor out;
+  out.format = first.format;
+  out.rows = w.rows();
+  out.cols = first.cols;
+  out.opts = first.opts;
+  // Every plane of a row-wise format holds the same number of entries for each row (read from
+  // the first part that has rows).
+  size_t codes_per_row = 0, scales_per_row = 0, scales16_per_row = 0, zeros_per_row = 0;
+  for (const WeightPart& p : w.parts)
+    if (p.tensor.rows > 0) {
+      const QuantizedTensor& t = p.tensor;
+      codes_per_row = t.codes.size() / size_t(t.rows);
+      scales_per_row = t.scales.size() / size_t(t.rows);
+      scales16_per_row = t.scales16.size() / size_t(t.rows);
+      zeros_per_row = t.zeros.size() / size_t(t.rows);
+      break;
+    }
+  out.codes.resize(codes_per_row * size_t(out.rows));
+  out.scales.resize(scales_per_row * size_t(out.rows));
+  out.scales16.resize(scales16_per_row * size_t(out.rows));
+  out.zeros.resize(zeros_per_row * size_t(out.rows));
+  const std::vector<int64_t> dst = output_rows(w);
+  int64_t first_row = 0;
+  for (const WeightPart& p : w.parts) {
+    const QuantizedTensor& t = p.tensor;
+    const int64_t* part_dst = dst.data() + first_row;
+    place_rows(t.codes, t.rows, part_dst, out.codes);
+    place_rows(t.scales, t.rows, part_dst, out.scales);
+    place_rows(t.scales16, t.rows, part_dst, out.scales16);
+    place_rows(t.zeros, t.rows, part_dst, out.zeros);
+    first_row += t.rows;
+  }
+  return out;
+}
+
+LinearWeight quantize_parts(Format f, const std::vector<HostWeightPart>& parts, int64_t cols, const QuantOptions& opts) {
+  std::vector<WeightPart> quantized;
+  for (const HostWeightPart& p : parts) quantized.push_back({quantize(f, p.values, p.rows, cols, opts), p.row_order});
+  LinearWeight w(std::move(quantized));
+  if (quantizes_rows_independently(f) && !w.is_single()) return LinearWeight(stack_rows(w));
+  return w;
+}
+
+size_t weight_bytes(const LinearWeight& w) {
+  size_t total = 0;
+  for (const WeightPart& p : w.parts) total += weight_bytes(p.tensor) + p.row_order.size() * sizeof(int32_t);
+  return total;
 }
 
 size_t weight_bytes(const QuantizedTensor& q) {

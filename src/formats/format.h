@@ -73,10 +73,15 @@ void dequantize(const QuantizedTensor& q, float* out);
 // Reconstructs one row (cols values); used for embedding lookups.
 void dequantize_row(const QuantizedTensor& q, int64_t row, float* out);
 
-// y[t, r] = sum_c x[t, c] * W[r, c] for t < n_tokens, with the format's own run-time arithmetic
-// (LLM.int8 decomposition for INT8, per-token int8 activations for W8A8, 16-bit activations for
-// W4A16). x is [n_tokens, cols], y is [n_tokens, rows], both fp32.
-void matmul(const QuantizedTensor& q, const float* x, int64_t n_tokens, float* y, ThreadPool& pool);
+// y[t, r] = sum_c x[t, c] * W[r, c] (+ bias[r]) for t < n_tokens, with the format's own run-time
+// arithmetic (LLM.int8 decomposition for INT8, per-token int8 activations for W8A8, 16-bit
+// activations for W4A16). x is [n_tokens, cols], y is [n_tokens, rows], both fp32; bias is null
+// or `rows` fp32 values. The bias goes where the reference adds it: LLM.int8 as bitsandbytes'
+// Linear8bitLt in fp16 (the bias rounded to fp16, added in fp32 to the rescaled int32 sums
+// before the fp16 output rounding, the outlier columns after); every other format adds it in
+// fp32 after the dot product, as F.linear on the dequantized weight.
+void matmul(const QuantizedTensor& q, const float* x, int64_t n_tokens, float* y, ThreadPool& pool,
+            const float* bias = nullptr);
 
 // The CPU matmuls of the 4-bit formats decode with AVX2 where the CPU has it, giving exactly the
 // plain loops' values; true here makes them use the plain loops (tests compare the two).
@@ -84,5 +89,63 @@ void set_scalar_decode_only(bool scalar_only);
 
 // Exact bytes the weight occupies: codes plus every scale, zero point and double-quant state.
 size_t weight_bytes(const QuantizedTensor& q);
+
+// --- a layer's weight made of checkpoint tensors -------------------------------------------------
+// transformers + bitsandbytes quantize every nn.Linear weight on its own, in the checkpoint's
+// layout. lowbit runs Llama's q|k|v and gate|up as one matmul each, and wants Falcon's fused
+// query_key_value in [q heads | k heads | v heads] order; a LinearWeight does both without
+// changing one quantized value: each checkpoint tensor is a part, quantized on its own, and each
+// part says where its rows land in the layer's output.
+//
+// Output row of row r of part p = (rows of parts 0..p-1) + (row_order empty ? r : row_order[r]);
+// row_order is a permutation of 0..rows-1 (Falcon's head reorder, applied to whole output rows
+// after quantization, never to the values before it).
+struct WeightPart {
+  QuantizedTensor tensor;
+  std::vector<int32_t> row_order;
+};
+
+struct LinearWeight {
+  std::vector<WeightPart> parts;
+
+  LinearWeight(QuantizedTensor single);  // NOLINT: implicit, a plain tensor is a one-part weight
+  // Throws InputError unless there is at least one part, all parts share format, cols and options,
+  // and every row_order is empty or a permutation of its part's rows.
+  explicit LinearWeight(std::vector<WeightPart> parts);
+
+  Format format() const { return parts.front().tensor.format; }
+  int64_t rows() const;
+  int64_t cols() const { return parts.front().tensor.cols; }
+  // One part in checkpoint row order: the weight is that tensor.
+  bool is_single() const { return parts.size() == 1 && parts.front().row_order.empty(); }
+};
+
+// A host fp32 checkpoint tensor [rows, cols] and where its rows go (WeightPart::row_order).
+struct HostWeightPart {
+  const float* values = nullptr;
+  int64_t rows = 0;
+  std::vector<int32_t> row_order;
+};
+
+// The formats that quantize each output row on its own: every format but the blockwise 4-bit
+// ones, whose blocks run across rows (and, for -dq, whose offset and groups of 256 absmax values
+// span the tensor). Stacking or reordering their quantized rows is the same as quantizing the
+// stacked or reordered fp32 rows, so for them parts may be merged.
+bool quantizes_rows_independently(Format f);
+
+// A row-wise format's weight as one tensor in output row order (exact: whole quantized rows are
+// moved). Throws InputError for the blockwise 4-bit formats.
+QuantizedTensor stack_rows(const LinearWeight& w);
+
+// Quantizes each part on its own; for a row-wise format the parts are then stacked into one
+// tensor, so the result is always exactly what the reference gives for each checkpoint tensor.
+LinearWeight quantize_parts(Format f, const std::vector<HostWeightPart>& parts, int64_t cols,
+                            const QuantOptions& opts);
+
+// Output row of each row of each part, concatenated over the parts ([rows()] values).
+std::vector<int64_t> output_rows(const LinearWeight& w);
+
+// Bytes of every part (weight_bytes) plus 4 per row of each row_order (the map lives with them).
+size_t weight_bytes(const LinearWeight& w);
 
 }  // namespace lowbit

@@ -34,9 +34,11 @@ LOWBIT_VECTOR_CLONES void f32_rows(const QuantizedTensor& q, const float* x, int
     for (int64_t t = 0; t < n_tokens; ++t) y[t * q.rows + r] = dot_f32(x + t * q.cols, f32_row(q, r), q.cols);
 }
 
-void f32_matmul(const QuantizedTensor& q, const float* x, int64_t n_tokens, float* y, ThreadPool& pool) {
+void f32_matmul(const QuantizedTensor& q, const float* x, int64_t n_tokens, const float* bias, float* y,
+                ThreadPool& pool) {
   pool.parallel_for(q.rows, [&](int64_t begin, int64_t end) { f32_rows(q, x, n_tokens, y, begin, end); },
                     q.cols * n_tokens);
+  add_bias_after(q, bias, n_tokens, y);
 }
 
 const uint16_t* bf16_codes(const QuantizedTensor& q) { return reinterpret_cast<const uint16_t*>(q.codes.data()); }
@@ -59,8 +61,10 @@ LOWBIT_VECTOR_CLONES void bf16_rows(const QuantizedTensor& q, const float* x, in
   decoded_rows(q, x, n_tokens, y, begin, end, w, [&](int64_t r, float* out) { bf16_dequantize_row(q, r, out); });
 }
 
-void bf16_matmul(const QuantizedTensor& q, const float* x, int64_t n_tokens, float* y, ThreadPool& pool) {
+void bf16_matmul(const QuantizedTensor& q, const float* x, int64_t n_tokens, const float* bias, float* y,
+                 ThreadPool& pool) {
   matmul_by_decoded_rows(q, x, n_tokens, y, pool, bf16_rows);
+  add_bias_after(q, bias, n_tokens, y);
 }
 
 constexpr FormatOps kF32Ops{f32_quantize, f32_dequantize_row, f32_matmul};

@@ -17,8 +17,18 @@ namespace lowbit::formats {
 struct FormatOps {
   void (*quantize)(QuantizedTensor& q, const float* w, ThreadPool& pool);
   void (*dequantize_row)(const QuantizedTensor& q, int64_t row, float* out);
-  void (*matmul)(const QuantizedTensor& q, const float* x, int64_t n_tokens, float* y, ThreadPool& pool);
+  // bias: null or q.rows values, added where the format's reference adds it (see format.h).
+  void (*matmul)(const QuantizedTensor& q, const float* x, int64_t n_tokens, const float* bias, float* y,
+                 ThreadPool& pool);
 };
+
+// y[t, r] += bias[r] in fp32 after the dot product (a no-op for a null bias): where every format
+// but LLM.int8 adds its bias, as torch's F.linear on the dequantized weight does.
+inline void add_bias_after(const QuantizedTensor& q, const float* bias, int64_t n_tokens, float* y) {
+  if (bias == nullptr) return;
+  for (int64_t t = 0; t < n_tokens; ++t)
+    for (int64_t r = 0; r < q.rows; ++r) y[t * q.rows + r] += bias[r];
+}
 
 const FormatOps& float_ops(Format f);       // F32, BF16            (format_float.cpp)
 const FormatOps& four_bit_ops(Format f);    // NF4, FP4, NF4_DQ, FP4_DQ (format_nf4_fp4.cpp)

@@ -3,7 +3,11 @@
 //
 // Weights (Int8Params._quantize): the weight is first cast to fp16, then per output row
 //   SCB[r] = max_c |w16[r, c]|                    (fp32)
-//   CB[r, c] = rint(w16[r, c] * (127 / SCB[r]))   (fp32 product, round half to even; 0 if SCB = 0)
+//   CB[r, c] = rint(w16[r, c] * factor[r])        (fp32 product, round half to even; 0 if SCB = 0)
+//   factor[r] = fl(fl(1 / SCB[r]) * 127)           torch evaluates bnb's `127.0 / row_stats` as
+//                                                  row_stats.reciprocal() * 127: two roundings, not
+//                                                  a true division (they differ at the .5 ties:
+//                                                  w = 0.0925293, SCB = 0.1850586 gives 64, not 63)
 // Planes (CUDA layout: row-major int8 rows, one fp32 scale per row):
 //   codes  [rows, cols] int8 CB (stored as bytes)
 //   scales [rows] fp32 SCB
@@ -14,9 +18,11 @@
 //   outlier column c: some token has |a[., c]| >= t
 //   rowStat[tok] = max |a[tok, c]| over the elements below t (outlier ELEMENTS are zeroed first,
 //                  so other values in an outlier column still count, as in bnb)
-//   CA[tok, c] = rint(a * (127 / rowStat)), 0 in outlier columns (and 0 if rowStat = 0)
+//   CA[tok, c] = rint(a * fl(fl(1 / rowStat) * 127)), 0 in outlier columns (and 0 if rowStat = 0)
 //   acc = sum_c CA * CB (int32)
-//   out = fp16(fl(fl(float(acc) * fl(rowStat * SCB)) * 6.200124e-05f))   (bnb's 1/127^2 constant)
+//   out = fp16(fl(fl(float(acc) * fl(rowStat * SCB)) * 6.200124e-05f) [+ fp16(bias)])
+//         (bnb's 1/127^2 constant; int8_mm_dequant adds Linear8bitLt's fp16 bias in fp32 before
+//         the cast to fp16)
 //   outliers: out = fp16(out + sum_{c outlier} a[tok, c] * fp16(dequantized W[r, c])) with the sum
 //             in fp32 (bnb: output.addmm(subA, subB) in fp16)
 // y holds these fp16 values as fp32.
@@ -40,6 +46,9 @@ int8_t round_to_int8(float v) {
   return int8_t(std::clamp(std::nearbyint(v), -128.0f, 127.0f));
 }
 
+// bnb's `127.0 / row_stats` as torch computes it: a reciprocal, then a multiply by 127.
+float int8_factor(float absmax) { return (1.0f / absmax) * 127.0f; }
+
 const int8_t* cb_row(const QuantizedTensor& q, int64_t row) {
   return reinterpret_cast<const int8_t*>(q.codes.data()) + row * q.cols;
 }
@@ -53,7 +62,7 @@ void int8_quantize(QuantizedTensor& q, const float* w, ThreadPool& pool) {
       float absmax = 0.0f;
       for (int64_t c = 0; c < q.cols; ++c) absmax = std::max(absmax, std::fabs(round_f16(in[c])));
       q.scales[size_t(r)] = absmax;
-      const float factor = 127.0f / absmax;
+      const float factor = int8_factor(absmax);
       auto* out = reinterpret_cast<int8_t*>(q.codes.data()) + r * q.cols;
       for (int64_t c = 0; c < q.cols; ++c) out[c] = round_to_int8(round_f16(in[c]) * factor);
     }
@@ -77,7 +86,8 @@ int32_t dot_int8(const int8_t* a, const int8_t* b, int64_t n) {
   return acc;
 }
 
-void int8_matmul(const QuantizedTensor& q, const float* x, int64_t n_tokens, float* y, ThreadPool& pool) {
+void int8_matmul(const QuantizedTensor& q, const float* x, int64_t n_tokens, const float* bias, float* y,
+                 ThreadPool& pool) {
   const int64_t rows = q.rows, cols = q.cols;
   const float threshold = q.opts.int8_threshold;
   // Activation side, once per call: fp16 cast, outlier columns, per-token int8 quantization.
@@ -104,7 +114,7 @@ void int8_matmul(const QuantizedTensor& q, const float* x, int64_t n_tokens, flo
       if (!(threshold > 0.0f && v >= threshold)) absmax = std::max(absmax, v);
     }
     row_stat[size_t(t)] = absmax;
-    const float factor = 127.0f / absmax;
+    const float factor = int8_factor(absmax);
     for (int64_t c = 0; c < cols; ++c)
       ca[size_t(t * cols + c)] = is_outlier[size_t(c)] ? int8_t(0) : round_to_int8(a[c] * factor);
   }
@@ -112,10 +122,13 @@ void int8_matmul(const QuantizedTensor& q, const float* x, int64_t n_tokens, flo
     for (int64_t r = begin; r < end; ++r) {
       const int8_t* cb = cb_row(q, r);
       const float scb = q.scales[size_t(r)];
+      const float bias16 = bias != nullptr ? round_f16(bias[r]) : 0.0f;
       for (int64_t t = 0; t < n_tokens; ++t) {
         const int32_t acc = dot_int8(ca.data() + t * cols, cb, cols);
         const float scaled = float(acc) * (row_stat[size_t(t)] * scb);
-        float out = round_f16(scaled * kInvSquare127);
+        float out = scaled * kInvSquare127;
+        if (bias != nullptr) out += bias16;
+        out = round_f16(out);
         if (!outlier_cols.empty()) {
           float outlier_sum = 0.0f;
           for (int64_t c : outlier_cols)

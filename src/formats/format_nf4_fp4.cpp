@@ -382,8 +382,10 @@ LOWBIT_VECTOR_CLONES void four_bit_rows(const QuantizedTensor& q, const float* x
   }
 }
 
-void four_bit_matmul(const QuantizedTensor& q, const float* x, int64_t n_tokens, float* y, ThreadPool& pool) {
+void four_bit_matmul(const QuantizedTensor& q, const float* x, int64_t n_tokens, const float* bias, float* y,
+                     ThreadPool& pool) {
   matmul_by_decoded_rows(q, x, n_tokens, y, pool, four_bit_rows);
+  add_bias_after(q, bias, n_tokens, y);
 }
 
 constexpr FormatOps kFourBitOps{four_bit_quantize, four_bit_dequantize_row, four_bit_matmul};

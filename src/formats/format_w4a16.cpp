@@ -123,10 +123,12 @@ LOWBIT_VECTOR_CLONES void w4a16_rows(const QuantizedTensor& q, const float* x, i
   decoded_rows(q, x, n_tokens, y, begin, end, w, [&](int64_t r, float* out) { decode_row(q, r, out, avx2); });
 }
 
-void w4a16_matmul(const QuantizedTensor& q, const float* x, int64_t n_tokens, float* y, ThreadPool& pool) {
+void w4a16_matmul(const QuantizedTensor& q, const float* x, int64_t n_tokens, const float* bias, float* y,
+                  ThreadPool& pool) {
   std::vector<float> x16(size_t(n_tokens * q.cols));
   for (int64_t i = 0; i < n_tokens * q.cols; ++i) x16[size_t(i)] = round_f16(x[i]);
   matmul_by_decoded_rows(q, x16.data(), n_tokens, y, pool, w4a16_rows);
+  add_bias_after(q, bias, n_tokens, y);
 }
 
 constexpr FormatOps kW4a16Ops{w4a16_quantize, w4a16_dequantize_row, w4a16_matmul};

@@ -1,5 +1,8 @@
 // W8A8 int8: int8 weights with one symmetric scale per output channel (static), int8 activations
-// with one scale per token (dynamic), int32 accumulation -- vLLM compressed-tensors' INT8 scheme.
+// with one scale per token (dynamic), int32 accumulation -- vLLM compressed-tensors' INT8 scheme,
+// with the rounding points below as lowbit defines them (tools/format_reference.py implements
+// the same definition independently); vLLM's own kernels round elsewhere (x * (127 / absmax))
+// and are not claimed bit for bit.
 //
 // Weights:  w_scale[r] = absmax(row r) / 127 (fp32); q = saturate_int8(rint(w / w_scale)),
 //           0 for an all-zero row. Dequantized weight = q * w_scale.
@@ -49,7 +52,8 @@ void w8a8_dequantize_row(const QuantizedTensor& q, int64_t row, float* out) {
   for (int64_t c = 0; c < q.cols; ++c) out[c] = float(in[c]) * scale;
 }
 
-void w8a8_matmul(const QuantizedTensor& q, const float* x, int64_t n_tokens, float* y, ThreadPool& pool) {
+void w8a8_matmul(const QuantizedTensor& q, const float* x, int64_t n_tokens, const float* bias, float* y,
+                 ThreadPool& pool) {
   const int64_t rows = q.rows, cols = q.cols;
   std::vector<int8_t> xq(size_t(n_tokens * cols));
   std::vector<float> x_scale(static_cast<size_t>(n_tokens));
@@ -65,6 +69,7 @@ void w8a8_matmul(const QuantizedTensor& q, const float* x, int64_t n_tokens, flo
       }
     }
   }, cols * n_tokens);
+  add_bias_after(q, bias, n_tokens, y);
 }
 
 constexpr FormatOps kW8a8Ops{w8a8_quantize, w8a8_dequantize_row, w8a8_matmul};

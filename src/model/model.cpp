@@ -59,7 +59,26 @@ class WeightLoader {
   std::unique_ptr<DeviceLinear> linear(std::vector<float> w, int64_t rows, int64_t cols, Format f,
                                        std::vector<float> bias = {}) {
     n_params_ += size_t(rows * cols);
-    return backend_.upload_quantizing(f, w.data(), rows, cols, opts_.quant, std::move(bias));
+    return backend_.upload_quantizing(f, {HostWeightPart{w.data(), rows, {}}}, cols, opts_.quant, std::move(bias));
+  }
+  // One layer from several checkpoint tensors (Llama's q, k, v or gate, up), stacked by rows;
+  // each is quantized on its own, as transformers + bitsandbytes quantize each nn.Linear.
+  std::unique_ptr<DeviceLinear> stacked_linear(std::initializer_list<const std::vector<float>*> weights, int64_t cols,
+                                               Format f, std::vector<float> bias) {
+    std::vector<HostWeightPart> parts;
+    for (const auto* w : weights) {
+      parts.push_back({w->data(), int64_t(w->size()) / cols, {}});
+      n_params_ += w->size();
+    }
+    return backend_.upload_quantizing(f, parts, cols, opts_.quant, std::move(bias));
+  }
+  // One checkpoint tensor whose row r becomes output row row_order[r] (Falcon's fused QKV):
+  // quantized in the checkpoint's row order, the rows placed after quantization.
+  std::unique_ptr<DeviceLinear> reordered_linear(const std::vector<float>& w, int64_t rows, int64_t cols, Format f,
+                                                 std::vector<int32_t> row_order, std::vector<float> bias) {
+    n_params_ += size_t(rows * cols);
+    return backend_.upload_quantizing(f, {HostWeightPart{w.data(), rows, std::move(row_order)}}, cols, opts_.quant,
+                                      std::move(bias));
   }
   std::unique_ptr<DeviceNorm> norm(const std::string& prefix, int64_t dim, bool with_bias) {
     auto w = read(prefix + ".weight", {dim});
@@ -100,11 +119,12 @@ std::vector<float> concat_rows(std::initializer_list<const std::vector<float>*> 
   return out;
 }
 
-// Reorders Falcon's fused QKV rows (and bias) into [q heads | k heads | v heads].
+// Where each row of Falcon's fused query_key_value goes in lowbit's [q heads | k heads | v heads]
+// order: result[checkpoint row] = output row.
 //  new_decoder_architecture: per kv group g: (n_heads/n_kv) q heads, then k_g, then v_g;
 //  multi_query: already [q heads | k | v];
 //  neither: per head h: q_h, k_h, v_h (view (n_heads, 3, head_dim)).
-std::vector<float> falcon_qkv_order(const std::vector<float>& w, const ModelConfig& cfg, int64_t row_len) {
+std::vector<int32_t> falcon_qkv_row_order(const ModelConfig& cfg) {
   const int hd = cfg.head_dim, nh = cfg.n_heads, nkv = cfg.n_kv_heads;
   std::vector<int> src_head_rows;  // source head index (in head_dim rows) for each destination head
   std::vector<int> q(static_cast<size_t>(nh)), k(static_cast<size_t>(nkv)), v(static_cast<size_t>(nkv));
@@ -127,11 +147,24 @@ std::vector<float> falcon_qkv_order(const std::vector<float>& w, const ModelConf
     }
   }
   for (auto* list : {&q, &k, &v}) src_head_rows.insert(src_head_rows.end(), list->begin(), list->end());
-  std::vector<float> out(w.size());
-  const size_t head_block = size_t(hd) * size_t(row_len);
+  std::vector<int32_t> order(src_head_rows.size() * size_t(hd));
   for (size_t dst = 0; dst < src_head_rows.size(); ++dst)
-    std::copy_n(w.begin() + std::ptrdiff_t(size_t(src_head_rows[dst]) * head_block), head_block,
-                out.begin() + std::ptrdiff_t(dst * head_block));
+    for (int i = 0; i < hd; ++i) order[size_t(src_head_rows[dst]) * size_t(hd) + size_t(i)] = int32_t(dst * size_t(hd) + size_t(i));
+  return order;
+}
+
+// The identity order (multi_query checkpoints are already [q | k | v]) is no order at all.
+std::vector<int32_t> unless_identity(std::vector<int32_t> order) {
+  for (size_t i = 0; i < order.size(); ++i)
+    if (order[i] != int32_t(i)) return order;
+  return {};
+}
+
+// values[order[r]] = checkpoint values[r] (the bias of a reordered layer: fp32, moved exactly).
+std::vector<float> in_output_order(const std::vector<float>& values, const std::vector<int32_t>& order) {
+  if (order.empty() || values.empty()) return values;
+  std::vector<float> out(values.size());
+  for (size_t r = 0; r < order.size(); ++r) out[size_t(order[r])] = values[r];
   return out;
 }
 
@@ -161,6 +194,9 @@ std::unique_ptr<Model> Model::load(const std::string& dir, Backend& backend, con
   // Tensor by tensor from the mmap: each is converted to fp32, quantized, uploaded and freed, so
   // peak host memory is about one unquantized tensor (q/k/v or gate/up: one fused group) plus
   // the quantized model. The embedding comes last because a tied head quantizes it too.
+  // Every checkpoint tensor is quantized on its own in the checkpoint's layout, as transformers +
+  // bitsandbytes quantize each nn.Linear: q/k/v and gate/up are parts of one layer (stacked_linear)
+  // and Falcon's query_key_value keeps its row order, its rows placed after quantization.
   for (int i = 0; i < cfg.n_layers; ++i) {
     LayerWeights L;
     if (is_llama) {
@@ -173,14 +209,14 @@ std::unique_ptr<Model> Model::load(const std::string& dir, Backend& backend, con
       auto qb = ld.read_optional(nm.layer(i, "self_attn.q_proj.bias"), {qd}, ab);
       auto kb = ld.read_optional(nm.layer(i, "self_attn.k_proj.bias"), {kvd}, ab);
       auto vb = ld.read_optional(nm.layer(i, "self_attn.v_proj.bias"), {kvd}, ab);
-      L.wqkv = ld.linear(concat_rows({&q, &k, &v}), qd + 2 * kvd, dim, fmt_, concat_rows({&qb, &kb, &vb}));
+      L.wqkv = ld.stacked_linear({&q, &k, &v}, dim, fmt_, concat_rows({&qb, &kb, &vb}));
       L.wo = ld.linear(ld.read(nm.layer(i, "self_attn.o_proj.weight"), {dim, qd}), dim, qd, fmt_,
                        ld.read_optional(nm.layer(i, "self_attn.o_proj.bias"), {dim}, ab));
       auto gate = ld.read(nm.layer(i, "mlp.gate_proj.weight"), {hidden, dim});
       auto up = ld.read(nm.layer(i, "mlp.up_proj.weight"), {hidden, dim});
       auto gb = ld.read_optional(nm.layer(i, "mlp.gate_proj.bias"), {hidden}, mb);
       auto ub = ld.read_optional(nm.layer(i, "mlp.up_proj.bias"), {hidden}, mb);
-      L.w_up = ld.linear(concat_rows({&gate, &up}), 2 * hidden, dim, fmt_, concat_rows({&gb, &ub}));
+      L.w_up = ld.stacked_linear({&gate, &up}, dim, fmt_, concat_rows({&gb, &ub}));
       L.w_down = ld.linear(ld.read(nm.layer(i, "mlp.down_proj.weight"), {dim, hidden}), dim, hidden, fmt_,
                            ld.read_optional(nm.layer(i, "mlp.down_proj.bias"), {dim}, mb));
     } else {
@@ -195,8 +231,9 @@ std::unique_ptr<Model> Model::load(const std::string& dir, Backend& backend, con
       const int64_t qkv_rows = qd + 2 * kvd;
       auto qkv = ld.read(nm.layer(i, "self_attention.query_key_value.weight"), {qkv_rows, dim});
       auto qkv_b = ld.read_optional(nm.layer(i, "self_attention.query_key_value.bias"), {qkv_rows}, b);
-      L.wqkv = ld.linear(falcon_qkv_order(qkv, cfg, dim), qkv_rows, dim, fmt_,
-                         b ? falcon_qkv_order(qkv_b, cfg, 1) : std::vector<float>{});
+      std::vector<int32_t> order = unless_identity(falcon_qkv_row_order(cfg));
+      auto bias = in_output_order(qkv_b, order);
+      L.wqkv = ld.reordered_linear(qkv, qkv_rows, dim, fmt_, std::move(order), std::move(bias));
       L.wo = ld.linear(ld.read(nm.layer(i, "self_attention.dense.weight"), {dim, qd}), dim, qd, fmt_,
                        ld.read_optional(nm.layer(i, "self_attention.dense.bias"), {dim}, b));
       L.w_up = ld.linear(ld.read(nm.layer(i, "mlp.dense_h_to_4h.weight"), {hidden, dim}), hidden, dim, fmt_,
