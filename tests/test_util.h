@@ -1,10 +1,14 @@
 // Helpers shared by the test binaries: where the test data lives, running the lowbit binary.
 #pragma once
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <vector>
 
 namespace lowbit::test {
 
@@ -29,5 +33,39 @@ struct RunResult {
   int code = -1;
   std::string out, err;
 };
+
+// Runs the lowbit binary with `args` (stdin from `stdin_path`, default /dev/null) and captures
+// its exit code, stdout and stderr.
+inline RunResult run_cli(const std::vector<std::string>& args, const std::string& stdin_path = "/dev/null") {
+  static int counter = 0;
+  // Single-quoted for sh; a quote inside becomes '\'' (appends only: GCC 12 warns, wrongly, on
+  // "literal" + std::string here).
+  auto quote = [](const std::string& s) {
+    std::string q(1, '\'');
+    for (char c : s) {
+      if (c == '\'')
+        q.append("'\\''");
+      else
+        q.push_back(c);
+    }
+    q.push_back('\'');
+    return q;
+  };
+  const std::filesystem::path dir =
+      std::filesystem::temp_directory_path() / std::string("lowbit_run_").append(std::to_string(getpid()));
+  std::filesystem::create_directories(dir);
+  const auto out = dir / std::string("out").append(std::to_string(counter));
+  const auto err = dir / std::string("err").append(std::to_string(counter++));
+  std::string cmd = quote(lowbit_bin());
+  for (const auto& a : args) cmd.append(" ").append(quote(a));
+  cmd.append(" >").append(quote(out.string())).append(" 2>").append(quote(err.string()));
+  cmd.append(" <").append(quote(stdin_path));
+  const int status = std::system(cmd.c_str());
+  RunResult r{WIFEXITED(status) ? WEXITSTATUS(status) : -1, slurp(out), slurp(err)};
+  std::error_code ec;
+  std::filesystem::remove(out, ec);
+  std::filesystem::remove(err, ec);
+  return r;
+}
 
 }  // namespace lowbit::test

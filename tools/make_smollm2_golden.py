@@ -12,7 +12,8 @@ Dev-time only (PyPI: torch, transformers, accelerate, gguf, tokenizers). Run fro
 Writes tests/data/smollm2/golden.json:
   prompt_text   a ChatML conversation rendered with the model's template (generation prompt on)
   ids           its token ids (tokenizers' encode, no special tokens added)
-  positions     the positions whose logits are stored; logits[k] is the full f32 row at positions[k]
+  positions     the positions whose logits are stored; logits[k] is the full f32 row at positions[k],
+                logits_f64[k] the same forward run in float64 (model.double())
   greedy        transformers' greedy continuation (24 new tokens, stopping at <|im_end|>)
 and tests/data/smollm2/tokenizer-golden.json: ids of tests/data/tokenizers/corpus.json from a
 tokenizers pipeline rebuilt from the GGUF's vocabulary and merges as SmolLM2's tokenizer.json
@@ -79,9 +80,17 @@ def main():
         logits = model(torch.tensor([ids])).logits[0].float().numpy()
         out = model.generate(torch.tensor([ids]), max_new_tokens=24, do_sample=False, eos_token_id=2)
     greedy = out[0, len(ids):].tolist()
+    # The same forward in float64: how far each f32 computation is from the exact one (the two
+    # f32 forwards, transformers' and lowbit's, each round differently).
+    with torch.no_grad():
+        logits64 = model.double()(torch.tensor([ids])).logits[0].numpy()
     positions = [0, len(ids) // 2, len(ids) - 1]
+    for p in positions:
+        print(f"position {p}: transformers f32 vs f64 max |diff| {np.abs(logits[p] - logits64[p]).max():.3g}",
+              file=sys.stderr)
     golden = {"prompt_text": text, "ids": ids, "positions": positions,
-              "logits": [[float(f"{v:.8g}") for v in logits[p]] for p in positions], "greedy": greedy,
+              "logits": [[float(f"{v:.8g}") for v in logits[p]] for p in positions],
+              "logits_f64": [[float(f"{v:.9g}") for v in logits64[p]] for p in positions], "greedy": greedy,
               "greedy_text": tok.decode(greedy, skip_special_tokens=True)}
     with open(os.path.join(OUT, "golden.json"), "w") as f:
         json.dump(golden, f)

@@ -356,6 +356,20 @@ ChatTemplate ChatTemplate::from_model_dir(const std::string& dir) {
   return t;
 }
 
+std::vector<ChatMessage> parse_chat_messages(const nlohmann::json& value, const std::string& where) {
+  if (!value.is_array() || value.empty())
+    throw InputError(where + ": \"messages\" must be a non-empty array of {\"role\", \"content\"} objects");
+  std::vector<ChatMessage> out;
+  for (size_t k = 0; k < value.size(); ++k) {
+    const nlohmann::json& m = value[k];
+    if (!m.is_object() || !m.contains("role") || !m["role"].is_string() || !m.contains("content") ||
+        !m["content"].is_string())
+      throw InputError(where + ": message " + std::to_string(k) + " needs a string \"role\" and a string \"content\"");
+    out.push_back({m["role"].get<std::string>(), m["content"].get<std::string>()});
+  }
+  return out;
+}
+
 std::string ChatTemplate::render(const std::vector<ChatMessage>& messages, bool add_generation_prompt) const {
   std::string out;
   switch (family_) {

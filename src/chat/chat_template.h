@@ -15,6 +15,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json_fwd.hpp>
+
 namespace lowbit {
 
 struct ChatMessage {
@@ -56,6 +58,10 @@ class ChatTemplate {
   bool llama3_always_prompt_ = false;  // Llama-3 variant that always appends the assistant header
   std::string bos_token_, eos_token_;
 };
+
+// A JSONL record's "messages": a non-empty array of {"role": string, "content": string}.
+// InputError naming `where` otherwise.
+std::vector<ChatMessage> parse_chat_messages(const nlohmann::json& value, const std::string& where);
 
 // The normal form used for recognition (exposed for tests): what Jinja would treat the same
 // renders the same here.

@@ -200,6 +200,9 @@ int run_chat(const RunFlags& f) {
     SamplingParams turn_sp = sp;
     turn_sp.seed = sp.seed + uint64_t(turn);  // a fresh draw each turn, still reproducible from --seed
     ChatAnswer a = answer(s, prompt, turn_sp, f, true);
+    spdlog::info("turn {}: prompt {} tokens, generated {} tokens, decode {:.1f} tokens/s; stop: {}", turn + 1,
+                 a.result.prompt_tokens, a.result.tokens.size(), a.result.decode_tokens_per_second(),
+                 stop_reason_name(a.result.stop));
     if (a.result.stop == StopReason::interrupted) {
       clear_interrupted();
       spdlog::info("answer stopped");
