@@ -467,12 +467,9 @@ std::vector<TensorPlan> plan_tensors(const GgufFile& f, const LlamaParams& p) {
   std::vector<TensorPlan> plans;
   std::set<std::string> used;
   auto add = [&](const std::string& gguf_name, const std::string& hf_name, std::vector<int64_t> shape,
-                 int permute_heads = 0, bool optional = false) {
+                 int permute_heads = 0) {
     const GgufTensor* t = f.find_tensor(gguf_name);
-    if (!t) {
-      if (optional) return;
-      throw InputError(f.path() + ": tensor " + q(gguf_name) + " is missing");
-    }
+    if (!t) throw InputError(f.path() + ": tensor " + q(gguf_name) + " is missing");
     std::vector<uint64_t> expected_ne(shape.rbegin(), shape.rend());
     if (t->ne != expected_ne) {
       std::string want = "[";
@@ -497,7 +494,7 @@ std::vector<TensorPlan> plan_tensors(const GgufFile& f, const LlamaParams& p) {
       add(g + "attn_q.bias", h + "self_attn.q_proj.bias", {q_dim}, p.n_heads);
       add(g + "attn_k.bias", h + "self_attn.k_proj.bias", {kv_dim}, p.n_kv_heads);
       add(g + "attn_v.bias", h + "self_attn.v_proj.bias", {kv_dim});
-      add(g + "attn_output.bias", h + "self_attn.o_proj.bias", {dim}, 0, true);
+      add(g + "attn_output.bias", h + "self_attn.o_proj.bias", {dim});  // HF Llama's attention_bias covers all four
     }
     add(g + "ffn_norm.weight", h + "post_attention_layernorm.weight", {dim});
     add(g + "ffn_gate.weight", h + "mlp.gate_proj.weight", {ffn, dim});
