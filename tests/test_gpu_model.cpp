@@ -124,38 +124,6 @@ TEST_CASE("CUDA greedy continuations equal the CPU's and transformers'", "[gpu]"
   }
 }
 
-TEST_CASE("stories260K greedy text on CUDA equals the CPU's", "[gpu]") {
-  const std::string dir = test::root_dir() + "/models/stories260K";
-  if (!fs::exists(dir + "/config.json")) {
-    WARN("no " << dir << "/config.json: skipped");
-    return;
-  }
-  Tokenizer tok = Tokenizer::from_file(dir + "/tokenizer.json");
-  GenerationRequest req;
-  req.prompt = {tok.bos_id()};
-  req.sampling.temperature = 0;
-  req.max_new_tokens = 255;
-  req.stop_ids = {tok.bos_id()};
-  CpuBackend cpu(0);
-  CudaBackend gpu{CudaContextOptions{}};
-  for (Format f : {Format::F32, Format::BF16}) {
-    LoadOptions opts;
-    opts.format = f;
-    auto cpu_model = Model::load(dir, cpu, opts);
-    auto gpu_model = Model::load(dir, gpu, opts);
-    auto on_cpu = generate(*cpu_model, req, [](int32_t) { return true; });
-    auto on_gpu = generate(*gpu_model, req, [](int32_t) { return true; });
-    INFO("format " << format_name(f) << "\ncpu: " << tok.decode(on_cpu.tokens, true)
-                   << "\ngpu: " << tok.decode(on_gpu.tokens, true));
-    // F32 is the same arithmetic: the text must match. BF16 runs bf16 weights on both sides
-    // too; a near-tie could in principle flip, so a mismatch there is reported, not failed.
-    if (f == Format::F32)
-      CHECK(on_gpu.tokens == on_cpu.tokens);
-    else if (on_gpu.tokens != on_cpu.tokens)
-      WARN("bf16 greedy text differs between CUDA and CPU");
-  }
-}
-
 TEST_CASE("GPU sampling of a model's logits equals the CPU sampler", "[gpu]") {
   const auto dirs = fixture_models();
   REQUIRE(!dirs.empty());
@@ -251,7 +219,7 @@ TEST_CASE("stories260K greedy tokens on CUDA equal the CPU's in every format", "
     opts.max_context = 256;
     auto cpu_model = Model::load(stories_dir(), cpu, opts);
     auto gpu_model = Model::load(stories_dir(), gpu, opts);
-    const auto on_cpu = greedy(*cpu_model, prompt, 96), on_gpu = greedy(*gpu_model, prompt, 96);
+    const auto on_cpu = greedy(*cpu_model, prompt, 64), on_gpu = greedy(*gpu_model, prompt, 64);
     INFO("format " << format_name(f));
     REQUIRE(on_cpu.size() == on_gpu.size());
     size_t k = 0;
@@ -266,7 +234,7 @@ TEST_CASE("stories260K greedy tokens on CUDA equal the CPU's in every format", "
                                       << gap);
     CHECK(gap <= 1e-3f);
   }
-  WARN(identical << " of " << all_formats().size() << " formats gave identical 96-token continuations");
+  WARN(identical << " of " << all_formats().size() << " formats gave identical 64-token continuations");
   CHECK(identical >= 1);
 }
 
@@ -305,7 +273,7 @@ TEST_CASE("batched decode on CUDA gives each sequence its tokens alone", "[gpu]"
       r.sampling.temperature = requests.size() % 2 ? 0.8f : 0.0f;
       r.sampling.top_k = 40;
       r.sampling.seed = 11 + requests.size();
-      r.max_new_tokens = 20 + 7 * int(requests.size());
+      r.max_new_tokens = 10 + 5 * int(requests.size());
       requests.push_back(r);
     }
     std::vector<std::vector<int32_t>> batched(requests.size());

@@ -621,6 +621,7 @@ const std::vector<std::pair<std::string, FuzzTarget>>& fuzz_targets() {
       {"tokenizer_json", lowbit::fuzz::tokenizer_json},
       {"tokenizer_encode", lowbit::fuzz::tokenizer_encode},
       {"llama2c", lowbit::fuzz::llama2c},
+      {"gguf", lowbit::fuzz::gguf},
   };
   return targets;
 }

@@ -34,35 +34,47 @@ struct RunResult {
   std::string out, err;
 };
 
-// One argument for /bin/sh, single-quoted.
+// One argument for /bin/sh, single-quoted (a quote inside becomes '\''; appends only: GCC 12
+// warns, wrongly, on "literal" + std::string here).
 inline std::string shell_quote(const std::string& s) {
-  std::string q = "'";
+  std::string q(1, '\'');
   for (char c : s) {
     if (c == '\'')
       q.append("'\\''");
     else
       q.push_back(c);
   }
-  return q + "'";
+  q.push_back('\'');
+  return q;
 }
 
-// Runs the lowbit binary with `args` (stdin from /dev/null) and `env` ("NAME=value" entries
-// added to the environment of that run only).
-inline RunResult run_lowbit(const std::vector<std::string>& args, const std::vector<std::string>& env = {}) {
+// Runs the lowbit binary with `args`, stdin from `stdin_path` (default /dev/null) and `env`
+// ("NAME=value" entries added to the environment of that run only); its exit code, stdout, stderr.
+inline RunResult run_lowbit(const std::vector<std::string>& args, const std::vector<std::string>& env = {},
+                            const std::string& stdin_path = "/dev/null") {
   static int counter = 0;
   const std::filesystem::path dir =
-      std::filesystem::temp_directory_path() / ("lowbit_run_" + std::to_string(getpid()));
+      std::filesystem::temp_directory_path() / std::string("lowbit_run_").append(std::to_string(getpid()));
   std::filesystem::create_directories(dir);
-  const std::filesystem::path out = dir / ("out" + std::to_string(counter)),
-                              err = dir / ("err" + std::to_string(counter++));
+  const auto out = dir / std::string("out").append(std::to_string(counter));
+  const auto err = dir / std::string("err").append(std::to_string(counter++));
   std::string cmd;
   for (const auto& e : env) cmd.append(e).push_back(' ');
   cmd.append(shell_quote(lowbit_bin()));
   for (const auto& a : args) cmd.append(" ").append(shell_quote(a));
   cmd.append(" >").append(shell_quote(out.string())).append(" 2>").append(shell_quote(err.string()));
-  cmd.append(" </dev/null");
+  cmd.append(" <").append(shell_quote(stdin_path));
   const int status = std::system(cmd.c_str());
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, slurp(out), slurp(err)};
+  RunResult r{WIFEXITED(status) ? WEXITSTATUS(status) : -1, slurp(out), slurp(err)};
+  std::error_code ec;
+  std::filesystem::remove(out, ec);
+  std::filesystem::remove(err, ec);
+  return r;
+}
+
+// run_lowbit with a stdin file and no extra environment.
+inline RunResult run_cli(const std::vector<std::string>& args, const std::string& stdin_path = "/dev/null") {
+  return run_lowbit(args, {}, stdin_path);
 }
 
 }  // namespace lowbit::test

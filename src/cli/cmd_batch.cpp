@@ -2,11 +2,13 @@
 // appending one result line per finished record; --resume continues a killed run, --shard splits
 // the input across jobs (README "Batch and sweeps").
 #include <filesystem>
+#include <optional>
 #include <set>
 
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
+#include "chat/chat_template.h"
 #include "cli/commands.h"
 #include "cli/session.h"
 #include "core/error.h"
@@ -57,8 +59,9 @@ Shard parse_shard(const std::string& spec) {
 struct Job {
   json id;
   size_t line = 0;
-  std::string prompt;
+  std::string prompt;  // the record's prompt, or its messages rendered with the chat template
   GenerationRequest req;
+  json messages = nullptr;  // a chat record's messages (no BOS is added: the template writes its own)
 };
 
 // Per-record settings override the flags; a bad value is the input file's fault, so it is an
@@ -120,6 +123,7 @@ int batch(const BatchFlags& f) {
   }
 
   std::vector<Job> jobs;
+  std::optional<ChatTemplate> chat;  // read once, when the first chat record needs it
   std::set<std::string> seen;
   size_t index = 0, skipped = 0;
   for (const study::JsonlRecord& r : study::read_jsonl(f.input, false)) {
@@ -129,8 +133,19 @@ int batch(const BatchFlags& f) {
       throw InputError(fmt::format("{}: \"id\" (a string or an integer) is missing", where));
     if (!seen.insert(id->dump()).second) throw InputError(fmt::format("{}: id {} appears twice", where, id->dump()));
     auto prompt = r.value.find("prompt");
-    if (prompt == r.value.end() || !prompt->is_string())
-      throw InputError(fmt::format("{}: \"prompt\" (a string) is missing", where));
+    auto messages = r.value.find("messages");
+    if (prompt != r.value.end() && messages != r.value.end())
+      throw InputError(fmt::format("{}: give \"prompt\" or \"messages\", not both", where));
+    std::string prompt_text;
+    if (messages != r.value.end()) {
+      const std::vector<ChatMessage> conv = parse_chat_messages(*messages, where);
+      if (!chat) chat = ChatTemplate::from_model_dir(f.model.model_dir);
+      prompt_text = chat->render(conv, true);
+    } else if (prompt == r.value.end() || !prompt->is_string()) {
+      throw InputError(fmt::format("{}: \"prompt\" (a string) or \"messages\" is missing", where));
+    } else {
+      prompt_text = prompt->get<std::string>();
+    }
     // Shards take records by their index in the whole file, so every job sees the same split.
     const size_t record_index = index++;
     if (record_index % shard.count != shard.index) continue;
@@ -138,7 +153,7 @@ int batch(const BatchFlags& f) {
       ++skipped;
       continue;
     }
-    Job job{*id, r.line, prompt->get<std::string>(), {}};
+    Job job{*id, r.line, prompt_text, {}, messages != r.value.end() ? *messages : json(nullptr)};
     job.req.sampling = defaults;
     // Without --seed or a per-record seed, the record's index is its seed, so a rerun or a
     // resumed run reproduces the same text.
@@ -157,7 +172,7 @@ int batch(const BatchFlags& f) {
   const std::vector<int32_t> stop_ids = s.stop_ids();
   std::vector<GenerationRequest> requests;
   for (Job& job : jobs) {
-    job.req.prompt = s.tokenizer->encode(job.prompt, true);
+    job.req.prompt = s.tokenizer->encode(job.prompt, job.messages.is_null());
     job.req.stop_ids = stop_ids;
     const std::string where = fmt::format("{}:{}", f.input, job.line);
     if (job.req.prompt.empty()) throw InputError(fmt::format("{}: the prompt encodes to no tokens", where));
@@ -179,6 +194,7 @@ int batch(const BatchFlags& f) {
         Record j;
         j["id"] = job.id;
         j["prompt"] = job.prompt;
+        if (!job.messages.is_null()) j["messages"] = Record::parse(job.messages.dump());
         j["text"] = s.tokenizer->decode(r.tokens, true);
         j["token_ids"] = r.tokens;
         j["prompt_tokens"] = r.prompt_tokens;
@@ -216,7 +232,8 @@ void add_batch_command(CLI::App& app, int& exit_code) {
   add_model_flags(*cmd, flags->model);
   add_sampling_flags(*cmd, flags->sampling);
   cmd->add_option("--input", flags->input,
-                  "JSONL: {\"id\": string or integer, \"prompt\": ..., optional temperature, top_k, top_p, min_p, "
+                  "JSONL: {\"id\": string or integer, \"prompt\": ... or \"messages\": [{\"role\", \"content\"}...] (rendered "
+                  "with the model's chat template), optional temperature, top_k, top_p, min_p, "
                   "max_new_tokens, seed} per line (flags give the defaults)");
   cmd->add_option("--output", flags->output, "results JSONL, one line appended per finished record");
   cmd->add_flag("--resume", flags->resume, "skip ids already in --output (a torn last line is cut off first)");

@@ -1,8 +1,11 @@
-// `lowbit convert-llama2c`: a llama2.c checkpoint and vocabulary to a Hugging Face folder.
+// `lowbit convert-llama2c` (a llama2.c checkpoint and vocabulary) and `lowbit convert-gguf` (a
+// llama.cpp GGUF file) to a Hugging Face folder.
 #include <spdlog/spdlog.h>
 
 #include "cli/commands.h"
+#include "convert/gguf_convert.h"
 #include "convert/llama2c.h"
+#include "core/error.h"
 
 namespace lowbit::cli {
 
@@ -18,6 +21,30 @@ void add_convert_command(CLI::App& app, int& exit_code) {
   cmd->callback([flags, &exit_code] {
     convert_llama2c(flags->checkpoint, flags->tokenizer, flags->out);
     spdlog::info("wrote {}", flags->out);
+    exit_code = 0;
+  });
+
+  struct GgufFlags {
+    std::string input, out, dtype = "f32";
+    bool force = false;
+  };
+  auto gguf = std::make_shared<GgufFlags>();
+  CLI::App* g = app.add_subcommand("convert-gguf", "convert a llama.cpp GGUF file (Llama architecture) to a Hugging Face folder");
+  g->add_option("file", gguf->input, "the .gguf file")->required();
+  g->add_option("--out", gguf->out, "output folder")->required();
+  g->add_option("--dtype", gguf->dtype,
+                "dtype of model.safetensors: f32 (the dequantized values exactly), bf16 or f16 (half the size, rounded)")
+      ->capture_default_str();
+  g->add_flag("--force", gguf->force, "overwrite the output files if the folder already holds them");
+  g->callback([gguf, &exit_code] {
+    GgufConvertOptions options;
+    if (gguf->dtype == "f32") options.dtype = DType::F32;
+    else if (gguf->dtype == "bf16") options.dtype = DType::BF16;
+    else if (gguf->dtype == "f16") options.dtype = DType::F16;
+    else throw UsageError("--dtype " + gguf->dtype + ": use f32, bf16 or f16");
+    options.force = gguf->force;
+    convert_gguf(gguf->input, gguf->out, options);
+    spdlog::info("wrote {}", gguf->out);
     exit_code = 0;
   });
 }

@@ -1,9 +1,18 @@
-// `lowbit run`: generate from one prompt, streaming text to stdout, logs to stderr.
+// `lowbit run`: generate from one prompt, streaming text to stdout, logs to stderr. With --chat
+// the prompt is a user turn in the model's chat template; with no prompt and a terminal on stdin
+// (or --interactive) it is a multi-turn chat: Ctrl-C stops the current answer, Ctrl-D quits.
+#include <unistd.h>
+
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
+#include <iostream>
+#include <iterator>
 
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
+#include "chat/chat_template.h"
 #include "cli/commands.h"
 #include "cli/kernel_stats.h"
 #include "cli/session.h"
@@ -22,6 +31,9 @@ struct RunFlags {
   bool json = false;
   bool no_echo = false;
   bool truncate = false;
+  bool chat = false;
+  bool interactive = false;
+  std::string system;
 };
 
 // The generated text as transformers' text-generation pipeline gives it: decode(prompt +
@@ -36,7 +48,174 @@ std::string continuation_text(const Tokenizer& tok, const std::vector<int32_t>& 
   return tok.decode(generated, true);
 }
 
+enum class LineRead { line, eof, interrupted };
+
+// One line from stdin with read(2), so a Ctrl-C at the prompt (EINTR) is seen instead of
+// being retried inside stdio.
+LineRead read_line(std::string& line) {
+  line.clear();
+  for (;;) {
+    char c;
+    const ssize_t n = ::read(STDIN_FILENO, &c, 1);
+    if (n == 1) {
+      if (c == '\n') return LineRead::line;
+      line += c;
+      continue;
+    }
+    if (n == 0) return line.empty() ? LineRead::eof : LineRead::line;
+    if (errno == EINTR) return LineRead::interrupted;
+    throw InputError(std::string("stdin: read failed (") + std::strerror(errno) + ")");
+  }
+}
+
+// The conversation rendered with the generation prompt and encoded as transformers'
+// apply_chat_template(tokenize=True) does (the template writes its own BOS, so none is added).
+std::vector<int32_t> chat_prompt(const ChatTemplate& tmpl, const Tokenizer& tok, const std::vector<ChatMessage>& conv,
+                                 std::string* rendered) {
+  const std::string text = tmpl.render(conv, true);
+  if (rendered) *rendered = text;
+  return tok.encode(text, false);
+}
+
+struct ChatAnswer {
+  GenerationResult result;
+  std::string text;  // the answer, special tokens (the stop id) left out
+};
+
+ChatAnswer answer(Session& s, const std::vector<int32_t>& prompt, const SamplingParams& sp, const RunFlags& f,
+                  bool stream_out) {
+  GenerationRequest req;
+  req.prompt = prompt;
+  req.sampling = sp;
+  req.max_new_tokens = f.sampling.max_new_tokens;
+  req.stop_ids = s.stop_ids();
+  StreamDecoder stream(*s.tokenizer);
+  ChatAnswer a;
+  a.result = generate(*s.model, req, [&](int32_t tok) {
+    std::string piece = stream.push(tok);
+    a.text += piece;
+    if (stream_out && !piece.empty()) {
+      std::fwrite(piece.data(), 1, piece.size(), stdout);
+      std::fflush(stdout);
+    }
+    return !interrupted();
+  });
+  std::string tail = stream.flush();
+  a.text += tail;
+  if (stream_out) {
+    std::fwrite(tail.data(), 1, tail.size(), stdout);
+    std::fputc('\n', stdout);
+    std::fflush(stdout);
+  }
+  return a;
+}
+
+int run_chat(const RunFlags& f) {
+  if (!f.prompt.empty() && !f.prompt_file.empty()) throw UsageError("give the prompt with -p or -f, not both");
+  validate_model_flags(f.model);
+  SamplingParams sp = sampling_params(f.sampling, load_generation_defaults(f.model.model_dir));
+  const bool have_prompt = !f.prompt.empty() || !f.prompt_file.empty();
+  const bool interactive = f.interactive || (!have_prompt && !f.json && isatty(STDIN_FILENO));
+  if (interactive && f.json) throw UsageError("--json gives one record; it cannot be used with an interactive chat");
+  // The template is checked before the model is loaded, so an unknown one costs nothing.
+  const ChatTemplate tmpl = ChatTemplate::from_model_dir(f.model.model_dir);
+  std::string first = f.prompt_file.empty() ? f.prompt : read_text_file(f.prompt_file);
+  if (!have_prompt && !interactive) {
+    // A pipe on stdin: the whole input is the one user turn.
+    first.assign(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
+  }
+  Session s = open_session(f.model);
+  spdlog::info("chat template: {}; seed {}, temperature {}, top-k {}, top-p {}", chat_family_name(tmpl.family()),
+               sp.seed, sp.temperature, sp.top_k, sp.top_p);
+  std::vector<ChatMessage> conv;
+  if (!f.system.empty()) conv.push_back({"system", f.system});
+  const int ctx = s.model->max_context();
+  install_sigint_handler();
+
+  if (!interactive) {
+    conv.push_back({"user", first});
+    std::string rendered;
+    std::vector<int32_t> prompt = chat_prompt(tmpl, *s.tokenizer, conv, &rendered);
+    if (int(prompt.size()) >= ctx)
+      throw InputError(fmt::format("the chat prompt has {} tokens but the context holds {} (use --ctx)", prompt.size(), ctx));
+    ChatAnswer a = answer(s, prompt, sp, f, !f.json);
+    const GenerationResult& r = a.result;
+    if (f.json) {
+      nlohmann::json j;
+      j["messages"] = nlohmann::json::array();
+      for (const ChatMessage& m : conv) j["messages"].push_back({{"role", m.role}, {"content", m.content}});
+      j["prompt"] = rendered;
+      j["text"] = a.text;
+      j["token_ids"] = r.tokens;
+      j["prompt_tokens"] = r.prompt_tokens;
+      j["generated_tokens"] = r.tokens.size();
+      j["stop_reason"] = stop_reason_name(r.stop);
+      j["time_to_first_token_s"] = r.prefill_seconds;
+      j["decode_tokens_per_s"] = r.decode_tokens_per_second();
+      j["seed"] = sp.seed;
+      j["quant"] = format_name(s.model->options().format);
+      j["device"] = s.backend->name();
+      std::puts(j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
+      std::fflush(stdout);
+    }
+    spdlog::info("prompt {} tokens; generated {} tokens, decode {:.1f} tokens/s; stop: {}", r.prompt_tokens,
+                 r.tokens.size(), r.decode_tokens_per_second(), stop_reason_name(r.stop));
+    return r.stop == StopReason::interrupted ? int(ExitCode::interrupted) : 0;
+  }
+
+  spdlog::info("interactive chat: type a message and Enter; Ctrl-C stops an answer, Ctrl-D quits");
+  bool pending_first = have_prompt;
+  for (int turn = 0;; ++turn) {
+    std::string line;
+    if (pending_first) {
+      line = first;
+      pending_first = false;
+    } else {
+      std::fputs("> ", stdout);
+      std::fflush(stdout);
+      const LineRead got = read_line(line);
+      if (got == LineRead::eof) {
+        std::fputc('\n', stdout);
+        break;
+      }
+      if (got == LineRead::interrupted) {
+        clear_interrupted();
+        std::fputc('\n', stdout);
+        continue;
+      }
+    }
+    if (line.empty()) continue;
+    conv.push_back({"user", line});
+    std::vector<int32_t> prompt = chat_prompt(tmpl, *s.tokenizer, conv, nullptr);
+    // Too long for the context: forget the oldest turns (a system message stays).
+    const size_t keep = !conv.empty() && conv[0].role == "system" ? 1 : 0;
+    while (int(prompt.size()) >= ctx && conv.size() > keep + 1) {
+      conv.erase(conv.begin() + ptrdiff_t(keep));
+      prompt = chat_prompt(tmpl, *s.tokenizer, conv, nullptr);
+    }
+    if (int(prompt.size()) >= ctx) {
+      spdlog::warn("that message alone has {} tokens, more than the context holds ({}); not sent", prompt.size(), ctx);
+      conv.pop_back();
+      continue;
+    }
+    SamplingParams turn_sp = sp;
+    turn_sp.seed = sp.seed + uint64_t(turn);  // a fresh draw each turn, still reproducible from --seed
+    ChatAnswer a = answer(s, prompt, turn_sp, f, true);
+    spdlog::info("turn {}: prompt {} tokens, generated {} tokens, decode {:.1f} tokens/s; stop: {}", turn + 1,
+                 a.result.prompt_tokens, a.result.tokens.size(), a.result.decode_tokens_per_second(),
+                 stop_reason_name(a.result.stop));
+    if (a.result.stop == StopReason::interrupted) {
+      clear_interrupted();
+      spdlog::info("answer stopped");
+    }
+    conv.push_back({"assistant", a.text});
+  }
+  return 0;
+}
+
 int run(const RunFlags& f) {
+  if (f.chat || f.interactive) return run_chat(f);
+  if (!f.system.empty()) throw UsageError("--system needs --chat");
   if (!f.prompt.empty() && !f.prompt_file.empty()) throw UsageError("give the prompt with -p or -f, not both");
   // No prompt at all: generate from BOS alone.
   // Flags are checked before anything is loaded, so a usage error costs nothing.
@@ -120,6 +299,13 @@ void add_run_command(CLI::App& app, int& exit_code) {
   cmd->add_flag("--json", flags->json, "print one JSON record (text, token ids, counts, timings) instead of streaming");
   cmd->add_flag("--no-echo", flags->no_echo, "do not print the prompt before the generated text");
   cmd->add_flag("--truncate", flags->truncate, "keep the last tokens of a prompt longer than the context");
+  cmd->add_flag("--chat", flags->chat,
+                "format the prompt as a user turn in the model's chat template (tokenizer_config.json) with the "
+                "assistant prompt; with no -p/-f and a terminal on stdin, chat interactively (Ctrl-C stops an answer, "
+                "Ctrl-D quits)");
+  cmd->add_option("--system", flags->system, "system message of the chat (with --chat)");
+  cmd->add_flag("--interactive", flags->interactive,
+                "multi-turn chat reading one message per line from stdin even when it is not a terminal (implies --chat)");
   cmd->callback([flags, &exit_code] { exit_code = run(*flags); });
 }
 

@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
+#include "chat/chat_template.h"
 #include "cli/commands.h"
 #include "cli/session.h"
 #include "core/error.h"
@@ -43,22 +44,35 @@ struct SweepFlags {
 
 struct Prompt {
   json id;
-  std::string text;
+  std::string text;  // what the model reads: the prompt, or the messages rendered with the chat template
   std::vector<int32_t> tokens;
+  json messages = nullptr;  // a chat record's messages (the template writes its own specials: no BOS added)
 };
 
-// .jsonl: one {"id": ..., "prompt": "..."} per line; anything else: one prompt per non-empty line,
-// its id the 0-based index among the prompts.
-std::vector<Prompt> read_prompt_file(const std::string& path) {
+// .jsonl: one {"id": ..., "prompt": "..."} or {"id": ..., "messages": [{"role", "content"}...]} per
+// line (messages are rendered with the model folder's chat template); anything else: one prompt
+// per non-empty line, its id the 0-based index among the prompts.
+std::vector<Prompt> read_prompt_file(const std::string& path, const std::string& model_dir) {
   std::vector<Prompt> out;
+  std::optional<ChatTemplate> chat;  // read once, when the first chat record needs it
   if (std::filesystem::path(path).extension() == ".jsonl") {
     for (const study::JsonlRecord& r : study::read_jsonl(path, false)) {
-      auto prompt = r.value.find("prompt");
-      if (prompt == r.value.end() || !prompt->is_string())
-        throw InputError(fmt::format("{}:{}: \"prompt\" (a string) is missing", path, r.line));
+      const std::string where = fmt::format("{}:{}", path, r.line);
       json id = r.value.value("id", json(out.size()));
       if (!id.is_string() && !id.is_number_integer())
-        throw InputError(fmt::format("{}:{}: \"id\" must be a string or an integer", path, r.line));
+        throw InputError(fmt::format("{}: \"id\" must be a string or an integer", where));
+      auto prompt = r.value.find("prompt");
+      auto messages = r.value.find("messages");
+      if (prompt != r.value.end() && messages != r.value.end())
+        throw InputError(fmt::format("{}: give \"prompt\" or \"messages\", not both", where));
+      if (messages != r.value.end()) {
+        const std::vector<ChatMessage> conv = parse_chat_messages(*messages, where);
+        if (!chat) chat = ChatTemplate::from_model_dir(model_dir);
+        out.push_back({id, chat->render(conv, true), {}, *messages});
+        continue;
+      }
+      if (prompt == r.value.end() || !prompt->is_string())
+        throw InputError(fmt::format("{}: \"prompt\" (a string) or \"messages\" is missing", where));
       out.push_back({id, prompt->get<std::string>(), {}});
     }
   } else {
@@ -192,7 +206,7 @@ int sweep(const SweepFlags& f) {
 
   std::vector<Prompt> prompts;
   if (!f.prompts_file.empty()) {
-    prompts = read_prompt_file(f.prompts_file);
+    prompts = read_prompt_file(f.prompts_file, f.model.model_dir);
   } else {
     for (const std::string& p : f.prompts) prompts.push_back({json(prompts.size()), p, {}});
   }
@@ -223,7 +237,7 @@ int sweep(const SweepFlags& f) {
   // teacher-forcing scorer of every other format's output.
   Session ref = open_session(ref_flags);
   for (Prompt& p : prompts) {
-    p.tokens = ref.tokenizer->encode(p.text, true);
+    p.tokens = ref.tokenizer->encode(p.text, p.messages.is_null());
     if (p.tokens.empty()) throw InputError(fmt::format("prompt {}: encodes to no tokens", p.id.dump()));
     if (int(p.tokens.size()) >= ref.model->max_context())
       throw InputError(fmt::format("prompt {}: {} tokens but the context holds {} (use --ctx)", p.id.dump(),
@@ -276,6 +290,7 @@ int sweep(const SweepFlags& f) {
         j["model"] = f.model.model_dir;
         j["prompt_id"] = prompts[pi].id;
         j["prompt"] = prompts[pi].text;
+        if (!prompts[pi].messages.is_null()) j["messages"] = Record::parse(prompts[pi].messages.dump());
         j["quant"] = format_name(format);
         j["implicit_reference"] = format == Format::BF16 && implicit_reference;
         j["temperature"] = g.temperature;
@@ -326,7 +341,8 @@ void add_sweep_command(CLI::App& app, int& exit_code) {
       ->capture_default_str();
   cmd->add_option("-p,--prompt", flags->prompts, "a prompt (repeat for several)");
   cmd->add_option("--prompts", flags->prompts_file,
-                  "prompt file: .jsonl with {\"id\", \"prompt\"} per line, else one prompt per line");
+                  "prompt file: .jsonl with {\"id\", \"prompt\"} or {\"id\", \"messages\": [{\"role\", \"content\"}...]} (rendered "
+                  "with the model's chat template) per line, else one prompt per line");
   const char* list_help = "comma-separated values and/or start:stop:step ranges (stop included)";
   cmd->add_option("--temperature", flags->temperature, fmt::format("temperatures: {}", list_help))
       ->capture_default_str();

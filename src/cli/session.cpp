@@ -25,6 +25,8 @@ void install_sigint_handler() {
 
 bool interrupted() { return g_interrupted.load(); }
 
+void clear_interrupted() { g_interrupted.store(false); }
+
 std::vector<int32_t> Session::stop_ids() const {
   if (!generation.eos_token_ids.empty()) return generation.eos_token_ids;
   if (!model->config().eos_token_ids.empty()) return model->config().eos_token_ids;

@@ -27,5 +27,7 @@ Session open_session(const ModelFlags& flags, int n_slots = 1);
 // state, as a signal handler can reach nothing else.
 void install_sigint_handler();
 bool interrupted();
+// Forgets a SIGINT already handled (interactive chat: Ctrl-C stops one answer, not the session).
+void clear_interrupted();
 
 }  // namespace lowbit::cli

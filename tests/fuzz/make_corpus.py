@@ -141,6 +141,44 @@ def main():
     put("llama2c", "huge_header", pair(hdr(1 << 30, 1 << 30, 1 << 20, 1, 1, vocab_n, seq) + weights[:64]))
     put("llama2c", "short_tokenizer", pair(hdr(dim, hidden, layers, heads, kv, vocab_n, seq) + weights, tok[:100]))
 
+    # gguf: the committed fixtures (small quantized Llama, SentencePiece vocabulary) and hand-made
+    # files around the reader's checks.
+    put("gguf", "tiny_smollm", read("tests", "data", "gguf", "tiny-smollm.gguf"))
+    put("gguf", "stories_spm", read("tests", "data", "gguf", "stories-spm.gguf"))
+    put("gguf", "types", read("tests", "data", "gguf", "types.gguf"))
+    gs = lambda b: struct.pack("<Q", len(b)) + b
+    kv_str = lambda k, v: gs(k.encode()) + struct.pack("<I", 8) + gs(v.encode())
+    kv_u32 = lambda k, v: gs(k.encode()) + struct.pack("<II", 4, v)
+
+    def gguf(kvs, tensors, data, version=3, align=32):
+        out = b"GGUF" + struct.pack("<IQQ", version, len(tensors), len(kvs)) + b"".join(kvs)
+        for name, ne, typ, off in tensors:
+            out += gs(name.encode()) + struct.pack("<I", len(ne)) + struct.pack(f"<{len(ne)}Q", *ne)
+            out += struct.pack("<IQ", typ, off)
+        return out + b"\0" * (-len(out) % align) + data
+    q8 = struct.pack("<e", 0.5) + bytes(range(32))
+    put("gguf", "mini", gguf([kv_str("general.architecture", "llama")], [("w", [32, 2], 8, 0)], q8 * 2))
+    put("gguf", "mini_v2", gguf([], [("a", [4], 0, 0), ("b", [4], 1, 32)], f32(1, 2, 3, 4) + b"\0" * 16 + b"\1\2" * 4, 2))
+    put("gguf", "aligned64", gguf([kv_u32("general.alignment", 64)], [("w", [16], 0, 0)], f32(*range(16)), align=64))
+    put("gguf", "overlap", gguf([], [("a", [8], 0, 0), ("b", [8], 0, 0)], f32(*range(8))))
+    put("gguf", "truncated", gguf([], [("w", [32, 2], 8, 0)], q8))
+    put("gguf", "version1", b"GGUF" + struct.pack("<IQQ", 1, 0, 0))
+    put("gguf", "bad_type", gguf([], [("w", [16], 99, 0)], f32(*range(16))))
+    tokens = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "a", "b", "ab", "\u0120", "\u0120a"]
+    arr = lambda typ, items: struct.pack("<IIQ", 9, typ, len(items)) + items_bytes(typ, items)
+    def items_bytes(typ, items):
+        if typ == 8:
+            return b"".join(gs(t.encode()) for t in items)
+        return b"".join(struct.pack("<i", t) for t in items)
+    vocab = [kv_str("tokenizer.ggml.model", "gpt2"), kv_str("tokenizer.ggml.pre", "smollm"),
+             gs(b"tokenizer.ggml.tokens") + arr(8, tokens),
+             gs(b"tokenizer.ggml.token_type") + arr(5, [3, 3, 3, 1, 1, 1, 1, 1]),
+             gs(b"tokenizer.ggml.merges") + arr(8, ["a b", "\u0120 a"]),
+             kv_str("tokenizer.chat_template", "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + "
+                    "message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ "
+                    "'<|im_start|>assistant\\n' }}{% endif %}")]
+    put("gguf", "vocab_bpe", gguf(vocab, [], b""))
+
 
 if __name__ == "__main__":
     main()

@@ -21,8 +21,11 @@
 
 #include <nlohmann/json.hpp>
 
+#include "chat/chat_template.h"
+#include "convert/gguf_convert.h"
 #include "convert/llama2c.h"
 #include "core/error.h"
+#include "io/gguf.h"
 #include "io/safetensors.h"
 #include "model/config.h"
 #include "tokenizer/tokenizer.h"
@@ -294,6 +297,55 @@ inline int llama2c(const uint8_t* data, size_t size) {
   } catch (const Error& e) {
     std::fprintf(stderr, "converted folder does not load: %s\n", e.what());
     check(false, "convert_llama2c wrote a folder lowbit rejects");
+  }
+  return 0;
+}
+
+// A GGUF file: what open() accepts keeps every tensor inside the file at an aligned offset and
+// dequantizes; what the converter accepts (config, tokenizer.json, template) lowbit itself loads.
+inline int gguf(const uint8_t* data, size_t size) {
+  std::unique_ptr<GgufFile> f;
+  try {
+    f = GgufFile::parse(data, size, "fuzz.gguf");
+  } catch (const Error&) {
+    return 0;
+  }
+  for (const GgufTensor& t : f->tensors()) {
+    check(!t.ne.empty() && t.ne.size() <= 4, "accepted n_dims outside 1..4");
+    check(t.data >= data && t.nbytes <= size && size_t(t.data - data) <= size - t.nbytes,
+          "accepted a tensor outside the file");
+    check(size_t(t.data - data) % f->alignment() == 0, "accepted an unaligned tensor");
+    if (gguf_type_supported(t.type) && t.numel() <= (1u << 16)) {
+      std::vector<float> values(size_t(t.numel()) + 1);
+      dequantize_gguf_tensor(t, f->path(), values.data());
+    }
+  }
+  try {
+    (void)gguf_config_json(*f);
+  } catch (const Error&) {
+  }
+  std::string tokenizer_text;
+  try {
+    tokenizer_text = gguf_tokenizer_json(*f).dump();
+  } catch (const Error&) {
+  }
+  if (!tokenizer_text.empty()) {
+    MemFile m(reinterpret_cast<const uint8_t*>(tokenizer_text.data()), tokenizer_text.size());
+    try {
+      const Tokenizer tok = Tokenizer::from_file(m.path());
+      exercise_tokenizer(tok, "Hello world 123 <|im_start|>", true, true);
+    } catch (const Error& e) {
+      std::fprintf(stderr, "converted tokenizer does not load: %s\n", e.what());
+      check(false, "gguf_tokenizer_json wrote a tokenizer.json lowbit rejects");
+    }
+  }
+  try {
+    const auto config = gguf_tokenizer_config_json(*f);
+    if (config.contains("chat_template")) {
+      const ChatTemplate t = ChatTemplate::recognise(config["chat_template"].get<std::string>(), "fuzz.gguf");
+      (void)t.render({{"system", "s"}, {"user", "u"}, {"assistant", "a"}, {"user", "v"}}, true);
+    }
+  } catch (const Error&) {
   }
   return 0;
 }
