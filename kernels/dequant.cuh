@@ -38,7 +38,7 @@ struct QuantizedWeightView {
 #if LOWBIT_EMULATED_GPU
 // The emulated device checks at launch that the planes a kernel receives are device memory.
 inline auto emu_device_pointers(const QuantizedWeightView& w) {
-  return std::array<const void*, 6>{w.codes, w.scales, w.scale_codes, w.scales2, w.scales16, w.zeros};
+  return std::array<const void*, 7>{w.codes, w.scales, w.scale_codes, w.scales2, w.scales16, w.zeros, w.out_rows};
 }
 #endif
 

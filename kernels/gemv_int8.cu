@@ -11,8 +11,9 @@
 //    outliers, out = fp16(out + sum over outlier columns of a * fp16(CB * SCB / 127)).
 //  - W8A8 (format_w8a8.cpp): x_scale = absmax / 127, xq = sat(rint(x / x_scale)) (0 if the scale
 //    is 0); y = acc * (w_scale * x_scale) in fp32.
-// The GEMV: one warp per row; when cols % 16 == 0 each lane loads 16 weight bytes and 16
-// activation bytes per token (uint4) and issues 4 dp4a each; other shapes use a scalar loop.
+// The GEMV follows kernels/gemv_template.cuh: kRows rows per warp; when cols % 16 == 0 each lane
+// loads 16 weight bytes per row and 16 activation bytes per token (uint4) and issues 4 dp4a per
+// row; other shapes use a scalar loop.
 // __fmul_rn/__fadd_rn mark the roundings the CPU reference performs (no FMA contraction).
 #include "kernels/common.cuh"
 #include "kernels/gemv.cuh"
@@ -119,92 +120,127 @@ __global__ void w8a8_quantize_tokens_kernel(const float* __restrict__ x, int col
 
 __device__ __forceinline__ int dot4(unsigned a, unsigned b, int c) { return __dp4a(int(a), int(b), c); }
 
+// The int8 GEMV: the row mapping of kernels/gemv_template.cuh (kRows rows per warp sharing each
+// activation load, every 16-byte weight load of a step issued before the math) with int8
+// activations from the workspace and dp4a. When cols % 16 != 0 a lane takes one column at a time.
 // kLlmInt8: LLM.int8's epilogue and outlier columns; else W8A8's.
-template <int kTokens, bool kLlmInt8>
+template <int kTokens, int kRows, bool kLlmInt8, bool kVector>
 __global__ void __launch_bounds__(kWarpsPerBlock * 32)
     gemv_int8_kernel(QuantizedWeightView w, const float* __restrict__ bias, const float* __restrict__ x,
                      int n_tokens, Workspace ws, float* __restrict__ y) {
+  constexpr int kUnroll = 2;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int row = blockIdx.x * kWarpsPerBlock + warp;
-  if (row >= w.rows) return;
+  const int row0 = (blockIdx.x * kWarpsPerBlock + warp) * kRows;
+  if (row0 >= w.rows) return;
   const int cols = w.cols;
-  const int8_t* w_row = reinterpret_cast<const int8_t*>(w.codes) + size_t(row) * cols;
+  const int8_t* codes = reinterpret_cast<const int8_t*>(w.codes);
 
-  int acc[kTokens];
+  int acc[kTokens][kRows];
 #pragma unroll
-  for (int t = 0; t < kTokens; ++t) acc[t] = 0;
-  if (cols % 16 == 0) {
-#pragma unroll 2
-    for (int col = lane * 16; col < cols; col += 32 * 16) {
-      const uint4 wv = *reinterpret_cast<const uint4*>(w_row + col);
+  for (int t = 0; t < kTokens; ++t)
 #pragma unroll
-      for (int t = 0; t < kTokens; ++t) {
-        if (t < n_tokens) {
-          const uint4 xv = *reinterpret_cast<const uint4*>(ws.xq + size_t(t) * cols + col);
-          acc[t] = dot4(wv.x, xv.x, dot4(wv.y, xv.y, dot4(wv.z, xv.z, dot4(wv.w, xv.w, acc[t]))));
+    for (int r = 0; r < kRows; ++r) acc[t][r] = 0;
+  if (kVector) {
+    const int chunks = cols / 16;
+    for (int c0 = lane; c0 < chunks; c0 += 32 * kUnroll) {
+      uint4 wv[kUnroll][kRows];
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u)
+#pragma unroll
+        for (int r = 0; r < kRows; ++r) {
+          const int c = c0 + 32 * u;
+          wv[u][r] = c < chunks && row0 + r < w.rows
+                         ? reinterpret_cast<const uint4*>(codes + size_t(row0 + r) * cols)[c]
+                         : make_uint4(0, 0, 0, 0);
+        }
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        const int c = c0 + 32 * u;
+        if (c >= chunks) break;
+#pragma unroll
+        for (int t = 0; t < kTokens; ++t) {
+          if (t >= n_tokens) break;
+          const uint4 xv = reinterpret_cast<const uint4*>(ws.xq + size_t(t) * cols)[c];
+#pragma unroll
+          for (int r = 0; r < kRows; ++r)
+            acc[t][r] = dot4(wv[u][r].x, xv.x, dot4(wv[u][r].y, xv.y, dot4(wv[u][r].z, xv.z,
+                                                                           dot4(wv[u][r].w, xv.w, acc[t][r]))));
         }
       }
     }
   } else {
     for (int col = lane; col < cols; col += 32) {
-      const int wv = w_row[col];
 #pragma unroll
-      for (int t = 0; t < kTokens; ++t)
-        if (t < n_tokens) acc[t] += wv * int(ws.xq[size_t(t) * cols + col]);
-    }
-  }
-
-  const float scale = w.scales[row];
-  float outlier_sum[kTokens];
+      for (int r = 0; r < kRows; ++r) {
+        const int wv = row0 + r < w.rows ? int(codes[size_t(row0 + r) * cols + col]) : 0;
 #pragma unroll
-  for (int t = 0; t < kTokens; ++t) outlier_sum[t] = 0.0f;
-  int n_outliers = 0;
-  if (kLlmInt8) {
-    n_outliers = *ws.n_outliers;
-    for (int i = lane; i < n_outliers; i += 32) {
-      const int c = ws.outlier_cols[i];
-      const float wv = round_to_half(llm_int8_weight(w_row[c], scale));
-#pragma unroll
-      for (int t = 0; t < kTokens; ++t)
-        if (t < n_tokens) outlier_sum[t] += round_to_half(x[size_t(t) * cols + c]) * wv;
-    }
-  }
-
-  const float b = bias != nullptr ? bias[row] : 0.0f;
-#pragma unroll
-  for (int t = 0; t < kTokens; ++t) {
-    const int total = warp_sum(acc[t]);
-    const float outliers = kLlmInt8 ? warp_sum(outlier_sum[t]) : 0.0f;
-    if (lane == 0 && t < n_tokens) {
-      float out;
-      if (kLlmInt8) {
-        // Linear8bitLt: the fp16 bias is added to the rescaled sums in fp32, before the fp16 cast.
-        float rescaled = llm_int8_rescale(total, ws.token_scale[t], scale);
-        if (bias != nullptr) rescaled = __fadd_rn(rescaled, round_to_half(b));
-        out = round_to_half(rescaled);
-        if (n_outliers > 0) out = round_to_half(__fadd_rn(out, outliers));
-      } else {
-        out = w8a8_rescale(total, scale, ws.token_scale[t]) + b;
+        for (int t = 0; t < kTokens; ++t)
+          if (t < n_tokens) acc[t][r] += wv * int(ws.xq[size_t(t) * cols + col]);
       }
-      y[size_t(t) * w.rows + row] = out;
     }
   }
+
+  const int n_outliers = kLlmInt8 ? *ws.n_outliers : 0;
+#pragma unroll
+  for (int r = 0; r < kRows; ++r) {
+    const int row = row0 + r;
+    if (row >= w.rows) break;  // warp-uniform
+    const float scale = w.scales[row];
+    const float b = bias != nullptr ? bias[row] : 0.0f;
+    const int8_t* w_row = codes + size_t(row) * cols;
+#pragma unroll
+    for (int t = 0; t < kTokens; ++t) {
+      const int total = warp_sum(acc[t][r]);
+      float outliers = 0.0f;
+      if (kLlmInt8) {
+        // fp16(x) * fp16(CB * SCB / 127) over the outlier columns, lanes splitting the list.
+        for (int i = lane; i < n_outliers; i += 32) {
+          const int c = ws.outlier_cols[i];
+          if (t < n_tokens)
+            outliers += round_to_half(x[size_t(t) * cols + c]) * round_to_half(llm_int8_weight(w_row[c], scale));
+        }
+        outliers = warp_sum(outliers);
+      }
+      if (lane == 0 && t < n_tokens) {
+        float out;
+        if (kLlmInt8) {
+          // Linear8bitLt: the fp16 bias is added to the rescaled sums in fp32, before the fp16 cast.
+          float rescaled = llm_int8_rescale(total, ws.token_scale[t], scale);
+          if (bias != nullptr) rescaled = __fadd_rn(rescaled, round_to_half(b));
+          out = round_to_half(rescaled);
+          if (n_outliers > 0) out = round_to_half(__fadd_rn(out, outliers));
+        } else {
+          out = w8a8_rescale(total, scale, ws.token_scale[t]) + b;
+        }
+        y[size_t(t) * w.rows + row] = out;
+      }
+    }
+  }
+}
+
+template <int kTokens, bool kLlmInt8>
+cudaError_t launch_int8_for(const QuantizedWeightView& w, const float* bias, const float* x, int n_tokens,
+                            Workspace ws, float* y, cudaStream_t stream) {
+  constexpr int kRows = kTokens <= 2 ? 4 : (kTokens <= 4 ? 2 : 1);
+  const unsigned threads = kWarpsPerBlock * 32;
+  if (w.cols % 16 == 0) {
+    const unsigned blocks = unsigned((w.rows + kWarpsPerBlock * kRows - 1) / (kWarpsPerBlock * kRows));
+    return launch<gemv_int8_kernel<kTokens, kRows, kLlmInt8, true>>({blocks, threads, 0, stream}, w, bias, x, n_tokens,
+                                                                    ws, y);
+  }
+  const unsigned blocks = unsigned((w.rows + kWarpsPerBlock - 1) / kWarpsPerBlock);
+  return launch<gemv_int8_kernel<kTokens, 1, kLlmInt8, false>>({blocks, threads, 0, stream}, w, bias, x, n_tokens, ws,
+                                                               y);
 }
 
 template <bool kLlmInt8>
 cudaError_t launch_int8_gemv(const QuantizedWeightView& w, const float* bias, const float* x, int n_tokens, Workspace ws,
                              float* y, cudaStream_t stream) {
-  const unsigned blocks = unsigned((w.rows + kWarpsPerBlock - 1) / kWarpsPerBlock), threads = kWarpsPerBlock * 32;
-  if (n_tokens <= 1)
-    return launch<gemv_int8_kernel<1, kLlmInt8>>({blocks, threads, 0, stream}, w, bias, x, n_tokens, ws, y);
-  else if (n_tokens <= 2)
-    return launch<gemv_int8_kernel<2, kLlmInt8>>({blocks, threads, 0, stream}, w, bias, x, n_tokens, ws, y);
-  else if (n_tokens <= 4)
-    return launch<gemv_int8_kernel<4, kLlmInt8>>({blocks, threads, 0, stream}, w, bias, x, n_tokens, ws, y);
-  else if (n_tokens <= 8)
-    return launch<gemv_int8_kernel<8, kLlmInt8>>({blocks, threads, 0, stream}, w, bias, x, n_tokens, ws, y);
-  else
-    return launch<gemv_int8_kernel<16, kLlmInt8>>({blocks, threads, 0, stream}, w, bias, x, n_tokens, ws, y);
+  if (n_tokens <= 1) return launch_int8_for<1, kLlmInt8>(w, bias, x, n_tokens, ws, y, stream);
+  if (n_tokens <= 2) return launch_int8_for<2, kLlmInt8>(w, bias, x, n_tokens, ws, y, stream);
+  if (n_tokens <= 4) return launch_int8_for<4, kLlmInt8>(w, bias, x, n_tokens, ws, y, stream);
+  if (n_tokens <= 8) return launch_int8_for<8, kLlmInt8>(w, bias, x, n_tokens, ws, y, stream);
+  return launch_int8_for<16, kLlmInt8>(w, bias, x, n_tokens, ws, y, stream);
 }
 
 struct Int8Decoder {

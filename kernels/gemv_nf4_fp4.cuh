@@ -11,7 +11,7 @@ namespace lowbit::kernels {
 
 // y[t, r] = sum_c W[r, c] x[t, c] (+ bias[r]) for n_tokens <= kMaxGemvTokens fp32 rows of x.
 cudaError_t launch_gemv_four_bit(const QuantizedWeightView& w, const float* bias, const float* x, int n_tokens,
-                                 float* y, cudaStream_t stream);
+                                 float* y, void* workspace, cudaStream_t stream);
 // out = bf16(W) [rows, cols] row-major.
 cudaError_t launch_dequantize_four_bit(const QuantizedWeightView& w, uint16_t* out, cudaStream_t stream);
 

@@ -10,7 +10,7 @@
 namespace lowbit::kernels {
 
 cudaError_t launch_gemv_w4a16(const QuantizedWeightView& w, const float* bias, const float* x, int n_tokens, float* y,
-                              cudaStream_t stream);
+                              void* workspace, cudaStream_t stream);
 cudaError_t launch_dequantize_w4a16(const QuantizedWeightView& w, uint16_t* out, cudaStream_t stream);
 
 }  // namespace lowbit::kernels

@@ -112,9 +112,11 @@ TEST_CASE("quantized matmul on the GPU equals fp64 on the CPU-dequantized weight
   struct Shape {
     int rows, cols;
   };
-  // (37, 200): fast paths, rows not a multiple of 8 warps; (29, 333): odd cols, scalar paths;
-  // (40, 1024): int8 16-byte path and IMMA-friendly; (72, 1000): partial W4A16 groups.
-  const Shape shapes[] = {{37, 200}, {29, 333}, {40, 1024}, {72, 1000}};
+  // (37, 200): rows not a multiple of 8 warps; (29, 333): odd cols, scalar paths; (40, 1024):
+  // the 16-byte paths of every format, IMMA-friendly; (72, 1000): partial W4A16 groups; (45, 2048):
+  // 16-byte paths whose last warp has rows of its 2 or 4 missing; (33, 96): a W4A16 group (128)
+  // wider than the row.
+  const Shape shapes[] = {{37, 200}, {29, 333}, {40, 1024}, {72, 1000}, {45, 2048}, {33, 96}};
   for (const auto& fc : format_cases())
     for (const auto& s : shapes) {
       auto wv = random_values(size_t(s.rows) * s.cols, 11 + uint32_t(s.cols), 0.05f);

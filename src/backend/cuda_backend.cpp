@@ -20,15 +20,6 @@
 
 namespace lowbit {
 
-namespace {
-
-class CudaBuffer final : public DeviceBuffer {
- public:
-  CudaBuffer(size_t n, DeviceMemory mem) : DeviceBuffer(n), memory(std::move(mem)) {}
-  float* data() const { return memory.as<float>(); }
-  DeviceMemory memory;
-};
-
 // One checkpoint tensor of a quantized layer: its planes, and where its rows go (first_row +
 // out_rows[r], out_rows empty = in order; the kernels read it as QuantizedWeightView::out_rows).
 struct CudaWeightPart {
@@ -44,20 +35,28 @@ size_t parts_bytes(const std::vector<CudaWeightPart>& parts) {
   return total;
 }
 
-// F32 / BF16: `weight` = codes [rows, cols] row-major, bf16 bits (BF16) or fp32 (F32).
-// Quantized formats: `parts` (cuda_quantized.h planes; one part unless the format is blockwise
-// 4-bit and the layer was made of several checkpoint tensors), `weight` empty.
-// bias: rows fp32 (output row order) or empty.
+// Every format alike: `parts` (cuda_quantized.h planes; F32 / BF16 keep their fp32 / bf16 values
+// in the codes plane, [rows, cols] row-major). One part unless the format is blockwise 4-bit and
+// the layer was made of several checkpoint tensors. bias: rows fp32 (output row order) or empty.
 class CudaLinear final : public DeviceLinear {
  public:
-  CudaLinear(int64_t rows, int64_t cols, Format f, DeviceMemory w, DeviceMemory b)
-      : DeviceLinear(rows, cols, f, w.bytes() + b.bytes()), weight(std::move(w)), bias(std::move(b)) {}
   CudaLinear(int64_t rows, int64_t cols, Format f, std::vector<CudaWeightPart> p, DeviceMemory b)
       : DeviceLinear(rows, cols, f, parts_bytes(p) + b.bytes()), bias(std::move(b)), parts(std::move(p)) {}
   const float* bias_or_null() const { return bias.bytes() > 0 ? bias.as<float>() : nullptr; }
   bool quantized() const { return format() != Format::F32 && format() != Format::BF16; }
-  DeviceMemory weight, bias;
+  // The codes of a one-part weight (F32 / BF16 values, int8 rows, ...).
+  const void* codes() const { return parts.front().planes.codes.get(); }
+  DeviceMemory bias;
   std::vector<CudaWeightPart> parts;
+};
+
+namespace {
+
+class CudaBuffer final : public DeviceBuffer {
+ public:
+  CudaBuffer(size_t n, DeviceMemory mem) : DeviceBuffer(n), memory(std::move(mem)) {}
+  float* data() const { return memory.as<float>(); }
+  DeviceMemory memory;
 };
 
 class CudaNorm final : public DeviceNorm {
@@ -161,24 +160,15 @@ std::unique_ptr<DeviceLinear> CudaBackend::upload_linear(LinearWeight layer, std
   const int64_t rows = layer.rows(), cols = layer.cols();
   const Format f = layer.format();
   const std::string shape = fmt::format("a {}x{} {} weight", rows, cols, format_name(f));
-  if (f != Format::F32 && f != Format::BF16) {
-    if (quantized_kernels(f) == nullptr) throw DeviceError(fmt::format("format {} has no CUDA kernel yet", format_name(f)));
-    DeviceMemory b = bias_on_device(bias, rows, shape);
-    std::vector<CudaWeightPart> parts;
-    int64_t first = 0;
-    for (const WeightPart& p : layer.parts) {
-      parts.push_back({upload_quantized_planes(ctx_, p.tensor, shape), row_order_on_device(p.row_order, shape), first});
-      first += p.tensor.rows;
-    }
-    return std::make_unique<CudaLinear>(rows, cols, f, std::move(parts), std::move(b));
-  }
-  const QuantizedTensor& w = layer.parts.front().tensor;
+  if (quantized_kernels(f) == nullptr) throw DeviceError(fmt::format("format {} has no CUDA kernel yet", format_name(f)));
   DeviceMemory b = bias_on_device(bias, rows, shape);
-  DeviceMemory weight = ctx_.allocate(w.codes.size(), shape);
-  LOWBIT_CUDA_CHECK(cudaMemcpyAsync(weight.get(), w.codes.data(), w.codes.size(), cudaMemcpyHostToDevice, ctx_.stream()));
-  // The host vectors die with this call: make sure the (pageable) copies have read them.
-  ctx_.synchronize();
-  return std::make_unique<CudaLinear>(w.rows, w.cols, w.format, std::move(weight), std::move(b));
+  std::vector<CudaWeightPart> parts;
+  int64_t first = 0;
+  for (const WeightPart& p : layer.parts) {
+    parts.push_back({upload_quantized_planes(ctx_, p.tensor, shape), row_order_on_device(p.row_order, shape), first});
+    first += p.tensor.rows;
+  }
+  return std::make_unique<CudaLinear>(rows, cols, f, std::move(parts), std::move(b));
 }
 
 std::unique_ptr<DeviceLinear> CudaBackend::upload_quantizing(Format f, const std::vector<HostWeightPart>& parts,
@@ -345,7 +335,7 @@ void CudaBackend::embed(const DeviceLinear& table, DeviceBuffer& out) {
     if (id < 0 || id >= t.rows())
       throw InputError(fmt::format("token id {} is outside the vocabulary (size {})", id, t.rows()));
   require_floats(out, size_t(batch_.size()) * size_t(t.cols()), "embed", "the output");
-  check(kernels::launch_embedding(t.weight.get(), t.format() == Format::BF16, device_tokens(), batch_.size(),
+  check(kernels::launch_embedding(t.codes(), t.format() == Format::BF16, device_tokens(), batch_.size(),
                                   int(t.cols()), data(out), ctx_.stream()),
         "embedding");
 }
@@ -399,10 +389,6 @@ void CudaBackend::add(DeviceBuffer& x, const DeviceBuffer& y, int dim) {
   check(kernels::launch_add(data(x), data(y), n, ctx_.stream()), "add");
 }
 
-// n <= 16 tokens (decode): the bandwidth-bound GEMV in kernels/gemv.cu, bias fused.
-// More tokens (prefill): cuBLAS. BF16 runs as a bf16 x bf16 GEMM with fp32 accumulation and fp32
-// output, the activations rounded to bf16 first (tensor cores need both operands 16-bit);
-// F32 runs as a true fp32 GEMM (no TF32), keeping --quant f32 exact. Bias in a small kernel.
 void CudaBackend::matmul(const DeviceLinear& w, const DeviceBuffer& x, DeviceBuffer& y) {
   const auto& l = static_cast<const CudaLinear&>(w);
   const int n = batch_.size();
@@ -410,34 +396,7 @@ void CudaBackend::matmul(const DeviceLinear& w, const DeviceBuffer& x, DeviceBuf
   require_floats(x, size_t(n) * size_t(cols), "matmul", "the input");
   require_floats(y, size_t(n) * size_t(rows), "matmul", "the output");
   if (n == 0) return;
-  if (l.quantized()) {
-    matmul_quantized(l, data(x), n, data(y));
-    return;
-  }
-  const bool bf16 = l.format() == Format::BF16;
-  if (n <= kernels::kMaxGemvTokens) {
-    if (bf16)
-      check(kernels::launch_gemv_bf16(l.weight.as<uint16_t>(), l.bias_or_null(), data(x), n, rows, cols, data(y),
-                                      ctx_.stream()),
-            "gemv (bf16)");
-    else
-      check(kernels::launch_gemv_f32(l.weight.as<float>(), l.bias_or_null(), data(x), n, rows, cols, data(y),
-                                     ctx_.stream()),
-            "gemv (f32)");
-    return;
-  }
-  const float alpha = 1.0f, beta = 0.0f;
-  // Column-major view: Y^T [rows, n] = W [rows, cols] (stored row-major = col-major W^T, so
-  // op T) x X^T [cols, n] (row-major X = col-major X^T).
-  if (bf16) {
-    gemm_bf16(l.weight.get(), rows, cols, data(x), n, data(y));
-  } else {
-    LOWBIT_CUBLAS_CHECK(cublasGemmEx(ctx_.cublas(), CUBLAS_OP_T, CUBLAS_OP_N, rows, n, cols, &alpha, l.weight.get(),
-                                     CUDA_R_32F, cols, data(x), CUDA_R_32F, cols, &beta, data(y), CUDA_R_32F, rows,
-                                     CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
-  }
-  if (l.bias_or_null() != nullptr)
-    check(kernels::launch_add_bias(data(y), l.bias_or_null(), n, rows, ctx_.stream()), "bias add");
+  matmul_layer(l, data(x), n, data(y));
 }
 
 void CudaBackend::gemm_bf16(const void* w_bf16, int rows, int cols, const float* x, int n, float* y) {
@@ -452,15 +411,15 @@ void CudaBackend::gemm_bf16(const void* w_bf16, int rows, int cols, const float*
                                    CUBLAS_GEMM_DEFAULT));
 }
 
-// Quantized weights. Decode (n <= 16): the format's fused GEMV (dequantization inside the dot
-// product, bias fused). Prefill: W8A8 as a true int8 GEMM when the shape allows; everything else
-// dequantizes the whole weight into a bf16 scratch buffer and runs the bf16 cuBLAS GEMM -- simple
-// and correct; a fused tile-dequantizing GEMM (Marlin-style) is the next step for speed.
-// A layer of several parts (blockwise 4-bit only, see upload_linear): each part's GEMV writes its
-// rows into the layer's output (out_stride = the layer's rows, out_rows = its row order), and the
-// prefill path dequantizes every part into its rows of one bf16 weight for one GEMM.
-void CudaBackend::matmul_quantized(const DeviceLinear& linear, const float* x, int n, float* y) {
-  const auto& l = static_cast<const CudaLinear&>(linear);
+// Every format through the one table (cuda_quantized.cpp). Decode (n <= 16): the format's GEMV
+// (kernels/gemv_template.cuh: dequantization inside the dot product, bias fused). Prefill: F32 as
+// a true fp32 GEMM (no TF32), BF16 as a bf16 x bf16 GEMM with fp32 accumulation (the activations
+// rounded to bf16 first: tensor cores need both operands 16-bit), W8A8 as a true int8 GEMM when
+// the shape allows, everything else dequantized into a bf16 scratch buffer for the bf16 GEMM; the
+// bias in a small kernel. A layer of several parts (blockwise 4-bit only, see upload_linear):
+// each part's GEMV writes its rows into the layer's output (out_stride = the layer's rows,
+// out_rows = its row order), and the prefill path dequantizes every part into its rows.
+void CudaBackend::matmul_layer(const CudaLinear& l, const float* x, int n, float* y) {
   const Format f = l.format();
   const QuantizedKernels* k = quantized_kernels(f);
   if (k == nullptr) throw DeviceError(fmt::format("format {} has no CUDA kernel yet", format_name(f)));
@@ -481,15 +440,27 @@ void CudaBackend::matmul_quantized(const DeviceLinear& linear, const float* x, i
     for (const CudaWeightPart& p : l.parts)
       check(k->gemv(part_view(p), bias != nullptr ? bias + p.first_row : nullptr, x, n, y + p.first_row, ws,
                     ctx_.stream()),
-            "quantized gemv");
+            "gemv");
     return;
   }
-  if (f == Format::W8A8 && single && matmul_w8a8_int8_gemm(l.parts.front().planes, bias, x, n, y)) return;
-  auto* wb = reinterpret_cast<uint16_t*>(ensure_workspace(
-      dequantized_bf16_, size_t(rows) * size_t(cols) * sizeof(uint16_t), "a dequantized bf16 weight for the GEMM"));
-  for (const CudaWeightPart& p : l.parts)
-    check(k->dequantize(part_view(p), wb + size_t(p.first_row) * size_t(cols), ctx_.stream()), "dequantize to bf16");
-  gemm_bf16(wb, rows, cols, x, n, y);
+  if (f == Format::F32) {
+    // Column-major view: Y^T [rows, n] = W [rows, cols] (stored row-major = col-major W^T, so
+    // op T) x X^T [cols, n] (row-major X = col-major X^T).
+    const float alpha = 1.0f, beta = 0.0f;
+    LOWBIT_CUBLAS_CHECK(cublasGemmEx(ctx_.cublas(), CUBLAS_OP_T, CUBLAS_OP_N, rows, n, cols, &alpha, l.codes(),
+                                     CUDA_R_32F, cols, x, CUDA_R_32F, cols, &beta, y, CUDA_R_32F, rows,
+                                     CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+  } else if (f == Format::BF16) {
+    gemm_bf16(l.codes(), rows, cols, x, n, y);
+  } else if (f == Format::W8A8 && single && matmul_w8a8_int8_gemm(l.parts.front().planes, bias, x, n, y)) {
+    return;  // bias applied in the rescale
+  } else {
+    auto* wb = reinterpret_cast<uint16_t*>(ensure_workspace(
+        dequantized_bf16_, size_t(rows) * size_t(cols) * sizeof(uint16_t), "a dequantized bf16 weight for the GEMM"));
+    for (const CudaWeightPart& p : l.parts)
+      check(k->dequantize(part_view(p), wb + size_t(p.first_row) * size_t(cols), ctx_.stream()), "dequantize to bf16");
+    gemm_bf16(wb, rows, cols, x, n, y);
+  }
   if (bias != nullptr) check(kernels::launch_add_bias(y, bias, n, rows, ctx_.stream()), "bias add");
 }
 

@@ -23,6 +23,8 @@
 
 namespace lowbit {
 
+class CudaLinear;
+
 class CudaBackend final : public Backend {
  public:
   explicit CudaBackend(const CudaContextOptions& opts);
@@ -111,7 +113,7 @@ class CudaBackend final : public Backend {
   void check(cudaError_t err, const char* what) const;
   // y [n, rows] = W x^T from a bf16 [rows, cols] weight on the device (cuBLAS, fp32 accumulate).
   void gemm_bf16(const void* w_bf16, int rows, int cols, const float* x, int n, float* y);
-  void matmul_quantized(const DeviceLinear& w, const float* x, int n, float* y);
+  void matmul_layer(const CudaLinear& l, const float* x, int n, float* y);
   bool matmul_w8a8_int8_gemm(const DeviceQuantizedPlanes& w, const float* bias, const float* x, int n, float* y);
   DeviceMemory bias_on_device(const std::vector<float>& bias, int64_t rows, const std::string& what);
   DeviceMemory row_order_on_device(const std::vector<int32_t>& order, const std::string& what);

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include "core/error.h"
+#include "kernels/gemv.cuh"
 #include "kernels/gemv_int8.cuh"
 #include "kernels/gemv_nf4_fp4.cuh"
 #include "kernels/gemv_w4a16.cuh"
@@ -14,25 +15,18 @@ namespace {
 
 size_t no_workspace(int, int) { return 0; }
 
-cudaError_t gemv_four_bit(const kernels::QuantizedWeightView& w, const float* bias, const float* x, int n, float* y,
-                          void*, cudaStream_t s) {
-  return kernels::launch_gemv_four_bit(w, bias, x, n, y, s);
-}
-
-cudaError_t gemv_w4a16(const kernels::QuantizedWeightView& w, const float* bias, const float* x, int n, float* y,
-                       void*, cudaStream_t s) {
-  return kernels::launch_gemv_w4a16(w, bias, x, n, y, s);
-}
-
-// One line per quantized format.
+// One line per format: the GEMV of decode (kernels/gemv_template.cuh for all of them) and the
+// bf16 dequantizer of the prefill path (F32 and BF16 need none: their values are the GEMM's input).
 constexpr QuantizedKernels kQuantizedKernels[] = {
-    {Format::NF4, gemv_four_bit, no_workspace, kernels::launch_dequantize_four_bit},
-    {Format::FP4, gemv_four_bit, no_workspace, kernels::launch_dequantize_four_bit},
-    {Format::NF4_DQ, gemv_four_bit, no_workspace, kernels::launch_dequantize_four_bit},
-    {Format::FP4_DQ, gemv_four_bit, no_workspace, kernels::launch_dequantize_four_bit},
+    {Format::F32, kernels::launch_gemv_f32, no_workspace, nullptr},
+    {Format::BF16, kernels::launch_gemv_bf16, no_workspace, nullptr},
+    {Format::NF4, kernels::launch_gemv_four_bit, no_workspace, kernels::launch_dequantize_four_bit},
+    {Format::FP4, kernels::launch_gemv_four_bit, no_workspace, kernels::launch_dequantize_four_bit},
+    {Format::NF4_DQ, kernels::launch_gemv_four_bit, no_workspace, kernels::launch_dequantize_four_bit},
+    {Format::FP4_DQ, kernels::launch_gemv_four_bit, no_workspace, kernels::launch_dequantize_four_bit},
     {Format::INT8, kernels::launch_gemv_int8, kernels::int8_gemv_workspace_bytes, kernels::launch_dequantize_int8},
     {Format::W8A8, kernels::launch_gemv_w8a8, kernels::int8_gemv_workspace_bytes, kernels::launch_dequantize_w8a8},
-    {Format::W4A16, gemv_w4a16, no_workspace, kernels::launch_dequantize_w4a16},
+    {Format::W4A16, kernels::launch_gemv_w4a16, no_workspace, kernels::launch_dequantize_w4a16},
 };
 
 template <typename T>

@@ -25,9 +25,9 @@ struct DeviceQuantizedPlanes {
   kernels::QuantizedWeightView view() const;
 };
 
-// The kernels of one quantized format. gemv: n_tokens <= kMaxGemvTokens; `workspace` holds at
-// least gemv_workspace_bytes(n_tokens, cols) bytes (may be null when that is 0).
-// dequantize: the whole weight to bf16 [rows, cols] for the prefill GEMM.
+// The kernels of one format (F32 and BF16 included). gemv: n_tokens <= kMaxGemvTokens;
+// `workspace` holds at least gemv_workspace_bytes(n_tokens, cols) bytes (may be null when that is
+// 0). dequantize: the whole weight to bf16 [rows, cols] for the prefill GEMM (null for F32 / BF16).
 struct QuantizedKernels {
   Format format;
   cudaError_t (*gemv)(const kernels::QuantizedWeightView& w, const float* bias, const float* x, int n_tokens, float* y,
@@ -36,7 +36,7 @@ struct QuantizedKernels {
   cudaError_t (*dequantize)(const kernels::QuantizedWeightView& w, uint16_t* out, cudaStream_t stream);
 };
 
-// The entry for f, or null for formats without quantized kernels (F32, BF16 have their own path).
+// The entry for f, or null for a format without CUDA kernels.
 const QuantizedKernels* quantized_kernels(Format f);
 
 // Copies every plane of q to the device (synchronously: q may die after the call).
