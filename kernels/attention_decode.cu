@@ -1,3 +1,18 @@
+// Decode attention ("flash-decoding") for any batch: one block per (token, KV head, split of
+// keys), serving up to 8 q heads of that KV head (a larger group, e.g. MQA's 71, takes several
+// blocks of 8), so under GQA each key and value row is read once per 8 q heads. The grid is fixed by max_context (one CUDA graph serves every step); the split
+// size is computed on the device from the token's position, so a short context uses few splits
+// and each does a real share of work. The last block to finish a (token, KV head) merges the
+// splits (an atomic counter it resets), so decode attention is one kernel.
+//
+// Fast path (head_dim * element size a multiple of 16 bytes, rows 16-byte aligned, head_dim <=
+// 32 chunks): a key row is read by head_dim/8 (bf16) or head_dim/4 (fp32) lanes with one 16-byte
+// load each, so a warp has several keys in flight per step (4 at head_dim 64 in bf16); the partial
+// dot products of a key are reduced among its lanes, and each lane accumulates the value dims it
+// loaded. Any other shape (head_dim 80, 20, ... or a misaligned row) takes the general kernel:
+// lanes across head_dim, one key per warp step.
+#include <cuda_bf16.h>
+
 #include "kernels/attention.cuh"
 #include "kernels/common.cuh"
 
@@ -7,145 +22,366 @@ namespace {
 
 constexpr int kWarps = 4;
 constexpr int kMaxSplits = 32;
-constexpr int kMinChunk = 128;
+constexpr int kMinKeysPerSplit = 32;
 
-// Block = one (token, q head, chunk of keys); each warp walks every 4th key of the chunk with
-// the lanes spread over head_dim (coalesced reads of a key/value row), keeping its own online
-// softmax state; the 4 warps are merged in shared memory and the block writes one partial:
-// (max, sum of exp, unnormalized weighted values). Splitting the keys gives a decode step with
-// one token and few heads enough blocks to fill the GPU.
-template <int kMaxHeadDim>
-__global__ void __launch_bounds__(kWarps * 32)
-    attention_decode_kernel(const float* __restrict__ qkv, const float* __restrict__ k_layer,
-                            const float* __restrict__ v_layer, const int32_t* __restrict__ positions,
-                            const int32_t* __restrict__ slots, int n_heads, int n_kv_heads, int head_dim,
-                            int max_context, int chunk, float scale, float* __restrict__ partial_values,
-                            float* __restrict__ partial_stats) {
-  constexpr int kPerLane = kMaxHeadDim / 32;
-  __shared__ float warp_m[kWarps], warp_l[kWarps];
-  __shared__ float warp_acc[kWarps][kMaxHeadDim];
+__device__ __forceinline__ float widen(float v) { return v; }
+__device__ __forceinline__ float widen(__nv_bfloat16 v) { return __bfloat162float(v); }
 
-  const int token_head = blockIdx.x;
-  const int t = token_head / n_heads, h = token_head % n_heads;
-  const int kvh = h / (n_heads / n_kv_heads);
-  const int split = blockIdx.y, n_splits = gridDim.y;
-  const int q_dim = n_heads * head_dim, kv_dim = n_kv_heads * head_dim;
-  const int qkv_dim = q_dim + 2 * kv_dim;
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-
-  const int pos = positions[t];
-  const int begin = split * chunk;
-  const int end = min(begin + chunk, pos + 1);
-  const size_t slot_base = size_t(slots[t]) * size_t(max_context) * size_t(kv_dim) + size_t(kvh) * head_dim;
-
-  float q[kPerLane], acc[kPerLane];
-#pragma unroll
-  for (int e = 0; e < kPerLane; ++e) {
-    const int d = lane + 32 * e;
-    q[e] = d < head_dim ? qkv[size_t(t) * qkv_dim + size_t(h) * head_dim + d] : 0.0f;
-    acc[e] = 0.0f;
+// Elements of a 16-byte chunk, widened to fp32.
+template <typename Elem>
+struct Chunk16;
+template <>
+struct Chunk16<float> {
+  static constexpr int kElems = 4;
+  __device__ static void load(const float* p, float (&v)[kElems]) {
+    const float4 r = *reinterpret_cast<const float4*>(p);
+    v[0] = r.x;
+    v[1] = r.y;
+    v[2] = r.z;
+    v[3] = r.w;
   }
-  float m = -INFINITY, l = 0.0f;
-  for (int key = begin + warp; key < end; key += kWarps) {
-    const float* k = k_layer + slot_base + size_t(key) * kv_dim;
-    const float* v = v_layer + slot_base + size_t(key) * kv_dim;
-    float dot = 0.0f;
-    float v_reg[kPerLane];
+};
+template <>
+struct Chunk16<__nv_bfloat16> {
+  static constexpr int kElems = 8;
+  __device__ static void load(const __nv_bfloat16* p, float (&v)[kElems]) {
+    const uint4 r = *reinterpret_cast<const uint4*>(p);
+    const unsigned parts[4] = {r.x, r.y, r.z, r.w};
 #pragma unroll
-    for (int e = 0; e < kPerLane; ++e) {  // issue the k and v loads together: two rows in flight
-      const int d = lane + 32 * e;
-      const bool in = d < head_dim;
-      dot += in ? q[e] * k[d] : 0.0f;
-      v_reg[e] = in ? v[d] : 0.0f;
+    for (int i = 0; i < 4; ++i) {
+      v[2 * i] = __uint_as_float(parts[i] << 16);
+      v[2 * i + 1] = __uint_as_float(parts[i] & 0xffff0000u);
     }
-    const float score = warp_sum(dot) * scale;
-    const float new_m = fmaxf(m, score);
-    const float correction = expf(m - new_m);
-    const float p = expf(score - new_m);
-    l = l * correction + p;
-#pragma unroll
-    for (int e = 0; e < kPerLane; ++e) acc[e] = acc[e] * correction + p * v_reg[e];
-    m = new_m;
   }
+};
 
-  if (lane == 0) {
-    warp_m[warp] = m;
-    warp_l[warp] = l;
+// The keys split `split` of a token at `pos` covers: [begin, end) (empty past the last active).
+struct SplitRange {
+  int begin, end, active;
+};
+__device__ __forceinline__ SplitRange split_range(int pos, int split, int n_splits) {
+  const int length = pos + 1;
+  int chunk = (length + n_splits - 1) / n_splits;
+  chunk = chunk < kMinKeysPerSplit ? kMinKeysPerSplit : chunk;
+  const int active = (length + chunk - 1) / chunk;
+  const int begin = split * chunk;
+  return {begin, min(begin + chunk, length), active};
+}
+
+// One block's result for each q head of its group, (m, l, acc[head_dim]), merged over its warps
+// in shared memory and written as this split's partial; then the split merge by the last block.
+// partial layout: [token][q head][split] x (head_dim values), stats [token][q head][split] x (m, l).
+template <int kGroup, int kMaxHeadDim>
+struct BlockMerge {
+  float m[kWarps][kGroup], l[kWarps][kGroup];
+  float acc[kWarps][kGroup][kMaxHeadDim];
+  int is_last;
+};
+
+// The q heads of a block: `heads` (<= kGroup) of them from `first_head`; `counter` its
+// (token, KV head, group chunk)'s.
+struct BlockHeads {
+  int first_head, heads;
+  int* counter;
+};
+
+template <int kGroup, int kMaxHeadDim>
+__device__ void finish_block(BlockMerge<kGroup, kMaxHeadDim>& sh, int head_dim, int t, BlockHeads bh, int n_heads,
+                             int split, int n_splits, int active, float* __restrict__ partial_values,
+                             float* __restrict__ partial_stats, float* __restrict__ out) {
+  __syncthreads();  // every warp's (m, l, acc) is in shared memory
+  for (int g = 0; g < bh.heads; ++g) {
+    const int h = bh.first_head + g;
+    const size_t partial = (size_t(t) * n_heads + h) * n_splits + split;
+    float block_m = -INFINITY;
+    for (int w = 0; w < kWarps; ++w) block_m = fmaxf(block_m, sh.m[w][g]);
+    float weight[kWarps];
+    for (int w = 0; w < kWarps; ++w) weight[w] = sh.m[w][g] == -INFINITY ? 0.0f : expf(sh.m[w][g] - block_m);
+    for (int d = threadIdx.x; d < head_dim; d += blockDim.x) {
+      float a = 0.0f;
+      for (int w = 0; w < kWarps; ++w) a += weight[w] * sh.acc[w][g][d];
+      partial_values[partial * head_dim + d] = a;
+    }
+    if (threadIdx.x == 0) {
+      float block_l = 0.0f;
+      for (int w = 0; w < kWarps; ++w) block_l += weight[w] * sh.l[w][g];
+      partial_stats[2 * partial] = block_m;
+      partial_stats[2 * partial + 1] = block_l;
+    }
   }
-#pragma unroll
-  for (int e = 0; e < kPerLane; ++e) {
-    const int d = lane + 32 * e;
-    if (d < head_dim) warp_acc[warp][d] = acc[e];
-  }
+  // The last of the `active` blocks of these heads merges the splits.
+  __threadfence();
   __syncthreads();
-
-  float block_m = -INFINITY;
-  for (int w = 0; w < kWarps; ++w) block_m = fmaxf(block_m, warp_m[w]);
-  float weight[kWarps];
-#pragma unroll
-  for (int w = 0; w < kWarps; ++w) weight[w] = warp_m[w] == -INFINITY ? 0.0f : expf(warp_m[w] - block_m);
-
-  const size_t partial = size_t(token_head) * n_splits + split;
-  for (int d = threadIdx.x; d < head_dim; d += blockDim.x) {
-    float a = 0.0f;
-#pragma unroll
-    for (int w = 0; w < kWarps; ++w) a += weight[w] * warp_acc[w][d];
-    partial_values[partial * head_dim + d] = a;
+  if (threadIdx.x == 0) sh.is_last = atomicAdd(bh.counter, 1) == active - 1;
+  __syncthreads();
+  if (!sh.is_last) return;
+  __threadfence();
+  for (int g = 0; g < bh.heads; ++g) {
+    const int h = bh.first_head + g;
+    const size_t first = (size_t(t) * n_heads + h) * n_splits;
+    const float* stats = partial_stats + 2 * first;
+    float global_m = -INFINITY;
+    for (int s = 0; s < active; ++s) global_m = fmaxf(global_m, stats[2 * s]);
+    float total_l = 0.0f;
+    for (int s = 0; s < active; ++s)
+      if (stats[2 * s] != -INFINITY) total_l += expf(stats[2 * s] - global_m) * stats[2 * s + 1];
+    const float inv_l = 1.0f / total_l;  // > 0: split 0 holds position 0
+    const float* values = partial_values + first * head_dim;
+    float* y = out + size_t(t) * n_heads * head_dim + size_t(h) * head_dim;
+    for (int d = threadIdx.x; d < head_dim; d += blockDim.x) {
+      float a = 0.0f;
+      for (int s = 0; s < active; ++s)
+        if (stats[2 * s] != -INFINITY) a += expf(stats[2 * s] - global_m) * values[size_t(s) * head_dim + d];
+      y[d] = a * inv_l;
+    }
   }
-  if (threadIdx.x == 0) {
-    float block_l = 0.0f;
-#pragma unroll
-    for (int w = 0; w < kWarps; ++w) block_l += weight[w] * warp_l[w];
-    partial_stats[2 * partial] = block_m;  // -inf for a chunk past the token's position
-    partial_stats[2 * partial + 1] = block_l;
-  }
+  if (threadIdx.x == 0) *bh.counter = 0;  // ready for the next launch (graph replays included)
 }
 
-// One block per (token, head): merges its n_splits partials into the output row.
-__global__ void attention_decode_reduce_kernel(const float* __restrict__ partial_values,
-                                               const float* __restrict__ partial_stats, int n_heads, int head_dim,
-                                               int n_splits, float* __restrict__ out) {
-  const int token_head = blockIdx.x;
-  const int t = token_head / n_heads, h = token_head % n_heads;
-  const float* stats = partial_stats + size_t(token_head) * n_splits * 2;
-  float global_m = -INFINITY;
-  for (int s = 0; s < n_splits; ++s) global_m = fmaxf(global_m, stats[2 * s]);
-  float total_l = 0.0f;
-  for (int s = 0; s < n_splits; ++s)
-    if (stats[2 * s] != -INFINITY) total_l += expf(stats[2 * s] - global_m) * stats[2 * s + 1];
-  const float inv_l = 1.0f / total_l;  // > 0: chunk 0 always holds position 0
-  const float* values = partial_values + size_t(token_head) * n_splits * head_dim;
-  float* y = out + size_t(t) * n_heads * head_dim + size_t(h) * head_dim;
-  for (int d = threadIdx.x; d < head_dim; d += blockDim.x) {
-    float a = 0.0f;
-    for (int s = 0; s < n_splits; ++s)
-      if (stats[2 * s] != -INFINITY) a += expf(stats[2 * s] - global_m) * values[size_t(s) * head_dim + d];
-    y[d] = a * inv_l;
-  }
+// blockIdx.x = (token * n_kv_heads + kv head) * chunks + chunk of kGroup q heads.
+template <int kGroup>
+__device__ __forceinline__ BlockHeads block_heads(int n_heads, int n_kv_heads, int* counters, int* t, int* kvh) {
+  const int group = n_heads / n_kv_heads, chunks = (group + kGroup - 1) / kGroup;
+  const int chunk = blockIdx.x % chunks, tk = blockIdx.x / chunks;
+  *t = tk / n_kv_heads;
+  *kvh = tk % n_kv_heads;
+  const int first = chunk * kGroup;
+  return {*kvh * group + first, min(kGroup, group - first), counters + blockIdx.x};
 }
 
-template <int kMaxHeadDim>
-cudaError_t launch_decode_for(const float* qkv, const float* k_layer, const float* v_layer, const int32_t* positions,
-                              const int32_t* slots, int n_tokens, const AttentionGeometry& g, float* workspace,
-                              float* out, cudaStream_t stream) {
+// Fast path. kLanes lanes read one key (one 16-byte chunk each), 32 / kLanes keys per warp step.
+template <typename Elem, int kLanes, int kGroup>
+__global__ void __launch_bounds__(kWarps * 32)
+    attention_decode_kernel(const float* __restrict__ qkv, const Elem* __restrict__ k_layer,
+                            const Elem* __restrict__ v_layer, const int32_t* __restrict__ positions,
+                            const int32_t* __restrict__ slots, int n_heads, int n_kv_heads, int max_context,
+                            float scale, float* __restrict__ partial_values, float* __restrict__ partial_stats,
+                            int* __restrict__ counters, float* __restrict__ out) {
+  using C = Chunk16<Elem>;
+  constexpr int kHeadDim = kLanes * C::kElems;
+  constexpr int kKeysPerStep = 32 / kLanes;
+  __shared__ BlockMerge<kGroup, kHeadDim> sh;
+  int t = 0, kvh = 0;
+  const BlockHeads bh = block_heads<kGroup>(n_heads, n_kv_heads, counters, &t, &kvh);
+  const int split = blockIdx.y, n_splits = gridDim.y;
+  const int pos = positions[t];
+  const SplitRange range = split_range(pos, split, n_splits);
+  if (split >= range.active) return;  // the whole block: this split has no keys at this length
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int sub = lane / kLanes, part = lane % kLanes;  // which key of the step, which chunk of it
+  const int q_dim = n_heads * kHeadDim, kv_dim = n_kv_heads * kHeadDim, qkv_dim = q_dim + 2 * kv_dim;
+  const size_t row0 = size_t(slots[t]) * size_t(max_context) * size_t(kv_dim) + size_t(kvh) * kHeadDim +
+                      size_t(part) * C::kElems;
+
+  float q[kGroup][C::kElems], acc[kGroup][C::kElems], m[kGroup], l[kGroup];
+#pragma unroll
+  for (int g = 0; g < kGroup; ++g) {
+    const float* qg = qkv + size_t(t) * qkv_dim + size_t(bh.first_head + g) * kHeadDim + part * C::kElems;
+#pragma unroll
+    for (int e = 0; e < C::kElems; ++e) {
+      q[g][e] = g < bh.heads ? qg[e] * scale : 0.0f;
+      acc[g][e] = 0.0f;
+    }
+    m[g] = -INFINITY;
+    l[g] = 0.0f;
+  }
+  for (int k0 = range.begin + warp * kKeysPerStep; k0 < range.end; k0 += kWarps * kKeysPerStep) {
+    const int key = k0 + sub;
+    const bool valid = key < range.end;
+    float kv[C::kElems], vv[C::kElems];
+    if (valid) {  // both loads before any math
+      C::load(k_layer + row0 + size_t(key) * kv_dim, kv);
+      C::load(v_layer + row0 + size_t(key) * kv_dim, vv);
+    } else {
+#pragma unroll
+      for (int e = 0; e < C::kElems; ++e) kv[e] = vv[e] = 0.0f;
+    }
+#pragma unroll
+    for (int g = 0; g < kGroup; ++g) {
+      float dot = 0.0f;
+#pragma unroll
+      for (int e = 0; e < C::kElems; ++e) dot += q[g][e] * kv[e];
+#pragma unroll
+      for (int o = kLanes / 2; o > 0; o >>= 1) dot += __shfl_xor_sync(kFullWarp, dot, o);  // within the key's lanes
+      const float score = valid ? dot : -INFINITY;
+      const float new_m = fmaxf(m[g], score);
+      const float correction = new_m == -INFINITY ? 1.0f : expf(m[g] - new_m);
+      const float p = valid ? expf(score - new_m) : 0.0f;
+      l[g] = l[g] * correction + p;
+#pragma unroll
+      for (int e = 0; e < C::kElems; ++e) acc[g][e] = acc[g][e] * correction + p * vv[e];
+      m[g] = new_m;
+    }
+  }
+  // Merge the warp's key slots (lanes with the same chunk, 32 / kLanes of them) by shuffles.
+#pragma unroll
+  for (int g = 0; g < kGroup; ++g) {
+#pragma unroll
+    for (int o = kLanes; o < 32; o <<= 1) {
+      const float om = __shfl_xor_sync(kFullWarp, m[g], o), ol = __shfl_xor_sync(kFullWarp, l[g], o);
+      const float new_m = fmaxf(m[g], om);
+      const float a = m[g] == -INFINITY ? 0.0f : expf(m[g] - new_m);
+      const float b = om == -INFINITY ? 0.0f : expf(om - new_m);
+#pragma unroll
+      for (int e = 0; e < C::kElems; ++e) acc[g][e] = acc[g][e] * a + __shfl_xor_sync(kFullWarp, acc[g][e], o) * b;
+      l[g] = l[g] * a + ol * b;
+      m[g] = new_m;
+    }
+    if (sub == 0) {
+#pragma unroll
+      for (int e = 0; e < C::kElems; ++e) sh.acc[warp][g][part * C::kElems + e] = acc[g][e];
+    }
+    if (lane == 0) {
+      sh.m[warp][g] = m[g];
+      sh.l[warp][g] = l[g];
+    }
+  }
+  finish_block(sh, kHeadDim, t, bh, n_heads, split, n_splits, range.active, partial_values, partial_stats, out);
+}
+
+// Any shape: lanes across head_dim (kMaxHeadDim / 32 dims each), one key per warp step.
+template <typename Elem, int kMaxHeadDim, int kGroup>
+__global__ void __launch_bounds__(kWarps * 32)
+    attention_decode_general_kernel(const float* __restrict__ qkv, const Elem* __restrict__ k_layer,
+                                    const Elem* __restrict__ v_layer, const int32_t* __restrict__ positions,
+                                    const int32_t* __restrict__ slots, int n_heads, int n_kv_heads, int head_dim,
+                                    int max_context, float scale, float* __restrict__ partial_values,
+                                    float* __restrict__ partial_stats, int* __restrict__ counters,
+                                    float* __restrict__ out) {
+  constexpr int kPerLane = kMaxHeadDim / 32;
+  __shared__ BlockMerge<kGroup, kMaxHeadDim> sh;
+  int t = 0, kvh = 0;
+  const BlockHeads bh = block_heads<kGroup>(n_heads, n_kv_heads, counters, &t, &kvh);
+  const int split = blockIdx.y, n_splits = gridDim.y;
+  const int pos = positions[t];
+  const SplitRange range = split_range(pos, split, n_splits);
+  if (split >= range.active) return;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int q_dim = n_heads * head_dim, kv_dim = n_kv_heads * head_dim, qkv_dim = q_dim + 2 * kv_dim;
+  const size_t row0 = size_t(slots[t]) * size_t(max_context) * size_t(kv_dim) + size_t(kvh) * head_dim;
+
+  float q[kGroup][kPerLane], acc[kGroup][kPerLane], m[kGroup], l[kGroup];
+#pragma unroll
+  for (int g = 0; g < kGroup; ++g) {
+    const float* qg = qkv + size_t(t) * qkv_dim + size_t(bh.first_head + g) * head_dim;
+#pragma unroll
+    for (int e = 0; e < kPerLane; ++e) {
+      const int d = lane + 32 * e;
+      q[g][e] = g < bh.heads && d < head_dim ? qg[d] * scale : 0.0f;
+      acc[g][e] = 0.0f;
+    }
+    m[g] = -INFINITY;
+    l[g] = 0.0f;
+  }
+  for (int key = range.begin + warp; key < range.end; key += kWarps) {
+    const Elem* k = k_layer + row0 + size_t(key) * kv_dim;
+    const Elem* v = v_layer + row0 + size_t(key) * kv_dim;
+    float kv[kPerLane], vv[kPerLane];
+#pragma unroll
+    for (int e = 0; e < kPerLane; ++e) {  // the key's and value's loads together
+      const int d = lane + 32 * e;
+      kv[e] = d < head_dim ? widen(k[d]) : 0.0f;
+      vv[e] = d < head_dim ? widen(v[d]) : 0.0f;
+    }
+#pragma unroll
+    for (int g = 0; g < kGroup; ++g) {
+      float dot = 0.0f;
+#pragma unroll
+      for (int e = 0; e < kPerLane; ++e) dot += q[g][e] * kv[e];
+      const float score = warp_sum(dot);
+      const float new_m = fmaxf(m[g], score);
+      const float correction = expf(m[g] - new_m);
+      const float p = expf(score - new_m);
+      l[g] = l[g] * correction + p;
+#pragma unroll
+      for (int e = 0; e < kPerLane; ++e) acc[g][e] = acc[g][e] * correction + p * vv[e];
+      m[g] = new_m;
+    }
+  }
+#pragma unroll
+  for (int g = 0; g < kGroup; ++g) {
+#pragma unroll
+    for (int e = 0; e < kPerLane; ++e) {
+      const int d = lane + 32 * e;
+      if (d < head_dim) sh.acc[warp][g][d] = acc[g][e];
+    }
+    if (lane == 0) {
+      sh.m[warp][g] = m[g];
+      sh.l[warp][g] = l[g];
+    }
+  }
+  finish_block(sh, head_dim, t, bh, n_heads, split, n_splits, range.active, partial_values, partial_stats, out);
+}
+
+struct Workspace {
+  float* values;
+  float* stats;
+  int* counters;
+};
+
+Workspace carve(float* base, int* counters, int n_tokens, const AttentionGeometry& g) {
+  const DecodeSplit s = decode_split_for(g.max_context);
+  const size_t n_partials = size_t(n_tokens) * g.n_heads * s.n_splits;
+  return {base, base + n_partials * g.head_dim, counters};
+}
+
+template <typename Elem, int kGroup>
+cudaError_t launch_group(const float* qkv, const void* k, const void* v, const int32_t* positions,
+                         const int32_t* slots, int n_tokens, const AttentionGeometry& g, Workspace ws, float* out,
+                         cudaStream_t stream) {
   const DecodeSplit split = decode_split_for(g.max_context);
-  const size_t n_partials = size_t(n_tokens) * g.n_heads * split.n_splits;
-  float* partial_values = workspace;
-  float* partial_stats = workspace + n_partials * g.head_dim;
-  const dim3 grid(unsigned(n_tokens * g.n_heads), unsigned(split.n_splits));
-  cudaError_t err = launch<attention_decode_kernel<kMaxHeadDim>>(
-      {grid, kWarps * 32, 0, stream}, qkv, k_layer, v_layer, positions, slots, g.n_heads, g.n_kv_heads, g.head_dim,
-      g.max_context, split.chunk, 1.0f / sqrtf(float(g.head_dim)), partial_values, partial_stats);
-  if (err != cudaSuccess) return err;
-  return launch<attention_decode_reduce_kernel>({unsigned(n_tokens * g.n_heads), 128, 0, stream}, partial_values,
-                                                partial_stats, g.n_heads, g.head_dim, split.n_splits, out);
+  const int chunks = (g.n_heads / g.n_kv_heads + kGroup - 1) / kGroup;
+  const dim3 grid(unsigned(n_tokens * g.n_kv_heads * chunks), unsigned(split.n_splits));
+  const LaunchShape shape{grid, kWarps * 32, 0, stream};
+  const float scale = 1.0f / sqrtf(float(g.head_dim));
+  const auto* ke = static_cast<const Elem*>(k);
+  const auto* ve = static_cast<const Elem*>(v);
+  constexpr int kElems = Chunk16<Elem>::kElems;
+  const int lanes = g.head_dim / kElems;
+  // 16-byte loads need whole chunks per head and 16-byte aligned rows (kv_dim * size a multiple of 16).
+  const bool fast = g.head_dim % kElems == 0 && (lanes == 8 || lanes == 16 || lanes == 32) &&
+                    (size_t(g.n_kv_heads) * g.head_dim * sizeof(Elem)) % 16 == 0;
+  if (fast && lanes == 8)
+    return launch<attention_decode_kernel<Elem, 8, kGroup>>(shape, qkv, ke, ve, positions, slots, g.n_heads,
+                                                            g.n_kv_heads, g.max_context, scale, ws.values, ws.stats,
+                                                            ws.counters, out);
+  if (fast && lanes == 16)
+    return launch<attention_decode_kernel<Elem, 16, kGroup>>(shape, qkv, ke, ve, positions, slots, g.n_heads,
+                                                             g.n_kv_heads, g.max_context, scale, ws.values, ws.stats,
+                                                             ws.counters, out);
+  if (fast && lanes == 32)
+    return launch<attention_decode_kernel<Elem, 32, kGroup>>(shape, qkv, ke, ve, positions, slots, g.n_heads,
+                                                             g.n_kv_heads, g.max_context, scale, ws.values, ws.stats,
+                                                             ws.counters, out);
+  if (g.head_dim <= 64)
+    return launch<attention_decode_general_kernel<Elem, 64, kGroup>>(shape, qkv, ke, ve, positions, slots, g.n_heads,
+                                                                     g.n_kv_heads, g.head_dim, g.max_context, scale,
+                                                                     ws.values, ws.stats, ws.counters, out);
+  if (g.head_dim <= 128)
+    return launch<attention_decode_general_kernel<Elem, 128, kGroup>>(shape, qkv, ke, ve, positions, slots, g.n_heads,
+                                                                      g.n_kv_heads, g.head_dim, g.max_context, scale,
+                                                                      ws.values, ws.stats, ws.counters, out);
+  return launch<attention_decode_general_kernel<Elem, 256, kGroup>>(shape, qkv, ke, ve, positions, slots, g.n_heads,
+                                                                    g.n_kv_heads, g.head_dim, g.max_context, scale,
+                                                                    ws.values, ws.stats, ws.counters, out);
+}
+
+template <typename Elem>
+cudaError_t launch_elem(const float* qkv, const void* k, const void* v, const int32_t* positions, const int32_t* slots,
+                        int n_tokens, const AttentionGeometry& g, Workspace ws, float* out, cudaStream_t stream) {
+  // q heads per block: the group itself up to 8 (a power of two covering it), else chunks of 8.
+  const int group = g.n_heads / g.n_kv_heads;
+  if (group == 1) return launch_group<Elem, 1>(qkv, k, v, positions, slots, n_tokens, g, ws, out, stream);
+  if (group == 2) return launch_group<Elem, 2>(qkv, k, v, positions, slots, n_tokens, g, ws, out, stream);
+  if (group <= 4) return launch_group<Elem, 4>(qkv, k, v, positions, slots, n_tokens, g, ws, out, stream);
+  return launch_group<Elem, 8>(qkv, k, v, positions, slots, n_tokens, g, ws, out, stream);
 }
 
 }  // namespace
 
 DecodeSplit decode_split_for(int max_context) {
   DecodeSplit s;
-  const int wanted = (max_context + kMinChunk - 1) / kMinChunk;
+  const int wanted = (max_context + kMinKeysPerSplit - 1) / kMinKeysPerSplit;
   s.n_splits = wanted < 1 ? 1 : (wanted > kMaxSplits ? kMaxSplits : wanted);
   s.chunk = (max_context + s.n_splits - 1) / s.n_splits;
   return s;
@@ -153,20 +389,24 @@ DecodeSplit decode_split_for(int max_context) {
 
 size_t decode_workspace_floats(int n_tokens, const AttentionGeometry& g) {
   const DecodeSplit s = decode_split_for(g.max_context);
+  // partial values and (m, l) per (token, q head, split)
   return size_t(n_tokens) * g.n_heads * s.n_splits * (size_t(g.head_dim) + 2);
 }
 
-cudaError_t launch_attention_decode(const float* qkv, const float* k_layer, const float* v_layer,
+size_t decode_counters(int n_tokens, const AttentionGeometry& g) {
+  return size_t(n_tokens) * size_t(g.n_heads);  // one per block of q heads, at most one per q head
+}
+
+cudaError_t launch_attention_decode(const float* qkv, const void* k_layer, const void* v_layer,
                                     const int32_t* positions, const int32_t* slots, int n_tokens,
-                                    const AttentionGeometry& g, float* workspace, float* out, cudaStream_t stream) {
+                                    const AttentionGeometry& g, float* workspace, int* counters, float* out,
+                                    cudaStream_t stream) {
   if (n_tokens <= 0) return cudaSuccess;
   if (g.head_dim <= 0 || g.head_dim > 256 || g.n_kv_heads <= 0 || g.n_heads % g.n_kv_heads != 0)
     return cudaErrorInvalidValue;
-  if (g.head_dim <= 64)
-    return launch_decode_for<64>(qkv, k_layer, v_layer, positions, slots, n_tokens, g, workspace, out, stream);
-  if (g.head_dim <= 128)
-    return launch_decode_for<128>(qkv, k_layer, v_layer, positions, slots, n_tokens, g, workspace, out, stream);
-  return launch_decode_for<256>(qkv, k_layer, v_layer, positions, slots, n_tokens, g, workspace, out, stream);
+  const Workspace ws = carve(workspace, counters, n_tokens, g);
+  if (g.bf16_cache) return launch_elem<__nv_bfloat16>(qkv, k_layer, v_layer, positions, slots, n_tokens, g, ws, out, stream);
+  return launch_elem<float>(qkv, k_layer, v_layer, positions, slots, n_tokens, g, ws, out, stream);
 }
 
 }  // namespace lowbit::kernels

@@ -1,3 +1,5 @@
+#include <cuda_bf16.h>
+
 #include "kernels/attention.cuh"
 #include "kernels/common.cuh"
 
@@ -22,10 +24,14 @@ size_t prefill_shared_bytes(int head_dim) {
 // lane accumulates its head_dim/32 output dimensions over the 32 keys (v tile rows read
 // contiguously across lanes). Per-lane state lives in registers indexed only by unrolled
 // constants, so nothing spills to local memory.
-template <int kMaxHeadDim>
+__device__ __forceinline__ float widen(float v) { return v; }
+__device__ __forceinline__ float widen(__nv_bfloat16 v) { return __bfloat162float(v); }
+
+// Elem: the cache's element (fp32 or bf16); the tiles in shared memory are fp32.
+template <typename Elem, int kMaxHeadDim>
 __global__ void __launch_bounds__(kWarps * 32)
-    attention_prefill_kernel(const float* __restrict__ qkv, const float* __restrict__ k_layer,
-                             const float* __restrict__ v_layer, const int32_t* __restrict__ positions,
+    attention_prefill_kernel(const float* __restrict__ qkv, const Elem* __restrict__ k_layer,
+                             const Elem* __restrict__ v_layer, const int32_t* __restrict__ positions,
                              const int32_t* __restrict__ slots, int n_tokens, int n_heads, int n_kv_heads,
                              int head_dim, int max_context, float scale, float* __restrict__ out) {
   constexpr int kPerLane = kMaxHeadDim / 32;
@@ -43,8 +49,8 @@ __global__ void __launch_bounds__(kWarps * 32)
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
 
   const size_t slot_base = size_t(slots[t0]) * size_t(max_context) * size_t(kv_dim) + size_t(kvh) * head_dim;
-  const float* k_base = k_layer + slot_base;
-  const float* v_base = v_layer + slot_base;
+  const Elem* k_base = k_layer + slot_base;
+  const Elem* v_base = v_layer + slot_base;
 
   int key_end = 0;  // one past the largest position in the tile
   for (int r = 0; r < kTileQ && t0 + r < n_tokens; ++r) key_end = max(key_end, positions[t0 + r] + 1);
@@ -71,8 +77,8 @@ __global__ void __launch_bounds__(kWarps * 32)
     for (int idx = threadIdx.x; idx < kTileK * head_dim; idx += blockDim.x) {
       const int j = idx / head_dim, d = idx % head_dim, key = kb + j;
       const bool valid = key < key_end;
-      k_tile[j * k_stride + d] = valid ? k_base[size_t(key) * kv_dim + d] : 0.0f;
-      v_tile[j * head_dim + d] = valid ? v_base[size_t(key) * kv_dim + d] : 0.0f;
+      k_tile[j * k_stride + d] = valid ? widen(k_base[size_t(key) * kv_dim + d]) : 0.0f;
+      v_tile[j * head_dim + d] = valid ? widen(v_base[size_t(key) * kv_dim + d]) : 0.0f;
     }
     __syncthreads();
 #pragma unroll
@@ -116,36 +122,46 @@ __global__ void __launch_bounds__(kWarps * 32)
   }
 }
 
-template <int kMaxHeadDim>
-cudaError_t launch_prefill_for(const float* qkv, const float* k_layer, const float* v_layer, const int32_t* positions,
+template <typename Elem, int kMaxHeadDim>
+cudaError_t launch_prefill_for(const float* qkv, const void* k_layer, const void* v_layer, const int32_t* positions,
                                const int32_t* slots, int n_tokens, const AttentionGeometry& g, float* out,
                                cudaStream_t stream) {
   const size_t shared = prefill_shared_bytes(g.head_dim);
-  constexpr auto kernel = attention_prefill_kernel<kMaxHeadDim>;
+  constexpr auto kernel = attention_prefill_kernel<Elem, kMaxHeadDim>;
   if (shared > 48 * 1024) {
     // Above 48 KB a kernel must opt in to dynamic shared memory (head_dim > 186 only).
     cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(shared));
     if (err != cudaSuccess) return err;
   }
   const dim3 grid(unsigned((n_tokens + kTileQ - 1) / kTileQ), unsigned(g.n_heads));
-  return launch<kernel>({grid, kWarps * 32, shared, stream}, qkv, k_layer, v_layer, positions, slots, n_tokens,
-                        g.n_heads, g.n_kv_heads, g.head_dim, g.max_context, 1.0f / sqrtf(float(g.head_dim)), out);
+  return launch<kernel>({grid, kWarps * 32, shared, stream}, qkv, static_cast<const Elem*>(k_layer),
+                        static_cast<const Elem*>(v_layer), positions, slots, n_tokens, g.n_heads, g.n_kv_heads,
+                        g.head_dim, g.max_context, 1.0f / sqrtf(float(g.head_dim)), out);
+}
+
+template <typename Elem>
+cudaError_t launch_prefill_elem(const float* qkv, const void* k_layer, const void* v_layer, const int32_t* positions,
+                                const int32_t* slots, int n_tokens, const AttentionGeometry& g, float* out,
+                                cudaStream_t stream) {
+  // Instantiations by the largest head_dim they hold: registers scale with it.
+  if (g.head_dim <= 64)
+    return launch_prefill_for<Elem, 64>(qkv, k_layer, v_layer, positions, slots, n_tokens, g, out, stream);
+  if (g.head_dim <= 128)
+    return launch_prefill_for<Elem, 128>(qkv, k_layer, v_layer, positions, slots, n_tokens, g, out, stream);
+  return launch_prefill_for<Elem, 256>(qkv, k_layer, v_layer, positions, slots, n_tokens, g, out, stream);
 }
 
 }  // namespace
 
-cudaError_t launch_attention_prefill(const float* qkv, const float* k_layer, const float* v_layer,
+cudaError_t launch_attention_prefill(const float* qkv, const void* k_layer, const void* v_layer,
                                      const int32_t* positions, const int32_t* slots, int n_tokens,
                                      const AttentionGeometry& g, float* out, cudaStream_t stream) {
   if (n_tokens <= 0) return cudaSuccess;
   if (g.head_dim <= 0 || g.head_dim > 256 || g.n_kv_heads <= 0 || g.n_heads % g.n_kv_heads != 0)
     return cudaErrorInvalidValue;
-  // Instantiations by the largest head_dim they hold: registers scale with it.
-  if (g.head_dim <= 64)
-    return launch_prefill_for<64>(qkv, k_layer, v_layer, positions, slots, n_tokens, g, out, stream);
-  if (g.head_dim <= 128)
-    return launch_prefill_for<128>(qkv, k_layer, v_layer, positions, slots, n_tokens, g, out, stream);
-  return launch_prefill_for<256>(qkv, k_layer, v_layer, positions, slots, n_tokens, g, out, stream);
+  if (g.bf16_cache)
+    return launch_prefill_elem<__nv_bfloat16>(qkv, k_layer, v_layer, positions, slots, n_tokens, g, out, stream);
+  return launch_prefill_elem<float>(qkv, k_layer, v_layer, positions, slots, n_tokens, g, out, stream);
 }
 
 }  // namespace lowbit::kernels

@@ -439,8 +439,9 @@ TEST_CASE("cuBLAS GEMMs equal a plain GEMM for every transpose, leading dimensio
   std::mt19937 rng(9);
   std::uniform_int_distribution<int> small(-4, 4);
   const int m = 5, n = 7, k = 6;
-  for (auto [ta, tb] : {std::pair{CUBLAS_OP_N, CUBLAS_OP_N}, std::pair{CUBLAS_OP_T, CUBLAS_OP_N},
-                        std::pair{CUBLAS_OP_N, CUBLAS_OP_T}, std::pair{CUBLAS_OP_T, CUBLAS_OP_T}}) {
+  for (auto [ta_, tb_] : {std::pair{CUBLAS_OP_N, CUBLAS_OP_N}, std::pair{CUBLAS_OP_T, CUBLAS_OP_N},
+                          std::pair{CUBLAS_OP_N, CUBLAS_OP_T}, std::pair{CUBLAS_OP_T, CUBLAS_OP_T}}) {
+    const cublasOperation_t ta = ta_, tb = tb_;  // lambdas cannot capture structured bindings in clang 14
     const int a_rows = ta == CUBLAS_OP_N ? m : k, a_cols = ta == CUBLAS_OP_N ? k : m;
     const int b_rows = tb == CUBLAS_OP_N ? k : n, b_cols = tb == CUBLAS_OP_N ? n : k;
     const int lda = a_rows + 3, ldb = b_rows + 1, ldc = m + 2;

@@ -265,47 +265,52 @@ TEST_CASE("attention: prefill and decode over the KV cache, MHA/GQA/MQA, head_di
   struct Config {
     int n_heads, n_kv_heads, head_dim;
   };
-  // GQA ratios 1, 4 and 8, and MQA.
-  const std::vector<Config> configs = {{4, 4, 64}, {8, 2, 80}, {8, 1, 128}, {16, 2, 128}, {4, 4, 128}};
+  // GQA ratios 1, 3 (SmolLM2), 4 and 8, MQA with 8 and 16 q heads (two blocks of 8 per KV head);
+  // head_dim 64 and 128 take the 16-byte path, 80 and 20 the general one; both cache types.
+  const std::vector<Config> configs = {{4, 4, 64}, {8, 2, 80}, {8, 1, 128}, {16, 2, 128}, {4, 4, 128},
+                                       {9, 3, 64}, {16, 1, 64}, {6, 2, 20}};
   for (const Config& c : configs) {
-    const AttentionShape s{c.n_heads, c.n_kv_heads, c.head_dim};
-    const int max_context = 300, n_slots = 3, n_layers = 2;
-    auto cpu_cache = be.cpu.alloc_kv_cache(n_layers, n_slots, max_context, s.kv_dim());
-    auto gpu_cache = be.gpu.alloc_kv_cache(n_layers, n_slots, max_context, s.kv_dim());
-    INFO("heads " << c.n_heads << "/" << c.n_kv_heads << " head_dim " << c.head_dim);
-    uint32_t seed = 1000;
-    // Prompts of different lengths into three slots (layer 1: the layer offset is exercised),
-    // one of them in two chunks and one a single token.
-    for (auto [slot, first, len] : {std::tuple{0, 0, 200}, std::tuple{1, 0, 7}, std::tuple{1, 7, 33},
-                                    std::tuple{2, 0, 1}}) {
-      INFO("prefill slot " << slot << " positions " << first << ".." << first + len - 1);
-      attention_step(be, *cpu_cache, *gpu_cache, 1, s, prompt_batch(len, first, slot), ++seed);
+    for (KvDtype dtype : {KvDtype::f32, KvDtype::bf16}) {
+      const AttentionShape s{c.n_heads, c.n_kv_heads, c.head_dim};
+      const int max_context = 300, n_slots = 3, n_layers = 2;
+      auto cpu_cache = be.cpu.alloc_kv_cache(n_layers, n_slots, max_context, s.kv_dim(), dtype);
+      auto gpu_cache = be.gpu.alloc_kv_cache(n_layers, n_slots, max_context, s.kv_dim(), dtype);
+      INFO("heads " << c.n_heads << "/" << c.n_kv_heads << " head_dim " << c.head_dim << " cache "
+                    << kv_dtype_name(dtype));
+      uint32_t seed = 1000;
+      // Prompts of different lengths into three slots (layer 1: the layer offset is exercised),
+      // one of them in two chunks and one a single token.
+      for (auto [slot, first, len] : {std::tuple{0, 0, 200}, std::tuple{1, 0, 7}, std::tuple{1, 7, 33},
+                                      std::tuple{2, 0, 1}}) {
+        INFO("prefill slot " << slot << " positions " << first << ".." << first + len - 1);
+        attention_step(be, *cpu_cache, *gpu_cache, 1, s, prompt_batch(len, first, slot), ++seed);
+      }
+      // Batched decode: one token per slot (the split-K path with several tokens).
+      for (int step = 0; step < 3; ++step) {
+        INFO("batched decode step " << step);
+        attention_step(be, *cpu_cache, *gpu_cache, 1, s, batch_of({200 + step, 40 + step, 1 + step}, {0, 1, 2}),
+                       ++seed);
+      }
+      // Single-token decode, up to the last position of the cache.
+      for (int pos : {203, 204, max_context - 1}) {
+        INFO("decode position " << pos);
+        attention_step(be, *cpu_cache, *gpu_cache, 1, s, batch_of({pos}, {0}), ++seed);
+      }
+      // Unsorted positions in one slot take the prefill path too.
+      attention_step(be, *cpu_cache, *gpu_cache, 0, s, batch_of({5, 2, 9, 0, 1}, {2, 2, 2, 2, 2}), ++seed);
     }
-    // Batched decode: one token per slot (the split-K path with several tokens).
-    for (int step = 0; step < 3; ++step) {
-      INFO("batched decode step " << step);
-      attention_step(be, *cpu_cache, *gpu_cache, 1, s, batch_of({200 + step, 40 + step, 1 + step}, {0, 1, 2}),
-                     ++seed);
-    }
-    // Single-token decode, up to the last position of the cache.
-    for (int pos : {203, 204, max_context - 1}) {
-      INFO("decode position " << pos);
-      attention_step(be, *cpu_cache, *gpu_cache, 1, s, batch_of({pos}, {0}), ++seed);
-    }
-    // Unsorted positions in one slot take the prefill path too.
-    attention_step(be, *cpu_cache, *gpu_cache, 0, s, batch_of({5, 2, 9, 0, 1}, {2, 2, 2, 2, 2}), ++seed);
   }
 }
 
 TEST_CASE("attention over a long context (prefill in chunks, then decode)", "[gpu]") {
   Backends be;
-  const AttentionShape s{2, 1, 64};  // kept small: the CPU oracle is quadratic
+  const AttentionShape s{4, 1, 64};  // kept small: the CPU oracle is quadratic
   // 4096 positions on a GPU. The emulated device switches threads at every shuffle of the
   // prefill kernel's inner loop, and the cost is quadratic in the context: it runs 1024, which
-  // takes the same paths (two chunks of 512, 8 decode splits of 128 keys).
+  // takes the same paths (two chunks of 512, then decode over all 32 splits).
   const int max_context = LOWBIT_EMULATED_GPU ? 1024 : 4096;
-  auto cpu_cache = be.cpu.alloc_kv_cache(1, 1, max_context, s.kv_dim());
-  auto gpu_cache = be.gpu.alloc_kv_cache(1, 1, max_context, s.kv_dim());
+  auto cpu_cache = be.cpu.alloc_kv_cache(1, 1, max_context, s.kv_dim(), KvDtype::bf16);
+  auto gpu_cache = be.gpu.alloc_kv_cache(1, 1, max_context, s.kv_dim(), KvDtype::bf16);
   uint32_t seed = 7;
   for (int first = 0; first < max_context - 1; first += 512) {
     const int len = std::min(512, max_context - 1 - first);

@@ -219,8 +219,8 @@ class RecordingCpuBackend final : public Backend {
   std::unique_ptr<DeviceNorm> upload_norm(std::vector<float> w, std::vector<float> b) override {
     return cpu.upload_norm(std::move(w), std::move(b));
   }
-  std::unique_ptr<KvCache> alloc_kv_cache(int layers, int slots, int ctx, int kv_dim) override {
-    return cpu.alloc_kv_cache(layers, slots, ctx, kv_dim);
+  std::unique_ptr<KvCache> alloc_kv_cache(int layers, int slots, int ctx, int kv_dim, KvDtype dtype) override {
+    return cpu.alloc_kv_cache(layers, slots, ctx, kv_dim, dtype);
   }
   void download(const DeviceBuffer& src, size_t offset, size_t n, float* dst) override {
     REQUIRE(recording_ == nullptr);

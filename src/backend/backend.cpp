@@ -27,6 +27,8 @@ void Backend::replay(const void*, int batch_size) {
   throw DeviceError(fmt::format("the {} backend has no recording for batch size {}", name(), batch_size));
 }
 
+const char* kv_dtype_name(KvDtype d) { return d == KvDtype::bf16 ? "bf16" : "f32"; }
+
 bool cuda_available() {
 #if LOWBIT_HAVE_CUDA
   return cuda::device_count() > 0;

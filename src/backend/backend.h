@@ -58,16 +58,23 @@ class DeviceNorm {
   size_t bytes_;
 };
 
+// How the KV cache stores keys and values: fp32, or bf16 (each k and v rounded to nearest even
+// when stored, widened exactly when read: half the bytes, the same values on every backend).
+enum class KvDtype { f32, bf16 };
+const char* kv_dtype_name(KvDtype d);
+
 // Keys and values of every layer for `n_slots` sequences of up to `max_context` positions.
 class KvCache {
  public:
   virtual ~KvCache() = default;
   int n_slots() const { return n_slots_; }
   int max_context() const { return max_context_; }
+  KvDtype dtype() const { return dtype_; }
 
  protected:
-  KvCache(int n_slots, int max_context) : n_slots_(n_slots), max_context_(max_context) {}
+  KvCache(int n_slots, int max_context, KvDtype dtype) : n_slots_(n_slots), max_context_(max_context), dtype_(dtype) {}
   int n_slots_, max_context_;
+  KvDtype dtype_;
 };
 
 struct TokenBatch {
@@ -105,7 +112,8 @@ class Backend {
                                                           int64_t cols, const QuantOptions& opts,
                                                           std::vector<float> bias);
   virtual std::unique_ptr<DeviceNorm> upload_norm(std::vector<float> weight, std::vector<float> bias) = 0;
-  virtual std::unique_ptr<KvCache> alloc_kv_cache(int n_layers, int n_slots, int max_context, int kv_dim) = 0;
+  virtual std::unique_ptr<KvCache> alloc_kv_cache(int n_layers, int n_slots, int max_context, int kv_dim,
+                                                  KvDtype dtype = KvDtype::f32) = 0;
   virtual void download(const DeviceBuffer& src, size_t offset, size_t n, float* dst) = 0;
 
   // Precomputes rotary inverse frequencies (head_dim/2 values, already scaled per config).

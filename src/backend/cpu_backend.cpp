@@ -9,6 +9,7 @@
 #include <fmt/format.h>
 
 #include "core/error.h"
+#include "core/half.h"
 
 namespace lowbit {
 
@@ -51,19 +52,50 @@ class CpuNorm final : public DeviceNorm {
 };
 
 // K and V for every layer: [layer][slot][position][kv_dim], fp32.
+// fp32 rows in k/v, or (bf16) bf16 bit patterns in k16/v16: stored rounded to nearest even,
+// read back widened (exact).
 class CpuKvCache final : public KvCache {
  public:
-  CpuKvCache(int n_layers, int n_slots, int max_context, int kv_dim, MemoryBudget& budget)
-      : KvCache(n_slots, max_context), kv_dim(kv_dim),
-        charge(budget, 2 * size_t(n_layers) * n_slots * max_context * kv_dim * sizeof(float), "the KV cache"),
-        k(size_t(n_layers) * n_slots * max_context * kv_dim), v(k.size()) {}
-  float* key(int layer, int slot, int pos) { return k.data() + offset(layer, slot, pos); }
-  float* value(int layer, int slot, int pos) { return v.data() + offset(layer, slot, pos); }
+  CpuKvCache(int n_layers, int n_slots, int max_context, int kv_dim, KvDtype dtype, MemoryBudget& budget)
+      : KvCache(n_slots, max_context, dtype), kv_dim(kv_dim),
+        charge(budget, bytes(n_layers, n_slots, max_context, kv_dim, dtype), "the KV cache"),
+        k(dtype == KvDtype::f32 ? size_t(n_layers) * n_slots * max_context * kv_dim : 0), v(k.size()),
+        k16(dtype == KvDtype::bf16 ? size_t(n_layers) * n_slots * max_context * kv_dim : 0), v16(k16.size()) {}
+  static size_t bytes(int n_layers, int n_slots, int max_context, int kv_dim, KvDtype dtype) {
+    return 2 * size_t(n_layers) * n_slots * max_context * kv_dim * (dtype == KvDtype::bf16 ? 2 : sizeof(float));
+  }
+  void store(int layer, int slot, int pos, const float* key_row, const float* value_row) {
+    const size_t at = offset(layer, slot, pos);
+    if (dtype_ == KvDtype::f32) {
+      std::copy_n(key_row, kv_dim, k.data() + at);
+      std::copy_n(value_row, kv_dim, v.data() + at);
+      return;
+    }
+    for (int i = 0; i < kv_dim; ++i) {
+      k16[at + size_t(i)] = f32_to_bf16(key_row[i]);
+      v16[at + size_t(i)] = f32_to_bf16(value_row[i]);
+    }
+  }
+  // `n` values of the key (value) row at (layer, slot, pos) from element `first`, as fp32: a
+  // pointer into the cache (fp32) or into `scratch` (bf16, widened).
+  const float* key(int layer, int slot, int pos, int first, int n, float* scratch) const {
+    return row(k, k16, offset(layer, slot, pos) + size_t(first), n, scratch);
+  }
+  const float* value(int layer, int slot, int pos, int first, int n, float* scratch) const {
+    return row(v, v16, offset(layer, slot, pos) + size_t(first), n, scratch);
+  }
   int kv_dim;
   BudgetCharge charge;
   std::vector<float> k, v;
+  std::vector<uint16_t> k16, v16;
 
  private:
+  const float* row(const std::vector<float>& f32, const std::vector<uint16_t>& b16, size_t at, int n,
+                   float* scratch) const {
+    if (dtype_ == KvDtype::f32) return f32.data() + at;
+    for (int i = 0; i < n; ++i) scratch[i] = bf16_to_f32(b16[at + size_t(i)]);
+    return scratch;
+  }
   size_t offset(int layer, int slot, int pos) const {
     return ((size_t(layer) * n_slots_ + slot) * max_context_ + pos) * kv_dim;
   }
@@ -125,12 +157,13 @@ std::unique_ptr<DeviceNorm> CpuBackend::upload_norm(std::vector<float> weight, s
   return std::make_unique<CpuNorm>(std::move(weight), std::move(bias), budget_);
 }
 
-std::unique_ptr<KvCache> CpuBackend::alloc_kv_cache(int n_layers, int n_slots, int max_context, int kv_dim) {
+std::unique_ptr<KvCache> CpuBackend::alloc_kv_cache(int n_layers, int n_slots, int max_context, int kv_dim,
+                                                     KvDtype dtype) {
   try {
-    return std::make_unique<CpuKvCache>(n_layers, n_slots, max_context, kv_dim, budget_);
+    return std::make_unique<CpuKvCache>(n_layers, n_slots, max_context, kv_dim, dtype, budget_);
   } catch (const std::bad_alloc&) {
     throw DeviceError(fmt::format("out of host memory allocating the KV cache ({} bytes)",
-                                  2 * size_t(n_layers) * n_slots * max_context * kv_dim * sizeof(float)));
+                                  CpuKvCache::bytes(n_layers, n_slots, max_context, kv_dim, dtype)));
   }
 }
 
@@ -269,14 +302,13 @@ void CpuBackend::attention(const DeviceBuffer& qkv, KvCache& cache, int layer, c
       throw InputError(fmt::format("position {} of slot {} is outside the KV cache ({} slots x {} positions)",
                                    pos, slot, kv.n_slots(), kv.max_context()));
     const float* row = rows + size_t(t) * s.qkv_dim();
-    std::copy_n(row + s.q_dim(), s.kv_dim(), kv.key(layer, slot, pos));
-    std::copy_n(row + s.q_dim() + s.kv_dim(), s.kv_dim(), kv.value(layer, slot, pos));
+    kv.store(layer, slot, pos, row + s.q_dim(), row + s.q_dim() + s.kv_dim());
   }
   const int group = s.n_heads / s.n_kv_heads;
   const float scale = 1.0f / std::sqrt(float(s.head_dim));
   float* o = data(out);
   pool_.parallel_for(int64_t(n) * s.n_heads, [&](int64_t b, int64_t e) {
-    std::vector<float> scores;
+    std::vector<float> scores, widened(size_t(s.head_dim));
     for (int64_t job = b; job < e; ++job) {
       int t = int(job / s.n_heads), h = int(job % s.n_heads), kvh = h / group;
       int slot = batch_.slots[size_t(t)], pos = batch_.positions[size_t(t)];
@@ -284,7 +316,7 @@ void CpuBackend::attention(const DeviceBuffer& qkv, KvCache& cache, int layer, c
       scores.assign(size_t(pos) + 1, 0.0f);
       float max_score = -std::numeric_limits<float>::infinity();
       for (int j = 0; j <= pos; ++j) {
-        const float* k = kv.key(layer, slot, j) + kvh * s.head_dim;
+        const float* k = kv.key(layer, slot, j, kvh * s.head_dim, s.head_dim, widened.data());
         float dot = 0;
         for (int i = 0; i < s.head_dim; ++i) dot += q[i] * k[i];
         scores[size_t(j)] = dot * scale;
@@ -295,7 +327,7 @@ void CpuBackend::attention(const DeviceBuffer& qkv, KvCache& cache, int layer, c
       float* y = o + size_t(t) * s.q_dim() + size_t(h) * s.head_dim;
       std::fill_n(y, s.head_dim, 0.0f);
       for (int j = 0; j <= pos; ++j) {
-        const float* v = kv.value(layer, slot, j) + kvh * s.head_dim;
+        const float* v = kv.value(layer, slot, j, kvh * s.head_dim, s.head_dim, widened.data());
         float p = scores[size_t(j)] / sum;
         for (int i = 0; i < s.head_dim; ++i) y[i] += p * v[i];
       }

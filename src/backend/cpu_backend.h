@@ -44,7 +44,8 @@ class CpuBackend final : public Backend {
   std::unique_ptr<DeviceBuffer> alloc(size_t n_floats, const std::string& what) override;
   std::unique_ptr<DeviceLinear> upload_linear(LinearWeight w, std::vector<float> bias) override;
   std::unique_ptr<DeviceNorm> upload_norm(std::vector<float> weight, std::vector<float> bias) override;
-  std::unique_ptr<KvCache> alloc_kv_cache(int n_layers, int n_slots, int max_context, int kv_dim) override;
+  std::unique_ptr<KvCache> alloc_kv_cache(int n_layers, int n_slots, int max_context, int kv_dim,
+                                          KvDtype dtype = KvDtype::f32) override;
   void download(const DeviceBuffer& src, size_t offset, size_t n, float* dst) override;
   void set_rope(std::vector<float> inv_freq) override { inv_freq_ = std::move(inv_freq); }
   void set_batch(const TokenBatch& batch) override { batch_ = batch; }

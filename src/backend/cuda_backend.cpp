@@ -73,9 +73,14 @@ class CudaNorm final : public DeviceNorm {
 // dominate the bytes read for contexts up to a few thousand tokens.
 class CudaKvCache final : public KvCache {
  public:
-  CudaKvCache(int n_layers, int n_slots, int max_context, int kv_dim, DeviceMemory k, DeviceMemory v)
-      : KvCache(n_slots, max_context), n_layers(n_layers), kv_dim(kv_dim), keys(std::move(k)), values(std::move(v)) {}
-  size_t layer_offset(int layer) const { return size_t(layer) * n_slots_ * size_t(max_context_) * kv_dim; }
+  CudaKvCache(int n_layers, int n_slots, int max_context, int kv_dim, KvDtype dtype, DeviceMemory k, DeviceMemory v)
+      : KvCache(n_slots, max_context, dtype), n_layers(n_layers), kv_dim(kv_dim), keys(std::move(k)),
+        values(std::move(v)) {}
+  size_t element_bytes() const { return dtype_ == KvDtype::bf16 ? 2 : sizeof(float); }
+  // Byte offset of a layer's [slot][position][kv_dim] block.
+  size_t layer_offset(int layer) const {
+    return size_t(layer) * n_slots_ * size_t(max_context_) * kv_dim * element_bytes();
+  }
   int n_layers, kv_dim;
   DeviceMemory keys, values;
 };
@@ -218,11 +223,13 @@ std::unique_ptr<DeviceNorm> CudaBackend::upload_norm(std::vector<float> weight, 
   return std::make_unique<CudaNorm>(std::move(w), std::move(b), weight.size());
 }
 
-std::unique_ptr<KvCache> CudaBackend::alloc_kv_cache(int n_layers, int n_slots, int max_context, int kv_dim) {
-  const size_t floats = size_t(n_layers) * size_t(n_slots) * size_t(max_context) * size_t(kv_dim);
-  DeviceMemory k = ctx_.allocate(floats * sizeof(float), "the KV cache (keys)");
-  DeviceMemory v = ctx_.allocate(floats * sizeof(float), "the KV cache (values)");
-  return std::make_unique<CudaKvCache>(n_layers, n_slots, max_context, kv_dim, std::move(k), std::move(v));
+std::unique_ptr<KvCache> CudaBackend::alloc_kv_cache(int n_layers, int n_slots, int max_context, int kv_dim,
+                                                      KvDtype dtype) {
+  const size_t bytes = size_t(n_layers) * size_t(n_slots) * size_t(max_context) * size_t(kv_dim) *
+                       (dtype == KvDtype::bf16 ? 2 : sizeof(float));
+  DeviceMemory k = ctx_.allocate(bytes, "the KV cache (keys)");
+  DeviceMemory v = ctx_.allocate(bytes, "the KV cache (values)");
+  return std::make_unique<CudaKvCache>(n_layers, n_slots, max_context, kv_dim, dtype, std::move(k), std::move(v));
 }
 
 void CudaBackend::download(const DeviceBuffer& src, size_t offset, size_t n, float* dst) {
@@ -276,7 +283,7 @@ void CudaBackend::drop_graphs_using(const DeviceMemory& mem) {
   }
 }
 
-float* CudaBackend::ensure_workspace(DeviceMemory& mem, size_t bytes, const char* what) {
+float* CudaBackend::ensure_workspace(DeviceMemory& mem, size_t bytes, const char* what, bool zeroed) {
   if (capturing_batch_ > 0) capturing_.workspaces.insert(&mem);
   if (mem.bytes() >= bytes) return mem.as<float>();
   if (capturing_batch_ > 0)
@@ -287,6 +294,7 @@ float* CudaBackend::ensure_workspace(DeviceMemory& mem, size_t bytes, const char
   // Round up to 1 MiB so that a slowly growing batch does not reallocate every step.
   const size_t rounded = (bytes + (size_t(1) << 20) - 1) & ~((size_t(1) << 20) - 1);
   mem = ctx_.allocate(rounded, what);
+  if (zeroed) check(cudaMemsetAsync(mem.as<uint8_t>(), 0, rounded, ctx_.stream()), what);
   return mem.as<float>();
 }
 
@@ -528,8 +536,9 @@ void CudaBackend::attention(const DeviceBuffer& qkv, KvCache& cache, int layer, 
   g.n_kv_heads = s.n_kv_heads;
   g.head_dim = s.head_dim;
   g.max_context = kv.max_context();
-  float* k_layer = kv.keys.as<float>() + kv.layer_offset(layer);
-  float* v_layer = kv.values.as<float>() + kv.layer_offset(layer);
+  g.bf16_cache = kv.dtype() == KvDtype::bf16;
+  void* k_layer = kv.keys.as<uint8_t>() + kv.layer_offset(layer);
+  void* v_layer = kv.values.as<uint8_t>() + kv.layer_offset(layer);
   check(kernels::launch_kv_store(data(qkv), device_positions(), device_slots(), n, g, k_layer, v_layer, ctx_.stream()),
         "kv store");
   if (one_slot && n > 1) {
@@ -540,8 +549,10 @@ void CudaBackend::attention(const DeviceBuffer& qkv, KvCache& cache, int layer, 
   } else {
     float* workspace = ensure_workspace(attention_workspace_, kernels::decode_workspace_floats(n, g) * sizeof(float),
                                         "the attention workspace");
+    auto* counters = reinterpret_cast<int*>(ensure_workspace(
+        attention_counters_, kernels::decode_counters(n, g) * sizeof(int), "the attention counters", true));
     check(kernels::launch_attention_decode(data(qkv), k_layer, v_layer, device_positions(), device_slots(), n, g,
-                                           workspace, data(out), ctx_.stream()),
+                                           workspace, counters, data(out), ctx_.stream()),
           "attention (decode)");
   }
 }

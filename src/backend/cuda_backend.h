@@ -43,7 +43,8 @@ class CudaBackend final : public Backend {
   std::unique_ptr<DeviceLinear> upload_quantizing(Format f, const std::vector<HostWeightPart>& parts, int64_t cols,
                                                   const QuantOptions& opts, std::vector<float> bias) override;
   std::unique_ptr<DeviceNorm> upload_norm(std::vector<float> weight, std::vector<float> bias) override;
-  std::unique_ptr<KvCache> alloc_kv_cache(int n_layers, int n_slots, int max_context, int kv_dim) override;
+  std::unique_ptr<KvCache> alloc_kv_cache(int n_layers, int n_slots, int max_context, int kv_dim,
+                                          KvDtype dtype = KvDtype::f32) override;
   void download(const DeviceBuffer& src, size_t offset, size_t n, float* dst) override;
   void set_rope(std::vector<float> inv_freq) override;
   void set_batch(const TokenBatch& batch) override;
@@ -106,7 +107,9 @@ class CudaBackend final : public Backend {
  private:
   struct StagingSlot;
   void ensure_batch_capacity(int n);
-  float* ensure_workspace(DeviceMemory& mem, size_t bytes, const char* what);
+  // `mem` holding at least `bytes` (grown by reallocation, which drops the CUDA graphs using it);
+  // `zeroed`: a new allocation is zero-filled (on the stream) before use.
+  float* ensure_workspace(DeviceMemory& mem, size_t bytes, const char* what, bool zeroed = false);
   // Destroys the graphs whose kernels read or write `mem` (they hold its address).
   void drop_graphs_using(const DeviceMemory& mem);
   void check_batch_in_cache(int n_slots, int max_context) const;
@@ -129,7 +132,7 @@ class CudaBackend final : public Backend {
   size_t next_staging_ = 0;
   DeviceMemory inv_freq_;
   std::vector<float> inv_freq_host_;
-  DeviceMemory attention_workspace_, gemm_input_bf16_, sampling_workspace_, sampling_history_, sampling_result_;
+  DeviceMemory attention_workspace_, attention_counters_, gemm_input_bf16_, sampling_workspace_, sampling_history_, sampling_result_;
   DeviceMemory quantized_workspace_, dequantized_bf16_;  // GEMV activation scratch; prefill bf16 weight
   using GraphKey = std::pair<const void*, int>;  // (owner, batch size)
   // A recorded decode step: its workspaces (growing one of them drops the graph, which holds the

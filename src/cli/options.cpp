@@ -28,6 +28,10 @@ void add_model_flags(CLI::App& app, ModelFlags& f) {
   app.add_option("--keep-head", f.keep_head,
                  "keep the output head in 16-bit (true, as transformers+bitsandbytes do) or quantize it (false)")
       ->capture_default_str();
+  app.add_option("--kv-cache", f.kv_cache,
+                 "KV cache storage: auto, f32 or bf16 (auto = f32 on the CPU, bf16 on CUDA; bf16 rounds each key "
+                 "and value once, on every backend alike)")
+      ->capture_default_str();
   app.add_option("--memory-cap", f.memory_cap_mib,
                  "cap the backend's memory (weights, KV cache, activations) at this many MiB, as if the device "
                  "were that small (0 = no cap)")
@@ -67,6 +71,12 @@ LoadOptions load_options(const ModelFlags& f, const std::string& backend_name) {
   o.quant.w4_symmetric = f.w4_symmetric;
   o.keep_head = f.keep_head;
   o.max_context = f.ctx;
+  if (f.kv_cache == "auto")
+    o.kv_cache = backend_name == "cpu" ? KvDtype::f32 : KvDtype::bf16;
+  else if (f.kv_cache == "f32" || f.kv_cache == "bf16")
+    o.kv_cache = f.kv_cache == "bf16" ? KvDtype::bf16 : KvDtype::f32;
+  else
+    throw UsageError(fmt::format("--kv-cache: unknown storage '{}' (use auto, f32 or bf16)", f.kv_cache));
   return o;
 }
 

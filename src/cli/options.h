@@ -24,6 +24,7 @@ struct ModelFlags {
   bool w4_symmetric = false;
   bool keep_head = true;
   double memory_cap_mib = 0;  // 0 = no cap
+  std::string kv_cache = "auto";  // auto: f32 on the CPU, bf16 on CUDA
 };
 
 struct SamplingFlags {

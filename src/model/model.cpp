@@ -264,7 +264,7 @@ std::unique_ptr<Model> Model::load(const std::string& dir, Backend& backend, con
     for (const auto* l : {L.wqkv.get(), L.wo.get(), L.w_up.get(), L.w_down.get()})
       m->linear_params_ += size_t(l->rows() * l->cols());
   backend.set_rope(rope_inv_freq(cfg));
-  m->cache_ = backend.alloc_kv_cache(cfg.n_layers, opts.n_slots, m->max_context_, int(kvd));
+  m->cache_ = backend.alloc_kv_cache(cfg.n_layers, opts.n_slots, m->max_context_, int(kvd), opts.kv_cache);
   m->allocate_scratch();
   return m;
 }

@@ -21,6 +21,7 @@ struct LoadOptions {
   int max_context = 0;    // 0 = config's max_position_embeddings
   int n_slots = 1;        // sequences decoded together (KV cache slots)
   int max_batch_tokens = 512;  // prefill chunk size: scratch buffers hold this many tokens
+  KvDtype kv_cache = KvDtype::f32;  // the CLI's --kv-cache auto picks bf16 on CUDA
   bool progress = false;  // progress line on stderr while loading
 };
 
