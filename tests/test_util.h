@@ -46,9 +46,10 @@ inline std::string shell_quote(const std::string& s) {
   return q + "'";
 }
 
-// Runs the lowbit binary with `args` (stdin from /dev/null) and `env` ("NAME=value" entries
-// added to the environment of that run only).
-inline RunResult run_lowbit(const std::vector<std::string>& args, const std::vector<std::string>& env = {}) {
+// Runs the lowbit binary with `args` and `env` ("NAME=value" entries added to the environment of
+// that run only), stdin from `stdin_path` (/dev/null unless given).
+inline RunResult run_lowbit(const std::vector<std::string>& args, const std::vector<std::string>& env = {},
+                            const std::string& stdin_path = "/dev/null") {
   static int counter = 0;
   const std::filesystem::path dir =
       std::filesystem::temp_directory_path() / ("lowbit_run_" + std::to_string(getpid()));
@@ -60,7 +61,7 @@ inline RunResult run_lowbit(const std::vector<std::string>& args, const std::vec
   cmd.append(shell_quote(lowbit_bin()));
   for (const auto& a : args) cmd.append(" ").append(shell_quote(a));
   cmd.append(" >").append(shell_quote(out.string())).append(" 2>").append(shell_quote(err.string()));
-  cmd.append(" </dev/null");
+  cmd.append(" <").append(shell_quote(stdin_path));
   const int status = std::system(cmd.c_str());
   return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, slurp(out), slurp(err)};
 }

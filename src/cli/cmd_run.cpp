@@ -6,9 +6,11 @@
 
 #include "cli/commands.h"
 #include "cli/kernel_stats.h"
+#include "cli/provenance.h"
 #include "cli/session.h"
 #include "core/error.h"
 #include "generate/generate.h"
+#include "generate/stop_strings.h"
 
 namespace lowbit::cli {
 
@@ -17,8 +19,7 @@ namespace {
 struct RunFlags {
   ModelFlags model;
   SamplingFlags sampling;
-  std::string prompt;
-  std::string prompt_file;
+  PromptSource prompt;
   bool json = false;
   bool no_echo = false;
   bool truncate = false;
@@ -37,67 +38,94 @@ std::string continuation_text(const Tokenizer& tok, const std::vector<int32_t>& 
 }
 
 int run(const RunFlags& f) {
-  if (!f.prompt.empty() && !f.prompt_file.empty()) throw UsageError("give the prompt with -p or -f, not both");
-  // No prompt at all: generate from BOS alone.
   // Flags are checked before anything is loaded, so a usage error costs nothing.
   validate_model_flags(f.model);
-  SamplingParams sp = sampling_params(f.sampling, load_generation_defaults(f.model.model_dir));
-  std::string text = f.prompt_file.empty() ? f.prompt : read_text_file(f.prompt_file);
+  const GenerationDefaults defaults = load_generation_defaults(f.model.model_dir);
+  const SamplingParams sp = sampling_params(f.sampling, defaults);
+  const int max_new = max_new_tokens(f.sampling, defaults);
+  const PromptText prompt_text = read_prompt(f.prompt);
+  const std::string& text = prompt_text.text;
+  // An empty file or stdin is almost always a mistake (a failed redirect, a wrong path); BOS-only
+  // generation is asked for with an explicit -p "".
+  if (text.empty() && prompt_text.origin != "-p")
+    throw InputError(fmt::format("{}: the prompt is empty (-p \"\" generates from BOS alone)", prompt_text.origin));
   Session s = open_session(f.model);
   std::vector<int32_t> prompt = s.tokenizer->encode(text, true);
   if (prompt.empty()) throw InputError("the prompt encodes to no tokens and the tokenizer adds no BOS");
   const int ctx = s.model->max_context();
+  size_t truncated_from = 0;
   if (int(prompt.size()) >= ctx) {
     if (!f.truncate)
       throw InputError(fmt::format("the prompt has {} tokens but the context holds {} (use --ctx, or --truncate)",
                                    prompt.size(), ctx));
+    truncated_from = prompt.size();
     prompt.erase(prompt.begin(), prompt.end() - (ctx - 1));  // keep the most recent tokens
     spdlog::warn("prompt truncated to its last {} tokens", prompt.size());
   }
-  spdlog::info("seed {}, temperature {}, top-k {}, top-p {}, min-p {}, repeat-penalty {}", sp.seed, sp.temperature,
-               sp.top_k, sp.top_p, sp.min_p, sp.repetition_penalty);
+  spdlog::info("seed {}, temperature {}, top-k {}, top-p {}, min-p {}, repeat-penalty {}, max-new-tokens {}", sp.seed,
+               sp.temperature, sp.top_k, sp.top_p, sp.min_p, sp.repetition_penalty, max_new);
 
   GenerationRequest req;
   req.prompt = prompt;
   req.sampling = sp;
-  req.max_new_tokens = f.sampling.max_new_tokens;
+  req.max_new_tokens = max_new;
   req.stop_ids = s.stop_ids();
+  req.logprobs = f.sampling.logprobs;
 
   StreamDecoder stream(*s.tokenizer);
   stream.prime(prompt);
-  if (!f.json && !f.no_echo) {
-    std::fputs(text.c_str(), stdout);
-    std::fflush(stdout);
-  }
-  install_sigint_handler();
-  KernelStats kernel_stats(s.model->config().n_layers, s.backend->name());
-  GenerationResult r = generate(*s.model, req, [&](int32_t tok) {
-    kernel_stats.on_token();
-    std::string piece = stream.push(tok);
+  // What is printed passes through the stop-string matcher, so a stop string never reaches the
+  // terminal; the run ends on the token that completes one.
+  StopStringMatcher stops(f.sampling.stop);
+  req.stop_after = [&stops](std::span<const int32_t>) { return stops.matched(); };
+  auto print = [&](const std::string& piece) {
     if (!f.json && !piece.empty()) {
       std::fwrite(piece.data(), 1, piece.size(), stdout);
       std::fflush(stdout);
     }
+  };
+  if (!f.json && !f.no_echo) print(text);
+  install_sigint_handler();
+  KernelStats kernel_stats(s.model->config().n_layers, s.backend->name());
+  GenerationResult r = generate(*s.model, req, [&](int32_t tok) {
+    kernel_stats.on_token();
+    print(stops.push(stream.push(tok)));
     return !interrupted();
   });
-  std::string tail = stream.flush();
+  if (!stops.matched()) {
+    print(stops.push(stream.flush()));
+    print(stops.flush());
+  }
   if (!f.json) {
-    std::fwrite(tail.data(), 1, tail.size(), stdout);
     std::fputc('\n', stdout);
   } else {
-    nlohmann::json j;
+    std::string generated = continuation_text(*s.tokenizer, prompt, r.tokens);
+    if (r.stop == StopReason::stop_string) generated = cut_at_stop(generated, f.sampling.stop);
+    nlohmann::ordered_json j;
     j["prompt"] = text;
-    j["text"] = continuation_text(*s.tokenizer, prompt, r.tokens);
+    j["text"] = generated;
     j["token_ids"] = r.tokens;
+    if (req.logprobs) j["logprobs"] = r.logprobs;
     j["prompt_tokens"] = r.prompt_tokens;
+    if (truncated_from) j["truncated_from_tokens"] = truncated_from;
     j["generated_tokens"] = r.tokens.size();
     j["stop_reason"] = stop_reason_name(r.stop);
-    j["time_to_first_token_s"] = r.prefill_seconds;
-    j["decode_seconds"] = r.decode_seconds;
-    j["decode_tokens_per_s"] = r.decode_tokens_per_second();
-    j["seed"] = sp.seed;
+    if (stops.matched()) j["stop_string"] = stops.match();
     j["quant"] = format_name(s.model->options().format);
+    j["temperature"] = shortest_double(sp.temperature);
+    j["top_k"] = sp.top_k;
+    j["top_p"] = shortest_double(sp.top_p);
+    j["min_p"] = shortest_double(sp.min_p);
+    j["repetition_penalty"] = shortest_double(sp.repetition_penalty);
+    j["max_new_tokens"] = max_new;
+    j["seed"] = sp.seed;
+    j["stop"] = f.sampling.stop;
+    j["ttft_s"] = r.prefill_seconds;
+    j["decode_s"] = r.decode_seconds;
+    j["decode_tokens_per_s"] = r.decode_tokens_per_second();
     j["device"] = s.backend->name();
+    j["provenance"] = provenance_record(model_identity(f.model.model_dir), s.backend->name(),
+                                        device_name(*s.backend, f.model.threads));
     std::puts(j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
   }
   std::fflush(stdout);
@@ -115,12 +143,18 @@ void add_run_command(CLI::App& app, int& exit_code) {
   CLI::App* cmd = app.add_subcommand("run", "generate text from a prompt");
   add_model_flags(*cmd, flags->model);
   add_sampling_flags(*cmd, flags->sampling);
-  cmd->add_option("-p,--prompt", flags->prompt, "prompt text");
-  cmd->add_option("-f,--file", flags->prompt_file, "read the prompt from a file");
-  cmd->add_flag("--json", flags->json, "print one JSON record (text, token ids, counts, timings) instead of streaming");
+  cmd->add_option("-p,--prompt", flags->prompt.prompt, "prompt text (-p \"\": generate from BOS alone)");
+  cmd->add_option("-f,--file", flags->prompt.file,
+                  "read the prompt from a file (- = stdin), minus one trailing newline; without -p/-f a piped "
+                  "stdin is the prompt");
+  cmd->add_flag("--json", flags->json,
+                "print one JSON record (text, token ids, counts, timings, settings, provenance) instead of streaming");
   cmd->add_flag("--no-echo", flags->no_echo, "do not print the prompt before the generated text");
   cmd->add_flag("--truncate", flags->truncate, "keep the last tokens of a prompt longer than the context");
-  cmd->callback([flags, &exit_code] { exit_code = run(*flags); });
+  cmd->callback([flags, &exit_code] {
+    resolve_model_dir(flags->model);
+    exit_code = run(*flags);
+  });
 }
 
 }  // namespace lowbit::cli
