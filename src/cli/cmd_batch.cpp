@@ -124,7 +124,10 @@ int batch(const BatchFlags& f) {
   const GenerationDefaults generation = load_generation_defaults(f.model.model_dir);
   const SamplingParams defaults = sampling_params(f.sampling, generation);
   const int default_max_new = max_new_tokens(f.sampling, generation);
-  const bool seed_given = parse_seed(f.sampling.seed).has_value();
+  // --seed N: every record draws with N; --seed -1: with one random seed (logged); no --seed: each
+  // record with its own index, so reruns reproduce.
+  const bool seed_given = !f.sampling.seed.empty();
+  if (f.sampling.seed == "-1") spdlog::info("--seed -1: every record uses the random seed {}", defaults.seed);
 
   // Ids already done (--resume), error records included. A torn last line is a write cut by a
   // kill: cut it off first.

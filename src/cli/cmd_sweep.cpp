@@ -247,6 +247,7 @@ class Sweep {
   std::optional<study::JsonlAppender> out_;
   std::optional<Progress> progress_;
   bool rss_resettable_ = true;
+  std::map<std::string, std::string> device_names_;  // backend name -> device in words (read once)
 };
 
 void Sweep::parse() {
@@ -497,7 +498,10 @@ Record Sweep::make_record(const Prompt& p, Format format, Session& s, const RunO
   j["distinct_1"] = study::distinct_n(r.tokens, 1);
   j["distinct_2"] = study::distinct_n(r.tokens, 2);
   j["ref_mean_logprob"] = nullptr;  // filled by the bf16 model (now for bf16, in the scoring pass otherwise)
-  j["provenance"] = provenance_record(identity_, s.backend->name(), device_name(*s.backend, f_.model.threads));
+  auto named = device_names_.find(s.backend->name());
+  if (named == device_names_.end())
+    named = device_names_.emplace(s.backend->name(), device_name(*s.backend, f_.model.threads)).first;
+  j["provenance"] = provenance_record(identity_, s.backend->name(), named->second);
   return j;
 }
 
