@@ -24,10 +24,13 @@
 #include "backend/cpu_backend.h"
 #include "core/error.h"
 #include "core/progress.h"
+#include "core/sha256.h"
 #include "generate/generate.h"
+#include "io/safetensors.h"
 #include "model/model.h"
 #include "study/batch_generate.h"
 #include "study/grid.h"
+#include "study/host.h"
 #include "study/jsonl.h"
 #include "study/metrics.h"
 #include "study/report.h"
@@ -126,6 +129,74 @@ void write_prompts(const fs::path& p, int n, int max_new_tokens) {
     out << j.dump() << "\n";
   }
 }
+
+std::vector<json> records_of(const fs::path& p) {
+  std::vector<json> out;
+  for (auto& r : read_jsonl(p.string(), false)) out.push_back(r.value);
+  return out;
+}
+
+void write_text(const fs::path& p, const std::string& text) {
+  std::ofstream out(p, std::ios::binary | std::ios::trunc);
+  out << text;
+}
+
+// Every grid point of a runs file (greedy records expanded) -> what it produced and scored.
+std::map<std::string, std::string> grid_points(const fs::path& p) {
+  std::map<std::string, std::string> out;
+  for (const json& r : records_of(p)) {
+    std::vector<json> points;
+    if (r.contains("stands_for")) {
+      for (const json& s : r["stands_for"]) {
+        json point = r;
+        for (const auto& [k, v] : s.items()) point[k] = v;
+        points.push_back(point);
+      }
+    } else {
+      points.push_back(r);
+    }
+    for (const json& v : points) {
+      const std::string key = json::array({v["prompt_id"], v["quant"], v["temperature"], v["top_k"], v["top_p"],
+                                           v["min_p"], v["repetition_penalty"], v["max_new_tokens"], v["seed"]})
+                                  .dump();
+      const std::string result = json::array({v["token_ids"], v["text"], v["token_agreement"], v["rouge_l_f1"],
+                                              v["ref_mean_logprob"], v["implicit_reference"]})
+                                     .dump();
+      INFO("duplicate grid point " << key);
+      CHECK(out.emplace(key, result).second);
+    }
+  }
+  return out;
+}
+
+// A small sweep (nf4 and bf16, 2 prompts, T 0 and 0.8 x top-k 1 and 40 x seeds 0 and 1); `extra`
+// flags replace the defaults of the same name or are added.
+std::vector<std::string> sweep_args(const fs::path& out, const std::vector<std::string>& extra) {
+  std::vector<std::pair<std::string, std::string>> flags{{"-m", stories()},         {"-t", "1"},
+                                                         {"--quant", "nf4"},        {"--temperature", "0,0.8"},
+                                                         {"--top-k", "1,40"},       {"--seed", "0,1"},
+                                                         {"-n", "16"},              {"-o", out.string()}};
+  std::vector<std::string> switches;
+  for (size_t i = 0; i < extra.size(); ++i) {
+    const bool has_value = i + 1 < extra.size() && extra[i + 1].rfind("--", 0) != 0;
+    if (!has_value) {
+      switches.push_back(extra[i]);
+      continue;
+    }
+    auto it = std::find_if(flags.begin(), flags.end(), [&](const auto& f) { return f.first == extra[i]; });
+    if (it != flags.end())
+      it->second = extra[i + 1];
+    else
+      flags.emplace_back(extra[i], extra[i + 1]);
+    ++i;
+  }
+  std::vector<std::string> a{"sweep", "-p", "Once upon a time", "-p", "The little dog"};
+  for (const auto& [k, v] : flags) a.insert(a.end(), {k, v});
+  a.insert(a.end(), switches.begin(), switches.end());
+  return a;
+}
+
+std::string sha256_of_config() { return sha256_hex(slurp(fs::path(stories()) / "config.json")); }
 
 template <class F>
 std::string usage_error_of(F&& f) {
@@ -405,6 +476,7 @@ std::map<std::string, std::string> sweep_runs(const fs::path& p) {
   std::map<std::string, std::string> out;
   for (auto& r : read_jsonl(p.string(), false)) {
     const json& v = r.value;
+    // A greedy record stands for several grid points: it is keyed by its own settings here.
     std::string key = json::array({v["prompt_id"], v["quant"], v["temperature"], v["top_k"], v["seed"]}).dump();
     std::string result = json::array({v["token_ids"], v["text"], v["token_agreement"], v["rouge_l_f1"],
                                       v["ref_mean_logprob"], v["implicit_reference"]})
@@ -435,7 +507,10 @@ TEST_CASE("lowbit sweep: SIGINT leaves whole lines, --resume completes it to the
   };
   REQUIRE(run_lowbit(args(full, false), dir).code == 0);
   const auto expected = sweep_runs(full);
-  REQUIRE(expected.size() == 3 * 2 * 3 * 2);  // bf16 + nf4 + int8, 2 prompts, 3 T x 2 top-k
+  // bf16 + nf4 + int8, 2 prompts, 3 T x 2 top-k: per format and prompt one greedy record standing for
+  // 4 grid points (T 0 x 2 top-k, T 0.7 and 1 at top-k 1) and 2 sampled ones.
+  REQUIRE(expected.size() == 3 * 2 * 3);
+  REQUIRE(grid_points(full).size() == 3 * 2 * 3 * 2);
 
   // Interrupt once the bf16 runs are partly written, so the resumed run needs the bf16 references
   // from the file for the quantized runs' quality fields.
@@ -583,7 +658,10 @@ TEST_CASE("lowbit sweep + report: records, quality fields, an HTML page a browse
   REQUIRE(sweep.code == 0);
   std::vector<json> records;
   for (auto& r : read_jsonl(runs.string(), false)) records.push_back(r.value);
-  REQUIRE(records.size() == 3 * 2 * 3 * 2);  // bf16 (implicit) + nf4 + W8A8, 2 prompts, 3 T x 2 top-k
+  // bf16 (implicit) + nf4 + W8A8, 2 prompts, 3 T x 2 top-k: per format and prompt one greedy record
+  // (for 4 grid points) and 2 sampled.
+  REQUIRE(records.size() == 3 * 2 * 3);
+  CHECK(grid_points(runs).size() == 3 * 2 * 3 * 2);
   CHECK(records[0]["quant"] == "bf16");
   CHECK(records[0]["implicit_reference"] == true);
   for (const json& r : records) {
@@ -648,4 +726,407 @@ TEST_CASE("lowbit sweep + report: records, quality fields, an HTML page a browse
   };
   CHECK(be32(16) == 1200);
   CHECK(be32(20) == 3000);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The study as a researcher runs it: nothing overwritten, nothing silently mixed, every number
+// traceable, no wasted runs.
+TEST_CASE("plan_work: greedy grid points that cannot differ are one work item", "[study][grid]") {
+  SweepAxes a{{0, 0.5, 1}, {0.9, 1}, {1, 40}, {16}, {0, 1}, 1};  // temperature, top-p, top-k, n, seed
+  a.repetition_penalty = {1, 1.2};
+  const auto grid = expand_grid(a);
+  REQUIRE(grid.size() == 3 * 2 * 2 * 2 * 2);
+  const auto items = plan_work(grid, {});
+  size_t greedy_items = 0, points = 0;
+  for (const WorkItem& w : items) {
+    points += w.points.size();
+    if (!w.greedy) {
+      REQUIRE(w.points.size() == 1);
+      CHECK(!is_greedy(grid[w.points[0]]));
+      continue;
+    }
+    ++greedy_items;
+    // One class per repetition penalty (it changes the argmax); its representative is at T = 0.
+    CHECK(grid[w.points.front()].temperature == 0);
+    for (size_t i : w.points) {
+      CHECK(is_greedy(grid[i]));
+      CHECK(grid[i].repetition_penalty == grid[w.points.front()].repetition_penalty);
+    }
+    // T = 0: 2 top-k x 2 top-p x 2 seeds; T = 0.5, 1 with top-k 1: 2 x 2 x 2 more.
+    CHECK(w.points.size() == 8 + 8);
+  }
+  CHECK(greedy_items == 2);
+  CHECK(points == grid.size());  // every grid point is in exactly one item
+  std::vector<bool> take(grid.size(), false);
+  take[0] = take[1] = true;
+  CHECK(plan_work(grid, take).size() == 1);
+}
+
+TEST_CASE("lowbit sweep: greedy points run once and stand for every grid point; top-k 1 equals greedy",
+          "[study][sweep][cli]") {
+  fs::path dir = temp_dir("greedy");
+  fs::path runs = dir / "runs.jsonl";
+  Run sweep = run_lowbit(sweep_args(runs, {}), dir);
+  INFO(sweep.log);
+  REQUIRE(sweep.code == 0);
+  const auto records = records_of(runs);
+  // Per format and prompt: 1 greedy record (T 0 x top-k 1,40 x 2 seeds + T 0.8 x top-k 1 x 2 seeds)
+  // and 2 sampled (T 0.8, top-k 40, 2 seeds).
+  REQUIRE(records.size() == 2 * 2 * 3);
+  const auto points = grid_points(runs);
+  CHECK(points.size() == 2 * 2 * 8);  // every grid point present
+  for (const json& r : records) {
+    CHECK(r["greedy"] == (r.contains("stands_for")));
+    if (r["greedy"] == true) CHECK(r["stands_for"].size() == 6);
+  }
+  // The greedy record's tokens are what `run` gives at top-k 1 and temperature 0.8 for another seed.
+  const json* nf4_greedy = nullptr;
+  for (const json& r : records)
+    if (r["quant"] == "nf4" && r["greedy"] == true && r["prompt_id"] == 0) nf4_greedy = &r;
+  REQUIRE(nf4_greedy);
+  const lowbit::test::RunResult top_k_one =
+      lowbit::test::run_lowbit({"run", "-m", stories(), "--quant", "nf4", "-p", "Once upon a time", "-n", "16",
+                                "--temperature", "0.8", "--top-k", "1", "--seed", "1", "--json", "-q"});
+  REQUIRE(top_k_one.code == 0);
+  CHECK(json::parse(top_k_one.out)["token_ids"] == (*nf4_greedy)["token_ids"]);
+  // The report counts grid points (8 per format and prompt) and computed runs separately.
+  Run report = run_lowbit({"report", runs.string(), "-o", (dir / "r.html").string()}, dir);
+  REQUIRE(report.code == 0);
+  const std::string page = slurp(dir / "r.html");
+  CHECK(page.find("32 grid points (12 computed runs") != std::string::npos);
+  CHECK(page.find("<td>16</td><td>6</td>") != std::string::npos);  // bf16: 16 grid points, 6 computed runs
+}
+
+TEST_CASE("lowbit sweep: a top-k 1 point whose logits tie for the top is run on its own", "[study][sweep][cli]") {
+  // A model whose head rows are all equal: every logit ties at every step. Greedy picks the lowest
+  // id; top-k 1 keeps every tied token and samples among them, so it differs from greedy.
+  fs::path dir = temp_dir("tie");
+  const fs::path model = dir / "m";
+  Run made = run_lowbit({"make-model", "--preset", "tiny-llama", "--layers", "1", "--dtype", "f32", "-o",
+                         (dir / "src").string(), "--tokenizer-from", stories() + "/tokenizer.json"},
+                        dir);
+  REQUIRE(made.code == 0);
+  fs::create_directories(model);
+  for (const char* f : {"config.json", "generation_config.json", "tokenizer.json"})
+    fs::copy_file(dir / "src" / f, model / f);
+  {
+    WeightStore store = WeightStore::open_dir((dir / "src").string());
+    std::vector<std::vector<float>> values;
+    std::vector<TensorToWrite> tensors;
+    for (const std::string& name : store.names()) values.push_back(to_f32(store.get(name)));
+    size_t i = 0;
+    for (const std::string& name : store.names()) {
+      const TensorInfo& t = store.get(name);
+      std::vector<float>& v = values[i++];
+      if (name == "lm_head.weight")
+        for (int64_t r = 1; r < t.shape[0]; ++r) std::copy(v.begin(), v.begin() + t.shape[1], v.begin() + r * t.shape[1]);
+      tensors.push_back({name, DType::F32, t.shape, v.data()});
+    }
+    write_safetensors((model / "model.safetensors").string(), tensors);
+  }
+  fs::path runs = dir / "runs.jsonl";
+  Run sweep = run_lowbit({"sweep", "-m", model.string(), "--quant", "bf16", "--temperature", "0,1", "--top-k", "1",
+                          "--seed", "0,1", "-n", "8", "-p", "Once", "-o", runs.string()},
+                         dir);
+  INFO(sweep.log);
+  REQUIRE(sweep.code == 0);
+  CHECK(sweep.log.find("tie for the top") != std::string::npos);
+  const auto records = records_of(runs);
+  REQUIRE(records.size() == 3);  // T 0 (2 seeds) once; T 1 top-k 1: each seed alone
+  CHECK(records[0]["greedy"] == true);
+  CHECK(records[0]["stands_for"].size() == 2);
+  for (int i : {1, 2}) {
+    CHECK(records[i]["greedy"] == false);
+    CHECK(records[i]["temperature"] == 1.0);
+    CHECK(records[i]["token_ids"] != records[0]["token_ids"]);
+  }
+  CHECK(records[1]["token_ids"] != records[2]["token_ids"]);
+  CHECK(grid_points(runs).size() == 4);
+}
+
+TEST_CASE("lowbit sweep: an existing runs file needs --resume or --force", "[study][sweep][cli]") {
+  fs::path dir = temp_dir("overwrite");
+  fs::path runs = dir / "runs.jsonl";
+  REQUIRE(run_lowbit(sweep_args(runs, {}), dir).code == 0);
+  const std::string finished = slurp(runs);
+  Run again = run_lowbit(sweep_args(runs, {"--quant", "int8"}), dir);
+  CHECK(again.code == 2);
+  CHECK(again.log.find("--resume continues it, --force starts it over") != std::string::npos);
+  CHECK(again.log.find("loaded") == std::string::npos);
+  CHECK(slurp(runs) == finished);  // untouched
+  CHECK(run_lowbit(sweep_args(runs, {"--resume", "--force"}), dir).code == 2);
+  Run force = run_lowbit(sweep_args(runs, {"--force", "--temperature", "0"}), dir);
+  REQUIRE(force.code == 0);
+  CHECK(grid_points(runs).size() == 2 * 2 * 4);  // only the new grid: T 0 x 2 top-k x 2 seeds
+}
+
+TEST_CASE("lowbit sweep: one format resident at a time, scores equal a resident reference", "[study][sweep][cli]") {
+  fs::path dir = temp_dir("passes");
+  fs::path two_pass = dir / "two.jsonl", kept = dir / "kept.jsonl";
+  Run a = run_lowbit(sweep_args(two_pass, {"--quant", "nf4,int8"}), dir);
+  INFO(a.log);
+  REQUIRE(a.code == 0);
+  // bf16 first, then each format with bf16 reloaded to score its runs.
+  std::vector<std::string> loads;
+  for (size_t p = 0; (p = a.log.find(" as ", p)) != std::string::npos; ++p)
+    loads.push_back(a.log.substr(p + 4, a.log.find(' ', p + 4) - p - 4));
+  CHECK(loads == std::vector<std::string>{"bf16", "nf4", "bf16", "int8", "bf16"});
+  CHECK(!fs::exists(dir / "two.jsonl.unscored"));
+  Run b = run_lowbit(sweep_args(kept, {"--quant", "nf4,int8", "--keep-reference"}), dir);
+  REQUIRE(b.code == 0);
+  CHECK(grid_points(two_pass) == grid_points(kept));
+
+  // Runs generated but not yet scored (a kill between the passes) are scored on --resume, not redone.
+  fs::path resumed = dir / "resumed.jsonl";
+  std::ofstream main_part(resumed), unscored(dir / "resumed.jsonl.unscored");
+  for (const auto& rec : read_jsonl_ordered(two_pass.string())) {
+    nlohmann::ordered_json r = rec.value;
+    if (r["quant"] == "int8") {
+      r["ref_mean_logprob"] = nullptr;
+      unscored << r.dump() << "\n";
+    } else {
+      main_part << r.dump() << "\n";
+    }
+  }
+  main_part.close();
+  unscored.close();
+  Run c = run_lowbit(sweep_args(resumed, {"--quant", "nf4,int8", "--resume"}), dir);
+  INFO(c.log);
+  REQUIRE(c.code == 0);
+  CHECK(c.log.find("0 runs to compute") != std::string::npos);
+  CHECK(c.log.find("as int8") == std::string::npos);
+  CHECK(grid_points(resumed) == grid_points(two_pass));
+  CHECK(!fs::exists(dir / "resumed.jsonl.unscored"));
+}
+
+TEST_CASE("lowbit sweep --shard I/N: shards cover the grid once; report merges them", "[study][sweep][report][cli]") {
+  fs::path dir = temp_dir("sweep-shard");
+  fs::path whole = dir / "whole.jsonl";
+  REQUIRE(run_lowbit(sweep_args(whole, {}), dir).code == 0);
+  std::map<std::string, std::string> merged;
+  size_t total = 0;
+  std::vector<std::string> files;
+  for (int i = 0; i < 3; ++i) {
+    fs::path out = dir / ("shard" + std::to_string(i) + ".jsonl");
+    files.push_back(out.string());
+    Run r = run_lowbit(sweep_args(out, {"--shard", std::to_string(i) + "/3"}), dir);
+    INFO(r.log);
+    REQUIRE(r.code == 0);
+    const auto part = grid_points(out);
+    CHECK(!part.empty());
+    total += part.size();
+    merged.insert(part.begin(), part.end());
+  }
+  CHECK(total == merged.size());  // disjoint
+  CHECK(merged == grid_points(whole));
+  std::vector<std::string> report{"report"};
+  report.insert(report.end(), files.begin(), files.end());
+  report.insert(report.end(), {"-o", (dir / "merged.html").string()});
+  Run r = run_lowbit(report, dir);
+  INFO(r.log);
+  REQUIRE(r.code == 0);
+  CHECK(slurp(dir / "merged.html").find("32 grid points") != std::string::npos);
+  // The same shard twice is an overlap, not twice the data.
+  Run twice = run_lowbit({"report", files[0], files[0], "-o", (dir / "bad.html").string()}, dir);
+  CHECK(twice.code == 1);
+  CHECK(twice.log.find("the files overlap") != std::string::npos);
+  CHECK(run_lowbit(sweep_args(dir / "x.jsonl", {"--shard", "3/3"}), dir).code == 2);
+}
+
+TEST_CASE("lowbit sweep: min-p and repetition-penalty axes, stop strings, log-probs, provenance",
+          "[study][sweep][cli]") {
+  fs::path dir = temp_dir("axes");
+  fs::path runs = dir / "runs.jsonl";
+  Run s = run_lowbit({"sweep", "-m", stories(), "--quant", "nf4", "--temperature", "0,0.9", "--top-k", "40",
+                      "--min-p", "0,0.1", "--repeat-penalty", "1,1.5", "-n", "40", "-p", "Once upon a time",
+                      "--stop", ".", "--logprobs", "-o", runs.string()},
+                     dir);
+  INFO(s.log);
+  REQUIRE(s.code == 0);
+  const auto records = records_of(runs);
+  std::set<std::pair<double, double>> axes_seen;
+  std::map<double, json> greedy_by_penalty;
+  for (const json& r : records) {
+    axes_seen.insert({r["min_p"].get<double>(), r["repetition_penalty"].get<double>()});
+    if (r["greedy"] == true && r["quant"] == "bf16") greedy_by_penalty[r["repetition_penalty"].get<double>()] = r;
+    CHECK(r["text"].get<std::string>().find('.') == std::string::npos);
+    if (r["stop_reason"] == "stop") CHECK(r["stop"] == json::array({"."}));
+    REQUIRE(r["logprobs"].size() == r["token_ids"].size());
+    for (const char* key : {"ttft_s", "load_s", "decode_tokens_per_s", "provenance"}) CHECK(r.contains(key));
+    CHECK(r["provenance"]["model_config_sha256"].get<std::string>().size() == 64);
+    CHECK(!r["provenance"]["lowbit_commit"].get<std::string>().empty());
+    if (r["quant"] == "bf16" && !r["token_ids"].empty()) {
+      // bf16 scoring its own tokens: the mean of its log-probs is its teacher-forced log-prob.
+      double sum = 0;
+      for (const json& lp : r["logprobs"]) sum += lp.get<double>();
+      CHECK(sum / double(r["logprobs"].size()) == Approx(r["ref_mean_logprob"].get<double>()).margin(1e-4));
+    }
+  }
+  CHECK(axes_seen.size() == 4);
+  REQUIRE(greedy_by_penalty.size() == 2);  // the repetition penalty can change the argmax: a class each
+  // min-p does not change a greedy run: each class stands for both min-p values.
+  CHECK(greedy_by_penalty[1.0]["stands_for"].size() == 2);
+  bool any_stop = false;
+  for (const json& r : records) any_stop = any_stop || r["stop_reason"] == "stop";
+  CHECK(any_stop);
+}
+
+TEST_CASE("peak RSS resets at a format's load, so each format's memory stands alone", "[study][sweep]") {
+  REQUIRE(reset_peak_rss());
+  const size_t before = peak_rss_since_reset_bytes();
+  {
+    std::vector<char> big(64 << 20);
+    std::fill(big.begin(), big.end(), 1);
+    CHECK(peak_rss_since_reset_bytes() >= before + (60 << 20));
+  }
+  REQUIRE(reset_peak_rss());
+  CHECK(peak_rss_since_reset_bytes() < before + (8 << 20));  // the 64 MB peak is forgotten
+}
+
+TEST_CASE("report: several models side by side, prompt id collisions, batch output and torn lines",
+          "[study][report][cli]") {
+  fs::path dir = temp_dir("report-checks");
+  fs::path a = dir / "a.jsonl", b = dir / "b.jsonl";
+  const fs::path other = dir / "other-model";
+  fs::copy(data_dir() + "/models/llama-gqa-tied", other, fs::copy_options::recursive);
+  REQUIRE(run_lowbit(sweep_args(a, {}), dir).code == 0);
+  REQUIRE(run_lowbit({"sweep", "-m", other.string(), "--quant", "nf4", "--temperature", "0,0.8", "--top-k", "40", "-n",
+                      "8", "-p", "Once upon a time", "-o", b.string()},
+                     dir)
+              .code == 0);
+  Run two = run_lowbit({"report", a.string(), b.string(), "-o", (dir / "two.html").string()}, dir);
+  INFO(two.log);
+  REQUIRE(two.code == 0);
+  const std::string page = slurp(dir / "two.html");
+  CHECK(page.find("<h2>Model " + stories()) != std::string::npos);
+  CHECK(page.find("<h2>Model " + other.string()) != std::string::npos);
+  CHECK(page.find("2 model(s)") != std::string::npos);
+
+  // Two sweeps of one model whose prompt 0 differ: an error, not a merge.
+  fs::path c = dir / "c.jsonl";
+  REQUIRE(run_lowbit({"sweep", "-m", stories(), "--quant", "nf4", "--temperature", "0", "--top-k", "40", "-n", "8",
+                      "--seed", "7", "-p", "The sun was", "-o", c.string()},
+                     dir)
+              .code == 0);
+  Run collide = run_lowbit({"report", a.string(), c.string(), "-o", (dir / "x.html").string()}, dir);
+  CHECK(collide.code == 1);
+  CHECK(collide.log.find("prompt id 0 is \"The sun was\" here but \"Once upon a time\"") != std::string::npos);
+
+  // A batch output is not a sweep.
+  fs::path input = dir / "in.jsonl", batch_out = dir / "batch.jsonl";
+  write_text(input, "{\"id\": 1, \"prompt\": \"Once\", \"max_new_tokens\": 4}\n");
+  REQUIRE(run_lowbit({"batch", "-m", stories(), "--input", input.string(), "-o", batch_out.string()}, dir).code == 0);
+  Run not_sweep = run_lowbit({"report", batch_out.string(), "-o", (dir / "y.html").string()}, dir);
+  CHECK(not_sweep.code == 1);
+  CHECK(not_sweep.log.find(batch_out.string() + ":1: not a `lowbit sweep` run") != std::string::npos);
+  CHECK(not_sweep.log.find("`lowbit batch` output") != std::string::npos);
+
+  // A torn last line: a warning naming file and line; the page still renders.
+  fs::path torn = dir / "torn.jsonl";
+  fs::copy_file(a, torn);
+  const size_t lines = count_lines(torn);
+  { std::ofstream(torn, std::ios::app) << "{\"model\": \"tor"; }
+  Run t = run_lowbit({"report", torn.string(), "-o", (dir / "t.html").string()}, dir);
+  CHECK(t.code == 0);
+  CHECK(t.log.find("warning: " + torn.string() + ":" + std::to_string(lines + 1) + ": a torn last line") !=
+        std::string::npos);
+}
+
+TEST_CASE("report: facets by top-k without top-k 1, spread everywhere, provenance, collapsed runs",
+          "[study][report]") {
+  fs::path dir = temp_dir("report-page");
+  fs::path runs = dir / "runs.jsonl";
+  REQUIRE(run_lowbit(sweep_args(runs, {"--top-k", "1,10,40"}), dir).code == 0);
+  const std::string page = render_report(read_report_runs({runs.string()}));
+  CHECK(page.find("ROUGE-L F1 vs the bf16 text (top-k 10)") != std::string::npos);
+  CHECK(page.find("ROUGE-L F1 vs the bf16 text (top-k 40)") != std::string::npos);
+  CHECK(page.find("(top-k 1)") == std::string::npos);  // greedy at every temperature: no curve
+  CHECK(page.find("<details><summary>Every computed run") != std::string::npos);
+  CHECK(page.find("<span class=\"ci\">[") != std::string::npos);  // intervals in the table
+  CHECK(page.find("M") != std::string::npos);
+  std::regex whisker("<path d=\"M[0-9.]+,[0-9.]+ V[0-9.]+ M");
+  CHECK(std::distance(std::sregex_iterator(page.begin(), page.end(), whisker), std::sregex_iterator()) > 10);
+  CHECK(page.find("<h2>Provenance</h2>") != std::string::npos);
+  CHECK(page.find(sha256_of_config()) != std::string::npos);
+  CHECK(page.find("commit ") != std::string::npos);
+  CHECK(page.find("--top-k 1,10,40") != std::string::npos);  // the command line
+  CHECK(page.find("cpu: ") != std::string::npos);
+
+  CHECK(significant3(3.846) == "3.85");
+  CHECK(significant3(38.46) == "38.5");
+  CHECK(significant3(8873) == "8870");
+  CHECK(significant3(3.8) == "3.80");
+  CHECK(significant3(9.996) == "10.0");
+  CHECK(significant3(0.012345) == "0.0123");
+  CHECK(bytes_label(587008) == "587 kB");
+  CHECK(bytes_label(1.35e10) == "13.5 GB");
+  CHECK(bytes_label(1.005e9) == "1.00 GB");
+  const MeanInterval m = mean_ci95({1, 2, 3, 4});
+  CHECK(m.mean == 2.5);
+  // sd = sqrt(5/3), t(3) = 3.182: half-width 3.182 * 1.2910 / 2 = 2.054
+  CHECK(m.hi - m.mean == Approx(2.054).epsilon(1e-3));
+  CHECK(mean_ci95({5}).lo == 5);
+  CHECK(t_quantile_975(1) == 12.706);
+  CHECK(t_quantile_975(1000) == Approx(1.962).epsilon(1e-3));
+}
+
+TEST_CASE("lowbit batch: output checked before loading, long prompts get error records, unknown keys refused",
+          "[study][batch][cli]") {
+  fs::path dir = temp_dir("batch13");
+  fs::path input = dir / "in.jsonl", out = dir / "out.jsonl";
+  write_text(input, "{\"id\": 1, \"prompt\": \"Once\", \"max_new_tokens\": 4}\n");
+  Run unwritable = run_lowbit({"batch", "-m", stories(), "--input", input.string(), "-o", "/nonexistent/dir/out.jsonl"}, dir);
+  CHECK(unwritable.code == 1);
+  CHECK(unwritable.log.find("/nonexistent/dir/out.jsonl: cannot open for writing") != std::string::npos);
+  CHECK(unwritable.log.find("loaded") == std::string::npos);
+
+  std::string longp;
+  for (int i = 0; i < 200; ++i) longp += "Once upon a time ";
+  write_text(input, "{\"id\": 1, \"prompt\": \"Once\", \"max_new_tokens\": 4, \"temperature\": 0.7}\n"
+                    "{\"id\": 2, \"prompt\": \"" + longp + "\", \"max_new_tokens\": 4}\n"
+                    "{\"id\": 3, \"prompt\": \"The dog\", \"max_new_tokens\": 40, \"stop\": [\".\", \"!\"]}\n");
+  Run r = run_lowbit({"batch", "-m", stories(), "--input", input.string(), "-o", out.string(), "--logprobs"}, dir);
+  INFO(r.log);
+  REQUIRE(r.code == 0);
+  CHECK(r.log.find(input.string() + ":2: the prompt has") != std::string::npos);
+  std::map<int, json> by_id;
+  for (const json& j : records_of(out)) by_id[j["id"].get<int>()] = j;
+  REQUIRE(by_id.size() == 3);
+  CHECK(by_id[2]["stop_reason"] == "error");
+  CHECK(by_id[2]["error"].get<std::string>().find("but the context holds 512 (use --ctx, or --truncate)") !=
+        std::string::npos);
+  CHECK(by_id[1]["generated_tokens"] == 4);
+  CHECK(by_id[1]["logprobs"].size() == 4);
+  CHECK(slurp(out).find("\"temperature\":0.7,") != std::string::npos);  // shortest round-trip, not 0.699999988
+  CHECK(by_id[3]["text"].get<std::string>().find_first_of(".!") == std::string::npos);
+  CHECK(by_id[3]["stop"] == json::array({".", "!"}));
+  CHECK(by_id[1]["provenance"]["lowbit_commit"].is_string());
+  // --truncate keeps the prompt's end instead.
+  fs::path truncated = dir / "truncated.jsonl";
+  REQUIRE(run_lowbit({"batch", "-m", stories(), "--input", input.string(), "-o", truncated.string(), "--truncate"}, dir)
+              .code == 0);
+  for (const json& j : records_of(truncated))
+    if (j["id"] == 2) {
+      CHECK(j["stop_reason"] != "error");
+      CHECK(j["prompt_tokens"] == 511);
+      CHECK(j["truncated_from_tokens"].get<int>() > 511);
+    }
+
+  // An unknown key names the line and the key, with the nearest known one.
+  write_text(input, "{\"id\": 1, \"prompt\": \"a\"}\n{\"id\": 2, \"prompt\": \"b\", \"temprature\": 0.5}\n");
+  fs::path out2 = dir / "out2.jsonl";
+  Run typo = run_lowbit({"batch", "-m", stories(), "--input", input.string(), "-o", out2.string()}, dir);
+  CHECK(typo.code == 1);
+  CHECK(typo.log.find(input.string() + ":2: unknown key \"temprature\" (did you mean temperature?)") !=
+        std::string::npos);
+  CHECK(typo.log.find("loaded") == std::string::npos);
+
+  // An empty input: an empty output file and a warning, exit 0.
+  write_text(input, "\n");
+  fs::path out3 = dir / "out3.jsonl";
+  Run empty = run_lowbit({"batch", "-m", stories(), "--input", input.string(), "-o", out3.string()}, dir);
+  CHECK(empty.code == 0);
+  CHECK(fs::exists(out3));
+  CHECK(fs::file_size(out3) == 0);
+  CHECK(empty.log.find("no records") != std::string::npos);
 }

@@ -404,7 +404,7 @@ TEST_CASE("ppl command prints perplexity, KL and agreement", "[tools]") {
   CHECK(j.at("perplexity").get<double>() > 1);
   CHECK(j.at("mean_kl").get<double>() >= 0);
   CHECK(j.at("top1_agreement").get<double>() > 0.5);
-  CHECK(j.at("format") == "bf16");
+  CHECK(j.at("quant") == "bf16");
 
   const CommandResult text = run_lowbit(base + " --quant f32");
   REQUIRE(text.exit_code == 0);
@@ -429,11 +429,11 @@ TEST_CASE("bench runs end to end and reports every field", "[tools]") {
   REQUIRE(j.at("rows").size() == 4);
   for (const auto& row : j.at("rows")) {
     for (const char* field : {"decode_tokens_per_s", "decode_bw_share", "decode_speedup_vs_bf16",
-                              "prefill_tokens_per_s", "ttft_ms", "weight_bytes", "decode_gbs"})
+                              "prefill_tokens_per_s", "ttft_s", "weight_bytes", "decode_gbs"})
       CHECK(row.at(field).get<double>() > 0);
-    CHECK(row.at("prompt_len") == 8);
-    CHECK((row.at("batch") == 1 || row.at("batch") == 2));
-    if (row.at("format") == "bf16") CHECK(row.at("decode_speedup_vs_bf16").get<double>() == 1.0);
+    CHECK(row.at("prompt_tokens") == 8);
+    CHECK((row.at("batch_size") == 1 || row.at("batch_size") == 2));
+    if (row.at("quant") == "bf16") CHECK(row.at("decode_speedup_vs_bf16").get<double>() == 1.0);
   }
   CHECK(run_lowbit("bench -m " + model + " --quant f32,q9").exit_code == 2);
   CHECK(run_lowbit("bench -m " + model + " --quant f32 --batch 0").exit_code == 2);

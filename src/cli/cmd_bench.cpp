@@ -24,6 +24,8 @@
 
 #include "cli/commands.h"
 #include "cli/options.h"
+#include "cli/provenance.h"
+#include "study/report.h"
 #include "core/error.h"
 #include "core/parallel.h"
 #include "model/model.h"
@@ -75,17 +77,6 @@ std::vector<int> parse_int_list(const std::string& flag, const std::string& text
     values.push_back(int(v));
   }
   return values;
-}
-
-std::string cpu_model_name() {
-  std::ifstream in("/proc/cpuinfo");
-  std::string line;
-  while (std::getline(in, line))
-    if (line.rfind("model name", 0) == 0) {
-      const size_t colon = line.find(':');
-      if (colon != std::string::npos) return line.substr(line.find_first_not_of(' ', colon + 1));
-    }
-  return "unknown CPU";
 }
 
 int argmax(const float* x, int n) { return int(std::max_element(x, x + n) - x); }
@@ -161,10 +152,10 @@ int run_bench(const BenchFlags& f) {
       throw UsageError(fmt::format("--quant: {}", e.what()));
     }
   }
-  const std::vector<int> batches = parse_int_list("--batch", f.batch_list, 1, 4096);
-  const std::vector<int> prompt_lens = parse_int_list("--prompt-len", f.prompt_list, 1, 1 << 20);
-  if (f.gen < 1) throw UsageError(fmt::format("--gen {}: must be >= 1", f.gen));
-  if (f.repeats < 1) throw UsageError(fmt::format("--repeats {}: must be >= 1", f.repeats));
+  const std::vector<int> batches = parse_int_list("--batch-size", f.batch_list, 1, 4096);
+  const std::vector<int> prompt_lens = parse_int_list("-p/--n-prompt", f.prompt_list, 1, 1 << 20);
+  if (f.gen < 1) throw UsageError(fmt::format("-n/--n-gen {}: must be >= 1", f.gen));
+  if (f.repeats < 1) throw UsageError(fmt::format("-r/--repetitions {}: must be >= 1", f.repeats));
   if (!std::filesystem::is_directory(f.model.model_dir))
     throw InputError(fmt::format("{}: model folder not found", f.model.model_dir));
   const ModelConfig cfg = load_config(f.model.model_dir);
@@ -172,16 +163,13 @@ int run_bench(const BenchFlags& f) {
   const int max_batch = *std::max_element(batches.begin(), batches.end());
   const int context = f.model.ctx > 0 ? f.model.ctx : cfg.max_position_embeddings;
   if (max_prompt + f.gen > context)
-    throw UsageError(fmt::format("--prompt-len {} + --gen {}: exceed the context of {} tokens", max_prompt, f.gen,
-                                 context));
+    throw UsageError(fmt::format("-p/--n-prompt {} + -n/--n-gen {}: exceed the context of {} tokens", max_prompt,
+                                 f.gen, context));
+  warn_if_context_beyond_model(f.model.ctx, cfg);
 
   auto backend = make_backend(f.model.device, f.model.threads, size_t(f.model.memory_cap_mib * 1024.0 * 1024.0));
   const bool on_cpu = backend->name() == "cpu";
-  std::string device = backend->description();
-  if (on_cpu) {
-    const int threads = f.model.threads > 0 ? f.model.threads : int(std::max(1u, std::thread::hardware_concurrency()));
-    device = fmt::format("cpu: {}, {} threads", cpu_model_name(), threads);
-  }
+  const std::string device = device_name(*backend, f.model.threads);
   // The roofline: copy bandwidth of the memory the weights live in, measured in this run.
   double copy_gbs = NAN;
   try {
@@ -241,8 +229,10 @@ int run_bench(const BenchFlags& f) {
         double var = 0;
         for (double v : decode_rates) var += (v - row.decode_tokens_per_s) * (v - row.decode_tokens_per_s);
         row.decode_tokens_per_s_std = std::sqrt(var / double(decode_rates.size()));
-        const double bytes_per_step =
-            double(row.weight_bytes) - double(cfg.vocab_size) * double(embedding_row_bytes) + double(b) * double(embedding_row_bytes);
+        // A head that is the embedding table is read whole every step (counted once in
+        // weight_bytes); otherwise the table is only looked up, b rows.
+        const double table_bytes = model->head_shares_embedding() ? 0.0 : double(cfg.vocab_size) * double(embedding_row_bytes);
+        const double bytes_per_step = double(row.weight_bytes) - table_bytes + double(b) * double(embedding_row_bytes);
         row.decode_gbs = bytes_per_step / (decode_s / f.gen) / 1e9;
         row.decode_bw_share = row.decode_gbs / copy_gbs;
         rows.push_back(row);
@@ -261,40 +251,48 @@ int run_bench(const BenchFlags& f) {
 
   auto number_or_null = [](double v) { return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(nullptr); };
   if (f.json) {
-    nlohmann::json j;
-    j["device"] = device;
+    // Field names as run, batch and sweep write them (quant, batch_size, prompt_tokens, ttft_s).
+    nlohmann::ordered_json j;
+    j["device"] = backend->name();
+    j["device_name"] = device;
     j["model"] = f.model.model_dir;
     j["copy_bandwidth_gbs"] = number_or_null(copy_gbs);
     j["speedup_baseline"] = baseline;
-    j["gen"] = f.gen;
+    j["generated_tokens"] = f.gen;
     j["repeats"] = f.repeats;
-    j["rows"] = nlohmann::json::array();
-    for (const Row& r : rows)
-      j["rows"].push_back({{"format", r.format},
-                           {"batch", r.batch},
-                           {"prompt_len", r.prompt_len},
-                           {"weight_bytes", r.weight_bytes},
-                           {"load_s", r.load_s},
-                           {"prefill_tokens_per_s", r.prefill_tokens_per_s},
-                           {"ttft_ms", r.ttft_ms},
-                           {"decode_tokens_per_s", r.decode_tokens_per_s},
-                           {"decode_tokens_per_s_std", r.decode_tokens_per_s_std},
-                           {"decode_gbs", r.decode_gbs},
-                           {"decode_bw_share", number_or_null(r.decode_bw_share)},
-                           {"decode_speedup_vs_bf16", number_or_null(r.decode_speedup)}});
+    j["rows"] = nlohmann::ordered_json::array();
+    for (const Row& r : rows) {
+      nlohmann::ordered_json row;
+      row["quant"] = r.format;
+      row["batch_size"] = r.batch;
+      row["prompt_tokens"] = r.prompt_len;
+      row["weight_bytes"] = r.weight_bytes;
+      row["load_s"] = r.load_s;
+      row["prefill_tokens_per_s"] = r.prefill_tokens_per_s;
+      row["ttft_s"] = r.ttft_ms / 1e3;
+      row["decode_tokens_per_s"] = r.decode_tokens_per_s;
+      row["decode_tokens_per_s_std"] = r.decode_tokens_per_s_std;
+      row["decode_gbs"] = r.decode_gbs;
+      row["decode_bw_share"] = number_or_null(r.decode_bw_share);
+      row["decode_speedup_vs_bf16"] = number_or_null(r.decode_speedup);
+      j["rows"].push_back(row);
+    }
+    j["provenance"] = provenance_record(model_identity(f.model.model_dir), backend->name(), device);
     std::puts(j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
   } else {
     std::printf("device: %s; copy bandwidth %s GB/s; %s, gen %d, %d repeats\n\n", device.c_str(),
                 fixed(copy_gbs, 1).c_str(), f.model.model_dir.c_str(), f.gen, f.repeats);
-    std::printf("| format | batch | prompt | weights MB | prefill tok/s | TTFT ms | decode tok/s | decode GB/s | "
+    std::printf("| format | batch | prompt | weights | prefill tok/s | TTFT ms | decode tok/s | decode GB/s | "
                 "%% of copy BW | decode vs %s |\n",
                 baseline.c_str());
     std::printf("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for (const Row& r : rows)
-      std::printf("| %s | %d | %d | %.2f | %.1f | %.2f | %.1f ± %.1f | %.2f | %s | %sx |\n", r.format.c_str(), r.batch,
-                  r.prompt_len, r.weight_bytes / 1e6, r.prefill_tokens_per_s, r.ttft_ms, r.decode_tokens_per_s,
-                  r.decode_tokens_per_s_std, r.decode_gbs, fixed(100.0 * r.decode_bw_share, 1).c_str(),
-                  fixed(r.decode_speedup, 2).c_str());
+      std::printf("| %s | %d | %d | %s | %s | %s | %s ± %s | %s | %s | %sx |\n", r.format.c_str(), r.batch,
+                  r.prompt_len, study::bytes_label(double(r.weight_bytes)).c_str(),
+                  study::significant3(r.prefill_tokens_per_s).c_str(), study::significant3(r.ttft_ms).c_str(),
+                  study::significant3(r.decode_tokens_per_s).c_str(),
+                  study::significant3(r.decode_tokens_per_s_std).c_str(), study::significant3(r.decode_gbs).c_str(),
+                  fixed(100.0 * r.decode_bw_share, 1).c_str(), fixed(r.decode_speedup, 2).c_str());
   }
   std::fflush(stdout);
   return 0;
@@ -309,13 +307,19 @@ void add_bench_command(CLI::App& app, int& exit_code) {
   // --quant takes a list here; the shared single-format option is replaced.
   cmd->remove_option(cmd->get_option("--quant"));
   cmd->add_option("--quant", flags->quant_list, "comma-separated formats, e.g. bf16,int8,nf4")->capture_default_str();
-  cmd->add_option("--batch", flags->batch_list, "comma-separated batch sizes (sequences decoded together)")
+  cmd->add_option("--batch-size,--batch", flags->batch_list,
+                  "comma-separated batch sizes (sequences decoded together, as batch --batch-size)")
       ->capture_default_str();
-  cmd->add_option("--prompt-len", flags->prompt_list, "comma-separated prompt lengths")->capture_default_str();
-  cmd->add_option("--gen", flags->gen, "decode steps per run")->capture_default_str();
-  cmd->add_option("--repeats", flags->repeats, "timed runs per combination (after one warm-up)")->capture_default_str();
+  cmd->add_option("-p,--n-prompt,--prompt-len", flags->prompt_list, "comma-separated prompt lengths (llama-bench -p)")
+      ->capture_default_str();
+  cmd->add_option("-n,--n-gen,--gen", flags->gen, "decode steps per run (llama-bench -n)")->capture_default_str();
+  cmd->add_option("-r,--repetitions,--repeats", flags->repeats, "timed runs per combination (after one warm-up)")
+      ->capture_default_str();
   cmd->add_flag("--json", flags->json, "print one JSON document instead of a markdown table");
-  cmd->callback([flags, &exit_code] { exit_code = run_bench(*flags); });
+  cmd->callback([flags, &exit_code] {
+    resolve_model_dir(flags->model);
+    exit_code = run_bench(*flags);
+  });
 }
 
 }  // namespace lowbit::cli

@@ -389,10 +389,11 @@ int run_make_model(const MakeModelFlags& f) {
     if (p.name == f.preset) preset = p;
   }
   if (!preset) throw UsageError(fmt::format("--preset '{}': unknown (use one of {})", f.preset, names));
+  // The preset names its architecture; --arch is optional and, when given, must agree.
   const std::string preset_arch = preset->arch == Arch::Llama ? "llama" : "falcon";
-  if (f.arch != "llama" && f.arch != "falcon")
+  if (!f.arch.empty() && f.arch != "llama" && f.arch != "falcon")
     throw UsageError(fmt::format("--arch '{}': must be llama or falcon", f.arch));
-  if (f.arch != preset_arch)
+  if (!f.arch.empty() && f.arch != preset_arch)
     throw UsageError(fmt::format("--arch {}: preset {} is a {} model", f.arch, f.preset, preset_arch));
   DType dtype;
   if (f.dtype == "bf16") dtype = DType::BF16;
@@ -402,16 +403,16 @@ int run_make_model(const MakeModelFlags& f) {
   const int layers = f.layers.value_or(preset->layers);
   if (layers < 1 || layers > 1000) throw UsageError(fmt::format("--layers {}: must be in [1, 1000]", layers));
   if (f.threads < 0) throw UsageError(fmt::format("--threads {}: must be >= 0", f.threads));
-  if (f.out.empty()) throw UsageError("--out: give the output folder");
+  if (f.out.empty()) throw UsageError("-o/--output: give the output folder");
 
   const fs::path out(f.out);
   if (fs::exists(out) && !fs::is_directory(out))
-    throw InputError(fmt::format("--out {}: exists and is not a folder", f.out));
+    throw InputError(fmt::format("-o/--output {}: exists and is not a folder", f.out));
   if (fs::exists(out) && !fs::is_empty(out) && !f.force)
-    throw UsageError(fmt::format("--out {}: folder is not empty (add --force to overwrite)", f.out));
+    throw UsageError(fmt::format("-o/--output {}: folder is not empty (add --force to overwrite)", f.out));
   std::error_code ec;
   fs::create_directories(out, ec);
-  if (ec) throw InputError(fmt::format("--out {}: cannot create ({})", f.out, ec.message()));
+  if (ec) throw InputError(fmt::format("-o/--output {}: cannot create ({})", f.out, ec.message()));
 
   const json config = preset->arch == Arch::Llama ? llama_config(*preset, layers, dtype)
                                                   : falcon_config(*preset, layers, dtype);
@@ -451,10 +452,10 @@ int run_make_model(const MakeModelFlags& f) {
 void add_make_model_command(CLI::App& app, int& exit_code) {
   auto flags = std::make_shared<MakeModelFlags>();
   CLI::App* cmd = app.add_subcommand("make-model", "write a Hugging Face folder with random weights of a real model's shapes");
-  cmd->add_option("--arch", flags->arch, "llama or falcon")->required();
+  cmd->add_option("--arch", flags->arch, "llama or falcon (optional: the preset implies it)");
   cmd->add_option("--preset", flags->preset,
                   "llama2-7b, llama3-8b, falcon-7b, falcon-40b, tiny-llama, tiny-falcon")->required();
-  cmd->add_option("--out", flags->out, "output folder")->required();
+  cmd->add_option("-o,--output,--out", flags->out, "output folder")->required();
   cmd->add_option("--seed", flags->seed, "random seed (same seed, same bytes)")->capture_default_str();
   cmd->add_option("--dtype", flags->dtype, "bf16, f16 or f32")->capture_default_str();
   cmd->add_option("--layers", flags->layers, "override the preset's number of layers");

@@ -6,8 +6,6 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
-#include <iostream>
-#include <iterator>
 
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
@@ -15,9 +13,11 @@
 #include "chat/chat_template.h"
 #include "cli/commands.h"
 #include "cli/kernel_stats.h"
+#include "cli/provenance.h"
 #include "cli/session.h"
 #include "core/error.h"
 #include "generate/generate.h"
+#include "generate/stop_strings.h"
 
 namespace lowbit::cli {
 
@@ -26,8 +26,7 @@ namespace {
 struct RunFlags {
   ModelFlags model;
   SamplingFlags sampling;
-  std::string prompt;
-  std::string prompt_file;
+  PromptSource prompt;
   bool json = false;
   bool no_echo = false;
   bool truncate = false;
@@ -82,12 +81,12 @@ struct ChatAnswer {
   std::string text;  // the answer, special tokens (the stop id) left out
 };
 
-ChatAnswer answer(Session& s, const std::vector<int32_t>& prompt, const SamplingParams& sp, const RunFlags& f,
+ChatAnswer answer(Session& s, const std::vector<int32_t>& prompt, const SamplingParams& sp, int max_new,
                   bool stream_out) {
   GenerationRequest req;
   req.prompt = prompt;
   req.sampling = sp;
-  req.max_new_tokens = f.sampling.max_new_tokens;
+  req.max_new_tokens = max_new;
   req.stop_ids = s.stop_ids();
   StreamDecoder stream(*s.tokenizer);
   ChatAnswer a;
@@ -111,18 +110,25 @@ ChatAnswer answer(Session& s, const std::vector<int32_t>& prompt, const Sampling
 }
 
 int run_chat(const RunFlags& f) {
-  if (!f.prompt.empty() && !f.prompt_file.empty()) throw UsageError("give the prompt with -p or -f, not both");
+  if (f.prompt.prompt && !f.prompt.file.empty()) throw UsageError("give the prompt with -p or -f, not both");
   validate_model_flags(f.model);
-  SamplingParams sp = sampling_params(f.sampling, load_generation_defaults(f.model.model_dir));
-  const bool have_prompt = !f.prompt.empty() || !f.prompt_file.empty();
+  const GenerationDefaults defaults = load_generation_defaults(f.model.model_dir);
+  const SamplingParams sp = sampling_params(f.sampling, defaults);
+  const int max_new = max_new_tokens(f.sampling, defaults);
+  const bool have_prompt = f.prompt.prompt.has_value() || !f.prompt.file.empty();
   const bool interactive = f.interactive || (!have_prompt && !f.json && isatty(STDIN_FILENO));
   if (interactive && f.json) throw UsageError("--json gives one record; it cannot be used with an interactive chat");
   // The template is checked before the model is loaded, so an unknown one costs nothing.
   const ChatTemplate tmpl = ChatTemplate::from_model_dir(f.model.model_dir);
-  std::string first = f.prompt_file.empty() ? f.prompt : read_text_file(f.prompt_file);
-  if (!have_prompt && !interactive) {
-    // A pipe on stdin: the whole input is the one user turn.
-    first.assign(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
+  // -p, -f FILE or -f - (one trailing newline dropped, as for run); with neither, a pipe on stdin
+  // is the one user turn.
+  std::string first;
+  if (have_prompt || !interactive) {
+    PromptSource src = f.prompt;
+    if (!have_prompt) src.file = "-";
+    const PromptText t = read_prompt(src);
+    if (t.text.empty() && t.origin != "-p") throw InputError(fmt::format("{}: the prompt is empty", t.origin));
+    first = t.text;
   }
   Session s = open_session(f.model);
   spdlog::info("chat template: {}; seed {}, temperature {}, top-k {}, top-p {}", chat_family_name(tmpl.family()),
@@ -138,7 +144,7 @@ int run_chat(const RunFlags& f) {
     std::vector<int32_t> prompt = chat_prompt(tmpl, *s.tokenizer, conv, &rendered);
     if (int(prompt.size()) >= ctx)
       throw InputError(fmt::format("the chat prompt has {} tokens but the context holds {} (use --ctx)", prompt.size(), ctx));
-    ChatAnswer a = answer(s, prompt, sp, f, !f.json);
+    ChatAnswer a = answer(s, prompt, sp, max_new, !f.json);
     const GenerationResult& r = a.result;
     if (f.json) {
       nlohmann::json j;
@@ -150,7 +156,7 @@ int run_chat(const RunFlags& f) {
       j["prompt_tokens"] = r.prompt_tokens;
       j["generated_tokens"] = r.tokens.size();
       j["stop_reason"] = stop_reason_name(r.stop);
-      j["time_to_first_token_s"] = r.prefill_seconds;
+      j["ttft_s"] = r.prefill_seconds;
       j["decode_tokens_per_s"] = r.decode_tokens_per_second();
       j["seed"] = sp.seed;
       j["quant"] = format_name(s.model->options().format);
@@ -200,7 +206,7 @@ int run_chat(const RunFlags& f) {
     }
     SamplingParams turn_sp = sp;
     turn_sp.seed = sp.seed + uint64_t(turn);  // a fresh draw each turn, still reproducible from --seed
-    ChatAnswer a = answer(s, prompt, turn_sp, f, true);
+    ChatAnswer a = answer(s, prompt, turn_sp, max_new, true);
     spdlog::info("turn {}: prompt {} tokens, generated {} tokens, decode {:.1f} tokens/s; stop: {}", turn + 1,
                  a.result.prompt_tokens, a.result.tokens.size(), a.result.decode_tokens_per_second(),
                  stop_reason_name(a.result.stop));
@@ -216,67 +222,94 @@ int run_chat(const RunFlags& f) {
 int run(const RunFlags& f) {
   if (f.chat || f.interactive) return run_chat(f);
   if (!f.system.empty()) throw UsageError("--system needs --chat");
-  if (!f.prompt.empty() && !f.prompt_file.empty()) throw UsageError("give the prompt with -p or -f, not both");
-  // No prompt at all: generate from BOS alone.
   // Flags are checked before anything is loaded, so a usage error costs nothing.
   validate_model_flags(f.model);
-  SamplingParams sp = sampling_params(f.sampling, load_generation_defaults(f.model.model_dir));
-  std::string text = f.prompt_file.empty() ? f.prompt : read_text_file(f.prompt_file);
+  const GenerationDefaults defaults = load_generation_defaults(f.model.model_dir);
+  const SamplingParams sp = sampling_params(f.sampling, defaults);
+  const int max_new = max_new_tokens(f.sampling, defaults);
+  const PromptText prompt_text = read_prompt(f.prompt);
+  const std::string& text = prompt_text.text;
+  // An empty file or stdin is almost always a mistake (a failed redirect, a wrong path); BOS-only
+  // generation is asked for with an explicit -p "".
+  if (text.empty() && prompt_text.origin != "-p")
+    throw InputError(fmt::format("{}: the prompt is empty (-p \"\" generates from BOS alone)", prompt_text.origin));
   Session s = open_session(f.model);
   std::vector<int32_t> prompt = s.tokenizer->encode(text, true);
   if (prompt.empty()) throw InputError("the prompt encodes to no tokens and the tokenizer adds no BOS");
   const int ctx = s.model->max_context();
+  size_t truncated_from = 0;
   if (int(prompt.size()) >= ctx) {
     if (!f.truncate)
       throw InputError(fmt::format("the prompt has {} tokens but the context holds {} (use --ctx, or --truncate)",
                                    prompt.size(), ctx));
+    truncated_from = prompt.size();
     prompt.erase(prompt.begin(), prompt.end() - (ctx - 1));  // keep the most recent tokens
     spdlog::warn("prompt truncated to its last {} tokens", prompt.size());
   }
-  spdlog::info("seed {}, temperature {}, top-k {}, top-p {}, min-p {}, repeat-penalty {}", sp.seed, sp.temperature,
-               sp.top_k, sp.top_p, sp.min_p, sp.repetition_penalty);
+  spdlog::info("seed {}, temperature {}, top-k {}, top-p {}, min-p {}, repeat-penalty {}, max-new-tokens {}", sp.seed,
+               sp.temperature, sp.top_k, sp.top_p, sp.min_p, sp.repetition_penalty, max_new);
 
   GenerationRequest req;
   req.prompt = prompt;
   req.sampling = sp;
-  req.max_new_tokens = f.sampling.max_new_tokens;
+  req.max_new_tokens = max_new;
   req.stop_ids = s.stop_ids();
+  req.logprobs = f.sampling.logprobs;
 
   StreamDecoder stream(*s.tokenizer);
   stream.prime(prompt);
-  if (!f.json && !f.no_echo) {
-    std::fputs(text.c_str(), stdout);
-    std::fflush(stdout);
-  }
-  install_sigint_handler();
-  KernelStats kernel_stats(s.model->config().n_layers, s.backend->name());
-  GenerationResult r = generate(*s.model, req, [&](int32_t tok) {
-    kernel_stats.on_token();
-    std::string piece = stream.push(tok);
+  // What is printed passes through the stop-string matcher, so a stop string never reaches the
+  // terminal; the run ends on the token that completes one.
+  StopStringMatcher stops(f.sampling.stop);
+  req.stop_after = [&stops](std::span<const int32_t>) { return stops.matched(); };
+  auto print = [&](const std::string& piece) {
     if (!f.json && !piece.empty()) {
       std::fwrite(piece.data(), 1, piece.size(), stdout);
       std::fflush(stdout);
     }
+  };
+  if (!f.json && !f.no_echo) print(text);
+  install_sigint_handler();
+  KernelStats kernel_stats(s.model->config().n_layers, s.backend->name());
+  GenerationResult r = generate(*s.model, req, [&](int32_t tok) {
+    kernel_stats.on_token();
+    print(stops.push(stream.push(tok)));
     return !interrupted();
   });
-  std::string tail = stream.flush();
+  if (!stops.matched()) {
+    print(stops.push(stream.flush()));
+    print(stops.flush());
+  }
   if (!f.json) {
-    std::fwrite(tail.data(), 1, tail.size(), stdout);
     std::fputc('\n', stdout);
   } else {
-    nlohmann::json j;
+    std::string generated = continuation_text(*s.tokenizer, prompt, r.tokens);
+    if (r.stop == StopReason::stop_string) generated = cut_at_stop(generated, f.sampling.stop);
+    nlohmann::ordered_json j;
     j["prompt"] = text;
-    j["text"] = continuation_text(*s.tokenizer, prompt, r.tokens);
+    j["text"] = generated;
     j["token_ids"] = r.tokens;
+    if (req.logprobs) j["logprobs"] = r.logprobs;
     j["prompt_tokens"] = r.prompt_tokens;
+    if (truncated_from) j["truncated_from_tokens"] = truncated_from;
     j["generated_tokens"] = r.tokens.size();
     j["stop_reason"] = stop_reason_name(r.stop);
-    j["time_to_first_token_s"] = r.prefill_seconds;
-    j["decode_seconds"] = r.decode_seconds;
-    j["decode_tokens_per_s"] = r.decode_tokens_per_second();
-    j["seed"] = sp.seed;
+    if (stops.matched()) j["stop_string"] = stops.match();
     j["quant"] = format_name(s.model->options().format);
+    j["temperature"] = shortest_double(sp.temperature);
+    j["top_k"] = sp.top_k;
+    j["top_p"] = shortest_double(sp.top_p);
+    j["min_p"] = shortest_double(sp.min_p);
+    j["repetition_penalty"] = shortest_double(sp.repetition_penalty);
+    j["max_new_tokens"] = max_new;
+    j["seed"] = sp.seed;
+    j["stop"] = f.sampling.stop;
+    j["ttft_s"] = r.prefill_seconds;
+    j["decode_s"] = r.decode_seconds;
+    j["decode_tokens_per_s"] = r.decode_tokens_per_second();
     j["device"] = s.backend->name();
+    j["provenance"] = provenance_record(model_identity(f.model.model_dir), s.backend->name(),
+                                        device_name(*s.backend, f.model.threads));
     std::puts(j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
   }
   std::fflush(stdout);
@@ -294,9 +327,12 @@ void add_run_command(CLI::App& app, int& exit_code) {
   CLI::App* cmd = app.add_subcommand("run", "generate text from a prompt");
   add_model_flags(*cmd, flags->model);
   add_sampling_flags(*cmd, flags->sampling);
-  cmd->add_option("-p,--prompt", flags->prompt, "prompt text");
-  cmd->add_option("-f,--file", flags->prompt_file, "read the prompt from a file");
-  cmd->add_flag("--json", flags->json, "print one JSON record (text, token ids, counts, timings) instead of streaming");
+  cmd->add_option("-p,--prompt", flags->prompt.prompt, "prompt text (-p \"\": generate from BOS alone)");
+  cmd->add_option("-f,--file", flags->prompt.file,
+                  "read the prompt from a file (- = stdin), minus one trailing newline; without -p/-f a piped "
+                  "stdin is the prompt");
+  cmd->add_flag("--json", flags->json,
+                "print one JSON record (text, token ids, counts, timings, settings, provenance) instead of streaming");
   cmd->add_flag("--no-echo", flags->no_echo, "do not print the prompt before the generated text");
   cmd->add_flag("--truncate", flags->truncate, "keep the last tokens of a prompt longer than the context");
   cmd->add_flag("--chat", flags->chat,
@@ -306,7 +342,10 @@ void add_run_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--system", flags->system, "system message of the chat (with --chat)");
   cmd->add_flag("--interactive", flags->interactive,
                 "multi-turn chat reading one message per line from stdin even when it is not a terminal (implies --chat)");
-  cmd->callback([flags, &exit_code] { exit_code = run(*flags); });
+  cmd->callback([flags, &exit_code] {
+    resolve_model_dir(flags->model);
+    exit_code = run(*flags);
+  });
 }
 
 }  // namespace lowbit::cli

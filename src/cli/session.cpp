@@ -52,6 +52,7 @@ Session open_session(const ModelFlags& flags, int n_slots) {
   s.model = Model::load(flags.model_dir, *s.backend, opts);
   s.load_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const ModelConfig& c = s.model->config();
+  warn_if_context_beyond_model(flags.ctx, c);
   spdlog::info("loaded {} ({} layers, dim {}, {} heads / {} kv) as {} on {} in {:.2f} s; weights {:.2f} MB",
                flags.model_dir, c.n_layers, c.hidden_size, c.n_heads, c.n_kv_heads,
                format_name(opts.format), s.backend->name(), s.load_seconds, s.model->weight_bytes() / 1e6);

@@ -236,6 +236,31 @@ size_t weight_bytes(const LinearWeight& w) {
   return total;
 }
 
+size_t quantized_bytes(Format f, int64_t rows, int64_t cols, const QuantOptions& opts) {
+  // The planes each format's quantize() allocates (see the layout comment in its .cpp file).
+  const size_t n = size_t(rows) * size_t(cols), r = size_t(rows);
+  switch (f) {
+    case Format::F32: return 4 * n;
+    case Format::BF16: return 2 * n;
+    case Format::INT8:
+    case Format::W8A8: return n + 4 * r;  // int8 codes + one fp32 scale per row
+    case Format::W4A16: {
+      const size_t groups = size_t((cols + opts.w4_group - 1) / opts.w4_group);
+      return r * size_t((cols + 1) / 2) + 2 * r * groups + (opts.w4_symmetric ? 0 : r * groups);
+    }
+    case Format::NF4:
+    case Format::FP4:
+    case Format::NF4_DQ:
+    case Format::FP4_DQ: {
+      const size_t blocks = (n + size_t(opts.block_size) - 1) / size_t(opts.block_size);
+      const size_t codes = (n + 1) / 2;
+      if (!is_double_quantized(f)) return codes + 4 * blocks;
+      return codes + blocks + 4 * ((blocks + 255) / 256) + 4;  // 8-bit absmax codes, fp32 per 256, offset
+    }
+  }
+  return 0;
+}
+
 size_t weight_bytes(const QuantizedTensor& q) {
   return q.codes.size() + q.scales.size() * sizeof(float) + q.scale_codes.size() +
          q.scales2.size() * sizeof(float) + (q.format == Format::NF4_DQ || q.format == Format::FP4_DQ ? sizeof(float) : 0) +

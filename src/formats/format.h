@@ -89,6 +89,8 @@ void set_scalar_decode_only(bool scalar_only);
 
 // Exact bytes the weight occupies: codes plus every scale, zero point and double-quant state.
 size_t weight_bytes(const QuantizedTensor& q);
+// weight_bytes(quantize(f, w, rows, cols, opts)) from the shape alone, without quantizing.
+size_t quantized_bytes(Format f, int64_t rows, int64_t cols, const QuantOptions& opts);
 
 // --- a layer's weight made of checkpoint tensors -------------------------------------------------
 // transformers + bitsandbytes quantize every nn.Linear weight on its own, in the checkpoint's

@@ -21,6 +21,7 @@ const char* stop_reason_name(StopReason r) {
     case StopReason::length: return "length";
     case StopReason::context: return "context";
     case StopReason::interrupted: return "interrupted";
+    case StopReason::stop_string: return "stop";
   }
   return "?";
 }
@@ -55,6 +56,16 @@ std::vector<float> decode_step(Model& model, int32_t token, int position, int sl
   return logits;
 }
 
+bool needs_host_logits(const GenerationRequest& req) { return req.logprobs || bool(req.inspect_logits); }
+
+int32_t sample_on_host(const GenerationRequest& req, std::span<const float> logits, std::span<const int32_t> history,
+                       uint64_t step, GenerationResult& result) {
+  if (req.inspect_logits) req.inspect_logits(logits, history);
+  const int32_t tok = sample_token(logits, req.sampling, history, step);
+  if (req.logprobs) result.logprobs.push_back(log_softmax_at(logits, tok));
+  return tok;
+}
+
 GenerationResult generate(Model& model, const GenerationRequest& req, const TokenCallback& on_token) {
   const int n_prompt = int(req.prompt.size());
   if (n_prompt == 0) throw InputError("the prompt is empty (no tokens to condition on)");
@@ -69,9 +80,17 @@ GenerationResult generate(Model& model, const GenerationRequest& req, const Toke
   TokenBatch batch = prefill_batch(req.prompt, req.slot);
   std::vector<int> rows{n_prompt - 1};
   int position = n_prompt;
+  const bool on_host = needs_host_logits(req);
+  std::vector<float> logits(on_host ? size_t(model.config().vocab_size) : 0);
   for (int step = 0; step < req.max_new_tokens; ++step) {
-    const SampleSpec spec{req.sampling, history, uint64_t(step)};
-    const int32_t tok = model.forward_sample(batch, rows, std::span<const SampleSpec>(&spec, 1))[0];
+    int32_t tok;
+    if (on_host) {
+      model.forward(batch, rows, logits.data());
+      tok = sample_on_host(req, logits, history, uint64_t(step), res);
+    } else {
+      const SampleSpec spec{req.sampling, history, uint64_t(step)};
+      tok = model.forward_sample(batch, rows, std::span<const SampleSpec>(&spec, 1))[0];
+    }
     if (step == 0) {
       res.prefill_seconds = seconds_since(t0);
       t0 = std::chrono::steady_clock::now();
@@ -85,6 +104,10 @@ GenerationResult generate(Model& model, const GenerationRequest& req, const Toke
     }
     if (!keep_going) {
       res.stop = StopReason::interrupted;
+      break;
+    }
+    if (req.stop_after && req.stop_after(res.tokens)) {
+      res.stop = StopReason::stop_string;
       break;
     }
     if (step + 1 == req.max_new_tokens) break;

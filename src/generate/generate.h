@@ -3,6 +3,7 @@
 #pragma once
 #include <cstdint>
 #include <functional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -17,9 +18,17 @@ struct GenerationRequest {
   int max_new_tokens = 256;
   std::vector<int32_t> stop_ids;     // EOS ids: generation stops after emitting one
   int slot = 0;
+  // Fill GenerationResult::logprobs. Like inspect_logits, this brings each step's logits to the
+  // host and samples there with sampler.h (the same draw the backend's sampler makes).
+  bool logprobs = false;
+  // Called with each step's raw logits and the tokens so far (prompt included), before sampling.
+  std::function<void(std::span<const float> logits, std::span<const int32_t> history)> inspect_logits;
+  // Called after each token that is not a stop id with every generated token so far; true ends
+  // the run with StopReason::stop_string (stop strings: the caller decodes and matches).
+  std::function<bool(std::span<const int32_t> generated)> stop_after;
 };
 
-enum class StopReason { eos, length, context, interrupted };
+enum class StopReason { eos, length, context, interrupted, stop_string };
 const char* stop_reason_name(StopReason r);
 
 struct GenerationResult {
@@ -28,6 +37,7 @@ struct GenerationResult {
   double prefill_seconds = 0;   // prompt forward + first sample = time to first token
   double decode_seconds = 0;    // every later token
   int prompt_tokens = 0;
+  std::vector<double> logprobs; // with req.logprobs: log p(token) under the raw logits, per token (nats)
   double decode_tokens_per_second() const;
 };
 
@@ -43,5 +53,12 @@ TokenBatch prefill_batch(const std::vector<int32_t>& prompt, int slot);
 std::vector<float> prefill(Model& model, const std::vector<int32_t>& prompt, int slot);
 // Feeds one token at `position` and returns the next logits.
 std::vector<float> decode_step(Model& model, int32_t token, int position, int slot);
+
+// Whether a request needs its logits on the host (logprobs or a logits inspector).
+bool needs_host_logits(const GenerationRequest& req);
+// One token for `req` from a row of host logits at draw `step`: runs the inspector, samples with
+// sampler.h, and appends the log-probability when asked.
+int32_t sample_on_host(const GenerationRequest& req, std::span<const float> logits, std::span<const int32_t> history,
+                       uint64_t step, GenerationResult& result);
 
 }  // namespace lowbit

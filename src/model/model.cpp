@@ -95,6 +95,7 @@ class WeightLoader {
     }
   }
   void mark_used(const std::string& name) { used_.insert(name); }
+  void count_params(size_t n) { n_params_ += n; }
   size_t n_params() const { return n_params_; }
   void finish() {
     if (progress_) progress_->clear();
@@ -249,13 +250,19 @@ std::unique_ptr<Model> Model::load(const std::string& dir, Backend& backend, con
   // ignores a saved lm_head.weight).
   const Format head_format = opts.keep_head ? small : fmt_;
   auto emb = ld.read(nm.embedding, {vocab, dim});
+  m->w_.embedding = backend.upload_linear(quantize(small, emb.data(), vocab, dim, opts.quant), {});
   if (cfg.tie_word_embeddings) {
     if (ld.has(nm.head)) ld.mark_used(nm.head);
-    m->w_.head = ld.linear(emb, vocab, dim, head_format);
+    if (head_format == small) {
+      // The same bytes as the embedding table: share it instead of holding a second copy.
+      m->w_.head = m->w_.embedding;
+      ld.count_params(size_t(vocab * dim));
+    } else {
+      m->w_.head = ld.linear(emb, vocab, dim, head_format);
+    }
   } else {
     m->w_.head = ld.linear(ld.read(nm.head, {vocab, dim}), vocab, dim, head_format);
   }
-  m->w_.embedding = backend.upload_linear(quantize(small, emb.data(), vocab, dim, opts.quant), {});
   ld.check_all_used(fmt::format("a {} model with {} layers", cfg.model_type, cfg.n_layers));
   ld.finish();
   // ld counted the head (which is the embedding when tied) and norms; an untied embedding is extra.
@@ -267,6 +274,100 @@ std::unique_ptr<Model> Model::load(const std::string& dir, Backend& backend, con
   m->cache_ = backend.alloc_kv_cache(cfg.n_layers, opts.n_slots, m->max_context_, int(kvd), opts.kv_cache);
   m->allocate_scratch();
   return m;
+}
+
+WeightPlan Model::plan(const std::string& dir, const LoadOptions& opts) {
+  const ModelConfig cfg = load_config(dir);
+  const WeightStore store = WeightStore::open_dir(dir);
+  const TensorNames nm = names_for(cfg);
+  const int64_t dim = cfg.hidden_size, hidden = cfg.intermediate_size, vocab = cfg.vocab_size;
+  const int64_t qd = cfg.q_dim(), kvd = cfg.kv_dim();
+  const Format small = opts.format == Format::F32 ? Format::F32 : Format::BF16;
+  const bool norm_bias = cfg.norm == NormKind::LayerNorm;
+  const bool sequential = !(cfg.parallel_attn || cfg.new_decoder_architecture);
+  WeightPlan p;
+  // A linear layer as the backend holds it (formats/format.h): each part quantized on its own;
+  // the row-wise formats stack their parts (row maps applied), the blockwise 4-bit ones keep
+  // them and an int32 row map per reordered part; biases fp32.
+  auto linear = [&](std::initializer_list<std::pair<std::string, int64_t>> parts, int64_t cols, Format f,
+                    bool bias, bool reordered) {
+    size_t bytes = 0;
+    int64_t rows = 0;
+    for (const auto& [name, part_rows] : parts) {
+      store.get(name, {part_rows, cols});
+      bytes += quantized_bytes(f, part_rows, cols, opts.quant);
+      if (reordered && !quantizes_rows_independently(f)) bytes += 4 * size_t(part_rows);
+      rows += part_rows;
+    }
+    if (bias) bytes += 4 * size_t(rows);
+    p.n_params += size_t(rows * cols);
+    p.linear_params += size_t(rows * cols);
+    return bytes;
+  };
+  auto bias_check = [&](const std::string& name, int64_t n, bool present) {
+    if (present) store.get(name, {n});
+  };
+  auto norm = [&](const std::string& prefix, bool with_bias) {
+    store.get(prefix + ".weight", {dim});
+    if (with_bias) store.get(prefix + ".bias", {dim});
+    const size_t n = size_t(dim) * (with_bias ? 2 : 1);
+    p.n_params += n;
+    p.norm_bytes += 4 * n;
+  };
+  for (int i = 0; i < cfg.n_layers; ++i) {
+    const Format f = opts.format;
+    if (cfg.arch == Arch::Llama) {
+      const bool ab = cfg.attention_bias, mb = cfg.mlp_bias;
+      norm(nm.layer(i, "input_layernorm"), false);
+      norm(nm.layer(i, "post_attention_layernorm"), false);
+      for (const auto& [leaf, n] : {std::pair{"q_proj", qd}, {"k_proj", kvd}, {"v_proj", kvd}, {"o_proj", dim}})
+        bias_check(nm.layer(i, fmt::format("self_attn.{}.bias", leaf)), n, ab);
+      for (const auto& [leaf, n] : {std::pair{"gate_proj", hidden}, {"up_proj", hidden}, {"down_proj", dim}})
+        bias_check(nm.layer(i, fmt::format("mlp.{}.bias", leaf)), n, mb);
+      p.linear_bytes += linear({{nm.layer(i, "self_attn.q_proj.weight"), qd},
+                                {nm.layer(i, "self_attn.k_proj.weight"), kvd},
+                                {nm.layer(i, "self_attn.v_proj.weight"), kvd}},
+                               dim, f, ab, false);
+      p.linear_bytes += linear({{nm.layer(i, "self_attn.o_proj.weight"), dim}}, qd, f, ab, false);
+      p.linear_bytes += linear({{nm.layer(i, "mlp.gate_proj.weight"), hidden}, {nm.layer(i, "mlp.up_proj.weight"), hidden}},
+                               dim, f, mb, false);
+      p.linear_bytes += linear({{nm.layer(i, "mlp.down_proj.weight"), dim}}, hidden, f, mb, false);
+    } else {
+      const bool b = cfg.linear_bias;
+      if (cfg.n_ln_per_layer == 2) {
+        norm(nm.layer(i, "ln_attn"), norm_bias);
+        norm(nm.layer(i, "ln_mlp"), norm_bias);
+      } else {
+        norm(nm.layer(i, "input_layernorm"), norm_bias);
+        if (sequential) norm(nm.layer(i, "post_attention_layernorm"), norm_bias);
+      }
+      const int64_t qkv_rows = qd + 2 * kvd;
+      bias_check(nm.layer(i, "self_attention.query_key_value.bias"), qkv_rows, b);
+      bias_check(nm.layer(i, "self_attention.dense.bias"), dim, b);
+      bias_check(nm.layer(i, "mlp.dense_h_to_4h.bias"), hidden, b);
+      bias_check(nm.layer(i, "mlp.dense_4h_to_h.bias"), dim, b);
+      const bool reordered = !unless_identity(falcon_qkv_row_order(cfg)).empty();
+      p.linear_bytes += linear({{nm.layer(i, "self_attention.query_key_value.weight"), qkv_rows}}, dim, f, b, reordered);
+      p.linear_bytes += linear({{nm.layer(i, "self_attention.dense.weight"), dim}}, qd, f, b, false);
+      p.linear_bytes += linear({{nm.layer(i, "mlp.dense_h_to_4h.weight"), hidden}}, dim, f, b, false);
+      p.linear_bytes += linear({{nm.layer(i, "mlp.dense_4h_to_h.weight"), dim}}, hidden, f, b, false);
+    }
+  }
+  norm(nm.final_norm, norm_bias);
+  p.head_format = opts.keep_head ? small : opts.format;
+  store.get(nm.embedding, {vocab, dim});
+  p.embedding_bytes = quantized_bytes(small, vocab, dim, opts.quant);
+  p.n_params += size_t(vocab * dim);
+  if (cfg.tie_word_embeddings) {
+    p.head_shares_embedding = p.head_format == small;
+    p.head_bytes = p.head_shares_embedding ? 0 : quantized_bytes(p.head_format, vocab, dim, opts.quant);
+  } else {
+    store.get(nm.head, {vocab, dim});
+    p.head_bytes = quantized_bytes(p.head_format, vocab, dim, opts.quant);
+    p.n_params += size_t(vocab * dim);
+  }
+  p.weight_bytes = p.linear_bytes + p.embedding_bytes + p.head_bytes + p.norm_bytes;
+  return p;
 }
 
 void Model::allocate_scratch() {
@@ -458,7 +559,8 @@ void Model::run_ops(const TokenBatch& batch, const std::vector<int>& logit_rows)
 }
 
 size_t Model::weight_bytes() const {
-  size_t total = w_.embedding->bytes() + w_.head->bytes() + linear_bytes() + w_.final_norm->bytes();
+  size_t total = w_.embedding->bytes() + (head_shares_embedding() ? 0 : w_.head->bytes()) + linear_bytes() +
+                 w_.final_norm->bytes();
   for (const auto& L : w_.layers) total += L.attn_norm->bytes() + (L.mlp_norm ? L.mlp_norm->bytes() : 0);
   return total;
 }

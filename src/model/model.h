@@ -36,10 +36,13 @@ struct LayerWeights {
 };
 
 struct ModelWeights {
-  std::unique_ptr<DeviceLinear> embedding;  // (vocab, dim), bf16 (f32 under --quant f32)
+  std::shared_ptr<DeviceLinear> embedding;  // (vocab, dim), bf16 (f32 under --quant f32)
   std::vector<LayerWeights> layers;
   std::unique_ptr<DeviceNorm> final_norm;   // (dim)
-  std::unique_ptr<DeviceLinear> head;       // (vocab, dim)
+  // (vocab, dim). A tied head kept in the embedding's format is the embedding itself: one
+  // resident copy, as transformers + bitsandbytes hold it. A tied head quantized by
+  // --keep-head false is a second, quantized copy (the lookup still reads the 16-bit table).
+  std::shared_ptr<DeviceLinear> head;
 };
 
 // What to sample from one row of logits: the settings, the tokens so far (repetition penalty)
@@ -50,8 +53,22 @@ struct SampleSpec {
   uint64_t step = 0;
 };
 
+// What Model::load would hold for a folder and options, computed from config.json and the
+// safetensors headers (every tensor's presence and shape is checked) without reading or
+// quantizing a weight: `lowbit info`.
+struct WeightPlan {
+  size_t n_params = 0, linear_params = 0;
+  size_t linear_bytes = 0;     // the quantized decoder linears (biases included)
+  size_t embedding_bytes = 0, head_bytes = 0, norm_bytes = 0;
+  size_t weight_bytes = 0;     // all of it, a shared embedding/head once (= Model::weight_bytes())
+  Format head_format = Format::BF16;
+  bool head_shares_embedding = false;
+};
+
 class Model {
  public:
+  static WeightPlan plan(const std::string& dir, const LoadOptions& opts);
+
   ~Model();
 
   // Reads config.json and the safetensors of `dir`, checks every tensor's presence and shape,
@@ -73,7 +90,8 @@ class Model {
   const LoadOptions& options() const { return opts_; }
   Backend& backend() { return backend_; }
   int max_context() const { return max_context_; }
-  size_t weight_bytes() const;   // every weight on the backend, scales and biases included
+  size_t weight_bytes() const;   // every weight on the backend, scales and biases included; one copy counted once
+  bool head_shares_embedding() const { return w_.head == w_.embedding; }
   size_t n_params() const { return n_params_; }
   size_t linear_params() const { return linear_params_; }
   size_t linear_bytes() const;   // the quantized linears alone (bits per parameter = 8*this/linear_params)

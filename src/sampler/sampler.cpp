@@ -225,6 +225,14 @@ std::vector<double> sampling_distribution(std::span<const float> logits, const S
   return probs;
 }
 
+double log_softmax_at(std::span<const float> logits, int32_t id) {
+  double max = -INFINITY;
+  for (float v : logits) max = std::max(max, double(v));
+  double sum = 0;
+  for (float v : logits) sum += std::exp(double(v) - max);
+  return double(logits[size_t(id)]) - max - std::log(sum);
+}
+
 // Inverts the CDF taken over token ids in increasing order: the token is the first id whose
 // cumulative probability exceeds u. Id order (not probability order) makes the choice a simple
 // function of (distribution, u) that a GPU kernel can reproduce with a prefix sum.

@@ -30,6 +30,10 @@ double uniform01(uint64_t seed, uint64_t step);
 std::vector<double> sampling_distribution(std::span<const float> logits, const SamplingParams& p,
                                           std::span<const int32_t> history);
 
+// log softmax(logits)[id] of the raw logits (no penalty, temperature or filter), computed
+// stably (max subtracted) in double: a token's log-probability under the model, in nats.
+double log_softmax_at(std::span<const float> logits, int32_t id);
+
 // Draws one token; `step` selects the random number (use the number of tokens generated so far).
 int32_t sample_token(std::span<const float> logits, const SamplingParams& p,
                      std::span<const int32_t> history, uint64_t step);

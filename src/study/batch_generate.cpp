@@ -51,6 +51,10 @@ bool take_token(const Model& model, ActiveSequence& s, int32_t tok) {
     s.result.stop = StopReason::eos;
     return true;
   }
+  if (req.stop_after && req.stop_after(s.result.tokens)) {
+    s.result.stop = StopReason::stop_string;
+    return true;
+  }
   if (step + 1 == req.max_new_tokens) {
     s.result.stop = StopReason::length;
     return true;
@@ -76,6 +80,11 @@ bool generate_batched(Model& model, std::span<const GenerationRequest> requests,
   }
   std::vector<std::optional<ActiveSequence>> slots(static_cast<size_t>(n_slots));
   size_t next = 0;
+  // Requests that want their logits (logprobs, an inspector) make every decode step bring all
+  // rows' logits to the host and sample there (sampler.h, the draw the backend would make).
+  const bool any_on_host = std::any_of(requests.begin(), requests.end(), needs_host_logits);
+  const size_t vocab = size_t(model.config().vocab_size);
+  std::vector<float> logits(any_on_host ? vocab * size_t(n_slots) : 0);
 
   auto finish = [&](std::optional<ActiveSequence>& slot) {
     ActiveSequence& s = *slot;
@@ -104,9 +113,15 @@ bool generate_batched(Model& model, std::span<const GenerationRequest> requests,
           continue;
         }
         const TokenBatch prompt = prefill_batch(req.prompt, slot);
-        const SampleSpec spec = next_spec(*cur);
-        const int32_t tok =
-            model.forward_sample(prompt, {int(prompt.size()) - 1}, std::span<const SampleSpec>(&spec, 1))[0];
+        const std::vector<int> last{int(prompt.size()) - 1};
+        int32_t tok;
+        if (needs_host_logits(req)) {
+          model.forward(prompt, last, logits.data());
+          tok = sample_on_host(req, std::span<const float>(logits.data(), vocab), cur->history, 0, cur->result);
+        } else {
+          const SampleSpec spec = next_spec(*cur);
+          tok = model.forward_sample(prompt, last, std::span<const SampleSpec>(&spec, 1))[0];
+        }
         if (take_token(model, *cur, tok)) finish(cur);
       }
     }
@@ -130,7 +145,17 @@ bool generate_batched(Model& model, std::span<const GenerationRequest> requests,
       batch.positions.push_back(cur->position++);
       batch.slots.push_back(slot);
     }
-    const std::vector<int32_t> ids = model.forward_sample(batch, rows, specs);
+    std::vector<int32_t> ids;
+    if (any_on_host) {
+      model.forward(batch, rows, logits.data());
+      for (size_t r = 0; r < active.size(); ++r) {
+        ActiveSequence& cur = *slots[size_t(active[r])];
+        ids.push_back(sample_on_host(*cur.req, std::span<const float>(logits.data() + r * vocab, vocab), cur.history,
+                                     specs[r].step, cur.result));
+      }
+    } else {
+      ids = model.forward_sample(batch, rows, specs);
+    }
     for (size_t r = 0; r < active.size(); ++r) {
       auto& cur = slots[size_t(active[r])];
       if (take_token(model, *cur, ids[r])) finish(cur);

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <set>
+#include <algorithm>
 
 #include <fmt/format.h>
 
@@ -124,6 +125,10 @@ void validate_axes(const SweepAxes& a) {
     if (n < 1 || n > 1000000000) throw UsageError(fmt::format("--max-new-tokens {}: must be >= 1", n));
   for (int64_t s : a.seed)
     if (s < 0) throw UsageError(fmt::format("--seed {}: must be >= 0", s));
+  for (double p : a.min_p)
+    if (!(p >= 0 && p <= 1)) throw UsageError(fmt::format("--min-p {}: must be in [0, 1]", p));
+  for (double r : a.repetition_penalty)
+    if (!(r > 0)) throw UsageError(fmt::format("--repeat-penalty {}: must be > 0 (1 = off)", r));
   if (a.repeats < 1 || a.repeats > 10000) throw UsageError(fmt::format("--repeats {}: must be from 1 to 10000", a.repeats));
 }
 
@@ -132,20 +137,53 @@ std::vector<SweepSetting> expand_grid(const SweepAxes& a) {
   for (double t : a.temperature)
     for (int64_t k : a.top_k)
       for (double p : a.top_p)
-        for (int64_t n : a.max_new_tokens)
-          for (int64_t s : a.seed)
-            for (int r = 0; r < a.repeats; ++r) {
-              SweepSetting g;
-              g.temperature = t;
-              g.top_k = int(k);
-              g.top_p = p;
-              g.max_new_tokens = int(n);
-              g.base_seed = uint64_t(s);
-              g.seed = uint64_t(s) + uint64_t(r);
-              g.repeat = r;
-              out.push_back(g);
-            }
+        for (double mp : a.min_p)
+          for (double rp : a.repetition_penalty)
+            for (int64_t n : a.max_new_tokens)
+              for (int64_t s : a.seed)
+                for (int r = 0; r < a.repeats; ++r) {
+                  SweepSetting g;
+                  g.temperature = t;
+                  g.top_k = int(k);
+                  g.top_p = p;
+                  g.min_p = mp;
+                  g.repetition_penalty = rp;
+                  g.max_new_tokens = int(n);
+                  g.base_seed = uint64_t(s);
+                  g.seed = uint64_t(s) + uint64_t(r);
+                  g.repeat = r;
+                  out.push_back(g);
+                }
   return out;
+}
+
+std::vector<WorkItem> plan_work(const std::vector<SweepSetting>& grid, const std::vector<bool>& take) {
+  std::vector<WorkItem> items;
+  // Greedy classes by (max_new_tokens, repetition penalty): what a greedy run still depends on.
+  std::vector<std::pair<std::pair<int, double>, size_t>> class_item;  // key -> index into items
+  for (size_t i = 0; i < grid.size(); ++i) {
+    if (!take.empty() && !take[i]) continue;
+    const SweepSetting& g = grid[i];
+    if (!is_greedy(g)) {
+      items.push_back({{i}, false});
+      continue;
+    }
+    const std::pair<int, double> key{g.max_new_tokens, g.repetition_penalty};
+    auto it = std::find_if(class_item.begin(), class_item.end(), [&](const auto& c) { return c.first == key; });
+    if (it == class_item.end()) {
+      class_item.push_back({key, items.size()});
+      items.push_back({{i}, true});
+    } else {
+      items[it->second].points.push_back(i);
+    }
+  }
+  // The representative is a temperature-0 point when there is one: its record then shows the
+  // settings that define the greedy run.
+  for (WorkItem& w : items) {
+    auto t0 = std::find_if(w.points.begin(), w.points.end(), [&](size_t i) { return grid[i].temperature == 0; });
+    if (t0 != w.points.end()) std::rotate(w.points.begin(), t0, t0 + 1);
+  }
+  return items;
 }
 
 }  // namespace lowbit::study

@@ -44,7 +44,8 @@ void JsonlAppender::append(const nlohmann::ordered_json& record) {
     throw InputError(fmt::format("{}: fsync failed: {}", path_, std::strerror(errno)));
 }
 
-std::vector<JsonlRecord> read_jsonl(const std::string& path, bool allow_torn_tail) {
+std::vector<JsonlRecord> read_jsonl(const std::string& path, bool allow_torn_tail, size_t* torn_line) {
+  if (torn_line) *torn_line = 0;
   std::ifstream in(path, std::ios::binary);
   if (!in) throw InputError(fmt::format("{}: cannot open", path));
   std::stringstream ss;
@@ -63,11 +64,28 @@ std::vector<JsonlRecord> read_jsonl(const std::string& path, bool allow_torn_tai
     try {
       out.push_back({line_no, nlohmann::json::parse(line)});
     } catch (const nlohmann::json::exception& e) {
-      if (!has_newline && allow_torn_tail) break;
+      if (!has_newline && allow_torn_tail) {
+        if (torn_line) *torn_line = line_no;
+        break;
+      }
       throw InputError(fmt::format("{}:{}: malformed JSON line: {}", path, line_no, e.what()));
     }
     if (!out.back().value.is_object())
       throw InputError(fmt::format("{}:{}: expected a JSON object", path, line_no));
+  }
+  return out;
+}
+
+std::vector<OrderedJsonlRecord> read_jsonl_ordered(const std::string& path) {
+  std::vector<OrderedJsonlRecord> out;
+  for (const JsonlRecord& r : read_jsonl(path, false)) (void)r;  // validates every line (named errors)
+  std::ifstream in(path, std::ios::binary);
+  std::string line;
+  size_t line_no = 0;
+  while (std::getline(in, line)) {
+    ++line_no;
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    out.push_back({line_no, nlohmann::ordered_json::parse(line)});
   }
   return out;
 }

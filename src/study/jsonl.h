@@ -35,8 +35,15 @@ struct JsonlRecord {
 
 // Parses every non-blank line. A malformed line is an InputError "path:line: ...". With
 // allow_torn_tail, a last line without its '\n' that does not parse is dropped (a write cut by a
-// kill) instead.
-std::vector<JsonlRecord> read_jsonl(const std::string& path, bool allow_torn_tail);
+// kill) instead, and its line number is stored in *torn_line when given (0: none was dropped).
+std::vector<JsonlRecord> read_jsonl(const std::string& path, bool allow_torn_tail, size_t* torn_line = nullptr);
+
+// As read_jsonl, keeping each object's keys in file order (for records rewritten and passed on).
+struct OrderedJsonlRecord {
+  size_t line = 0;
+  nlohmann::ordered_json value;
+};
+std::vector<OrderedJsonlRecord> read_jsonl_ordered(const std::string& path);
 
 // For --resume: if the file's last line has no '\n', cuts it off (the torn write of a killed run)
 // and returns how many bytes were removed; 0 when the file is whole or absent.

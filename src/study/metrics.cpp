@@ -70,12 +70,4 @@ double distinct_n(std::span<const int32_t> ids, int n) {
   return double(unique.size()) / double(total);
 }
 
-double log_softmax_at(std::span<const float> logits, int32_t id) {
-  double max = -INFINITY;
-  for (float v : logits) max = std::max(max, double(v));
-  double sum = 0;
-  for (float v : logits) sum += std::exp(double(v) - max);
-  return double(logits[size_t(id)]) - max - std::log(sum);
-}
-
 }  // namespace lowbit::study

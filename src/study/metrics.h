@@ -8,6 +8,8 @@
 #include <string_view>
 #include <vector>
 
+#include "sampler/sampler.h"
+
 namespace lowbit::study {
 
 struct TokenAgreement {
@@ -31,7 +33,7 @@ double rouge_l_f1(std::string_view reference, std::string_view candidate);
 // Unique n-grams / total n-grams of the ids (0 when there are fewer than n ids).
 double distinct_n(std::span<const int32_t> ids, int n);
 
-// log softmax(logits)[id], computed stably (max subtracted) in double.
-double log_softmax_at(std::span<const float> logits, int32_t id);
+// log softmax(logits)[id] (sampler.h; generation's --logprobs uses the same function).
+using lowbit::log_softmax_at;
 
 }  // namespace lowbit::study
