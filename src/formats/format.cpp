@@ -3,10 +3,10 @@
 #include "formats/format.h"
 
 #include <algorithm>
-#include <atomic>
 #include <cctype>
 #include <string>
 
+#include "core/cpu_features.h"
 #include "core/error.h"
 #include "formats/format_impl.h"
 
@@ -87,17 +87,12 @@ QuantizedTensor quantize(Format f, const float* w, int64_t rows, int64_t cols, c
   return q;
 }
 
-namespace {
-std::atomic<bool> g_scalar_decode_only{false};
-}  // namespace
-
-void set_scalar_decode_only(bool scalar_only) { g_scalar_decode_only = scalar_only; }
+void set_scalar_decode_only(bool scalar_only) {
+  set_cpu_level_limit(scalar_only ? CpuLevel::plain : CpuLevel::avx512_vnni);
+}
 
 #if LOWBIT_HAVE_AVX2_DECODE
-bool formats::avx2_decode() {
-  static const bool has = __builtin_cpu_supports("avx2");
-  return has && !g_scalar_decode_only;
-}
+bool formats::avx2_decode() { return cpu_level() >= CpuLevel::avx2; }
 #endif
 
 void double_quantize_scales(QuantizedTensor& q) {

@@ -78,8 +78,9 @@ void dequantize_row(const QuantizedTensor& q, int64_t row, float* out);
 // W4A16). x is [n_tokens, cols], y is [n_tokens, rows], both fp32.
 void matmul(const QuantizedTensor& q, const float* x, int64_t n_tokens, float* y, ThreadPool& pool);
 
-// The CPU matmuls of the 4-bit formats decode with AVX2 where the CPU has it, giving exactly the
-// plain loops' values; true here makes them use the plain loops (tests compare the two).
+// The CPU matmuls run vector kernels chosen by cpu_level() (core/cpu_features.h), giving exactly
+// the plain loops' values; true here caps the level at plain for the whole process (tests compare
+// the two), false lifts the cap. set_cpu_level_limit caps at any level.
 void set_scalar_decode_only(bool scalar_only);
 
 // Exact bytes the weight occupies: codes plus every scale, zero point and double-quant state.

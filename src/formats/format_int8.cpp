@@ -24,8 +24,10 @@
 #include <cmath>
 #include <vector>
 
+#include "core/cpu_features.h"
 #include "core/half.h"
 #include "formats/format_impl.h"
+#include "formats/kernels.h"
 
 namespace lowbit::formats {
 
@@ -71,12 +73,6 @@ void int8_dequantize_row(const QuantizedTensor& q, int64_t row, float* out) {
   for (int64_t c = 0; c < q.cols; ++c) out[c] = dequantized_weight(cb[c], scb);
 }
 
-int32_t dot_int8(const int8_t* a, const int8_t* b, int64_t n) {
-  int32_t acc = 0;
-  for (int64_t i = 0; i < n; ++i) acc += int32_t(a[i]) * int32_t(b[i]);
-  return acc;
-}
-
 void int8_matmul(const QuantizedTensor& q, const float* x, int64_t n_tokens, float* y, ThreadPool& pool) {
   const int64_t rows = q.rows, cols = q.cols;
   const float threshold = q.opts.int8_threshold;
@@ -108,12 +104,16 @@ void int8_matmul(const QuantizedTensor& q, const float* x, int64_t n_tokens, flo
     for (int64_t c = 0; c < cols; ++c)
       ca[size_t(t * cols + c)] = is_outlier[size_t(c)] ? int8_t(0) : round_to_int8(a[c] * factor);
   }
+  // acc = sum_c CA * CB (int32, exact: kernels.h), then the epilogue per output.
+  const Int8Activations activations(ca.data(), n_tokens, cols, cpu_level());
+  std::vector<int32_t> acc_all(size_t(n_tokens * rows));
   pool.parallel_for(rows, [&](int64_t begin, int64_t end) {
+    int8_dot_rows(activations, reinterpret_cast<const int8_t*>(q.codes.data()), begin, end, acc_all.data(), rows);
     for (int64_t r = begin; r < end; ++r) {
       const int8_t* cb = cb_row(q, r);
       const float scb = q.scales[size_t(r)];
       for (int64_t t = 0; t < n_tokens; ++t) {
-        const int32_t acc = dot_int8(ca.data() + t * cols, cb, cols);
+        const int32_t acc = acc_all[size_t(t * rows + r)];
         const float scaled = float(acc) * (row_stat[size_t(t)] * scb);
         float out = round_f16(scaled * kInvSquare127);
         if (!outlier_cols.empty()) {

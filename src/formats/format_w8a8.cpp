@@ -12,7 +12,9 @@
 #include <cmath>
 #include <vector>
 
+#include "core/cpu_features.h"
 #include "formats/format_impl.h"
+#include "formats/kernels.h"
 
 namespace lowbit::formats {
 
@@ -54,16 +56,14 @@ void w8a8_matmul(const QuantizedTensor& q, const float* x, int64_t n_tokens, flo
   std::vector<int8_t> xq(size_t(n_tokens * cols));
   std::vector<float> x_scale(static_cast<size_t>(n_tokens));
   for (int64_t t = 0; t < n_tokens; ++t) x_scale[size_t(t)] = quantize_symmetric(x + t * cols, cols, xq.data() + t * cols);
+  // acc = sum_c xq * q (int32, exact in any order: kernels.h picks the instructions).
+  const Int8Activations activations(xq.data(), n_tokens, cols, cpu_level());
+  std::vector<int32_t> acc(size_t(n_tokens * rows));
   pool.parallel_for(rows, [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) {
-      const int8_t* wq = weight_row(q, r);
-      for (int64_t t = 0; t < n_tokens; ++t) {
-        const int8_t* a = xq.data() + t * cols;
-        int32_t acc = 0;
-        for (int64_t c = 0; c < cols; ++c) acc += int32_t(a[c]) * int32_t(wq[c]);
-        y[t * rows + r] = float(acc) * (q.scales[size_t(r)] * x_scale[size_t(t)]);
-      }
-    }
+    int8_dot_rows(activations, weight_row(q, 0), begin, end, acc.data(), rows);
+    for (int64_t r = begin; r < end; ++r)
+      for (int64_t t = 0; t < n_tokens; ++t)
+        y[t * rows + r] = float(acc[size_t(t * rows + r)]) * (q.scales[size_t(r)] * x_scale[size_t(t)]);
   }, cols * n_tokens);
 }
 
