@@ -5,6 +5,7 @@
 // dequantized values (one-hot activations read them back).
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -12,6 +13,7 @@
 #include <tuple>
 #include <vector>
 
+#include "backend/cpu_attention.h"
 #include "core/cpu_features.h"
 #include "core/error.h"
 #include "core/half.h"
@@ -257,6 +259,43 @@ TEST_CASE("int8 dot products are the plain loop's at every level", "[kernels]") 
       formats::int8_dot_rows(act, w.data(), 0, 2, acc.data(), 2);
       CHECK(acc[0] == int32_t(16384 * cols));
       CHECK(acc[1] == int32_t(16384 * cols));
+    }
+  }
+}
+
+TEST_CASE("the AVX-512 attention gives the plain loops' outputs bit for bit", "[kernels]") {
+  if (detected_cpu_level() < CpuLevel::avx512) {
+    WARN("no AVX-512 on this CPU: its attention kernel is not tested here");
+    return;
+  }
+  for (int head_dim : {8, 64, 100, 128}) {
+    const int n_kv_heads = 2, max_context = 211;
+    const cpu_attention::KvLayout layout{2, 3, max_context, n_kv_heads * head_dim};
+    auto keys = random_values(layout.key_floats(), 71);
+    const auto values = random_values(layout.value_floats(), 72);
+    keys[layout.key_index(1, 2, 5, head_dim)] = 40.0f;  // one dominant score
+    const auto q = random_values(size_t(head_dim), 73);
+    std::vector<float> scores(size_t(layout.blocks() * cpu_attention::kKeyBlock));
+    for (int pos : {0, 1, 15, 16, 17, 100, max_context - 1}) {
+      INFO("head_dim " << head_dim << " pos " << pos);
+      std::vector<float> fast(size_t(head_dim), -1.0f), plain(size_t(head_dim), -2.0f);
+      const float scale = 1.0f / std::sqrt(float(head_dim));
+      cpu_attention::AttentionJob job{1, 2, pos, 1, head_dim, scale, q.data(), plain.data()};
+      cpu_attention::attend_plain(layout, keys.data(), values.data(), job, scores.data());
+      job.y = fast.data();
+      cpu_attention::attend_avx512(layout, keys.data(), values.data(), job, scores.data());
+      REQUIRE(first_bit_difference(fast, plain) == -1);
+      // The output is a convex combination of the value rows.
+      for (int i = 0; i < head_dim; ++i) {
+        float lo = INFINITY, hi = -INFINITY;
+        for (int j = 0; j <= pos; ++j) {
+          const float v = values[layout.value_row(1, 2, j) + size_t(head_dim + i)];
+          lo = std::min(lo, v);
+          hi = std::max(hi, v);
+        }
+        REQUIRE(plain[size_t(i)] >= lo - 1e-5f);
+        REQUIRE(plain[size_t(i)] <= hi + 1e-5f);
+      }
     }
   }
 }

@@ -8,6 +8,8 @@
 
 #include <fmt/format.h>
 
+#include "backend/cpu_attention.h"
+#include "core/cpu_features.h"
 #include "core/error.h"
 
 namespace lowbit {
@@ -42,23 +44,17 @@ class CpuNorm final : public DeviceNorm {
   std::vector<float> weight, bias;
 };
 
-// K and V for every layer: [layer][slot][position][kv_dim], fp32.
+// K and V for every layer in fp32, laid out as cpu_attention::KvLayout says (keys transposed in
+// blocks of 16 positions, values row-major).
 class CpuKvCache final : public KvCache {
  public:
-  CpuKvCache(int n_layers, int n_slots, int max_context, int kv_dim, MemoryBudget& budget)
-      : KvCache(n_slots, max_context), kv_dim(kv_dim),
-        charge(budget, 2 * size_t(n_layers) * n_slots * max_context * kv_dim * sizeof(float), "the KV cache"),
-        k(size_t(n_layers) * n_slots * max_context * kv_dim), v(k.size()) {}
-  float* key(int layer, int slot, int pos) { return k.data() + offset(layer, slot, pos); }
-  float* value(int layer, int slot, int pos) { return v.data() + offset(layer, slot, pos); }
-  int kv_dim;
+  CpuKvCache(const cpu_attention::KvLayout& layout, MemoryBudget& budget)
+      : KvCache(layout.n_slots, layout.max_context), layout(layout),
+        charge(budget, (layout.key_floats() + layout.value_floats()) * sizeof(float), "the KV cache"),
+        k(layout.key_floats()), v(layout.value_floats()) {}
+  cpu_attention::KvLayout layout;
   BudgetCharge charge;
   std::vector<float> k, v;
-
- private:
-  size_t offset(int layer, int slot, int pos) const {
-    return ((size_t(layer) * n_slots_ + slot) * max_context_ + pos) * kv_dim;
-  }
 };
 
 float* data(DeviceBuffer& b) { return static_cast<CpuBuffer&>(b).data.data(); }
@@ -97,7 +93,9 @@ void MemoryBudget::take(size_t bytes, const std::string& what) {
   peak_ = std::max(peak_, used_);
 }
 
-CpuBackend::CpuBackend(int n_threads, size_t memory_cap_bytes) : pool_(n_threads), budget_(memory_cap_bytes) {}
+CpuBackend::CpuBackend(int n_threads, size_t memory_cap_bytes) : pool_(n_threads), budget_(memory_cap_bytes) {
+  cpu_level();  // reads LOWBIT_CPU_KERNELS now, so a bad value is reported before any work
+}
 
 std::unique_ptr<DeviceBuffer> CpuBackend::alloc(size_t n_floats, const std::string& what) {
   try {
@@ -111,13 +109,18 @@ std::unique_ptr<DeviceLinear> CpuBackend::upload_linear(QuantizedTensor w, std::
   return std::make_unique<CpuLinear>(std::move(w), std::move(bias), budget_);
 }
 
+std::unique_ptr<DeviceLinear> CpuBackend::upload_quantizing(Format f, const float* w, int64_t rows, int64_t cols,
+                                                            const QuantOptions& opts, std::vector<float> bias) {
+  return upload_linear(quantize(f, w, rows, cols, opts, pool_), std::move(bias));
+}
+
 std::unique_ptr<DeviceNorm> CpuBackend::upload_norm(std::vector<float> weight, std::vector<float> bias) {
   return std::make_unique<CpuNorm>(std::move(weight), std::move(bias), budget_);
 }
 
 std::unique_ptr<KvCache> CpuBackend::alloc_kv_cache(int n_layers, int n_slots, int max_context, int kv_dim) {
   try {
-    return std::make_unique<CpuKvCache>(n_layers, n_slots, max_context, kv_dim, budget_);
+    return std::make_unique<CpuKvCache>(cpu_attention::KvLayout{n_layers, n_slots, max_context, kv_dim}, budget_);
   } catch (const std::bad_alloc&) {
     throw DeviceError(fmt::format("out of host memory allocating the KV cache ({} bytes)",
                                   2 * size_t(n_layers) * n_slots * max_context * kv_dim * sizeof(float)));
@@ -234,6 +237,7 @@ void CpuBackend::rope(DeviceBuffer& qkv, const AttentionShape& s) {
 void CpuBackend::attention(const DeviceBuffer& qkv, KvCache& cache, int layer, const AttentionShape& s,
                            DeviceBuffer& out) {
   auto& kv = static_cast<CpuKvCache&>(cache);
+  const cpu_attention::KvLayout& layout = kv.layout;
   const float* rows = data(qkv);
   const int n = batch_.size();
   for (int t = 0; t < n; ++t) {
@@ -242,36 +246,27 @@ void CpuBackend::attention(const DeviceBuffer& qkv, KvCache& cache, int layer, c
       throw InputError(fmt::format("position {} of slot {} is outside the KV cache ({} slots x {} positions)",
                                    pos, slot, kv.n_slots(), kv.max_context()));
     const float* row = rows + size_t(t) * s.qkv_dim();
-    std::copy_n(row + s.q_dim(), s.kv_dim(), kv.key(layer, slot, pos));
-    std::copy_n(row + s.q_dim() + s.kv_dim(), s.kv_dim(), kv.value(layer, slot, pos));
+    for (int d = 0; d < s.kv_dim(); ++d) kv.k[layout.key_index(layer, slot, pos, d)] = row[s.q_dim() + d];
+    std::copy_n(row + s.q_dim() + s.kv_dim(), s.kv_dim(), kv.v.data() + layout.value_row(layer, slot, pos));
   }
   const int group = s.n_heads / s.n_kv_heads;
   const float scale = 1.0f / std::sqrt(float(s.head_dim));
+  const auto attend = cpu_level() >= CpuLevel::avx512 ? cpu_attention::attend_avx512 : cpu_attention::attend_plain;
   float* o = data(out);
   pool_.parallel_for(int64_t(n) * s.n_heads, [&](int64_t b, int64_t e) {
-    std::vector<float> scores;
+    // One scratch row per chunk of jobs, never one per job.
+    std::vector<float> scores(size_t(layout.blocks() * cpu_attention::kKeyBlock));
     for (int64_t job = b; job < e; ++job) {
-      int t = int(job / s.n_heads), h = int(job % s.n_heads), kvh = h / group;
-      int slot = batch_.slots[size_t(t)], pos = batch_.positions[size_t(t)];
-      const float* q = rows + size_t(t) * s.qkv_dim() + size_t(h) * s.head_dim;
-      scores.assign(size_t(pos) + 1, 0.0f);
-      float max_score = -std::numeric_limits<float>::infinity();
-      for (int j = 0; j <= pos; ++j) {
-        const float* k = kv.key(layer, slot, j) + kvh * s.head_dim;
-        float dot = 0;
-        for (int i = 0; i < s.head_dim; ++i) dot += q[i] * k[i];
-        scores[size_t(j)] = dot * scale;
-        max_score = std::max(max_score, scores[size_t(j)]);
-      }
-      float sum = 0;
-      for (auto& x : scores) sum += (x = std::exp(x - max_score));
-      float* y = o + size_t(t) * s.q_dim() + size_t(h) * s.head_dim;
-      std::fill_n(y, s.head_dim, 0.0f);
-      for (int j = 0; j <= pos; ++j) {
-        const float* v = kv.value(layer, slot, j) + kvh * s.head_dim;
-        float p = scores[size_t(j)] / sum;
-        for (int i = 0; i < s.head_dim; ++i) y[i] += p * v[i];
-      }
+      const int t = int(job / s.n_heads), h = int(job % s.n_heads);
+      const cpu_attention::AttentionJob j{layer,
+                                          batch_.slots[size_t(t)],
+                                          batch_.positions[size_t(t)],
+                                          h / group,
+                                          s.head_dim,
+                                          scale,
+                                          rows + size_t(t) * s.qkv_dim() + size_t(h) * s.head_dim,
+                                          o + size_t(t) * s.q_dim() + size_t(h) * s.head_dim};
+      attend(layout, kv.k.data(), kv.v.data(), j, scores.data());
     }
   }, int64_t(kv.max_context()) * s.head_dim);
 }
@@ -279,17 +274,20 @@ void CpuBackend::attention(const DeviceBuffer& qkv, KvCache& cache, int layer, c
 void CpuBackend::activation(const DeviceBuffer& gu, Activation act, int hidden, DeviceBuffer& out) {
   const float* x = data(gu);
   float* y = data(out);
-  const int n = batch_.size();
-  if (act == Activation::SwiGLU) {
-    for (int t = 0; t < n; ++t) {
-      const float* gate = x + size_t(t) * 2 * hidden;
-      const float* up = gate + hidden;
-      for (int i = 0; i < hidden; ++i) y[size_t(t) * hidden + i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
+  // One token per item: std::exp / std::erf cost some 20 operations per element.
+  pool_.parallel_for(batch_.size(), [&](int64_t b, int64_t e) {
+    for (int64_t t = b; t < e; ++t) {
+      float* yt = y + size_t(t) * hidden;
+      if (act == Activation::SwiGLU) {
+        const float* gate = x + size_t(t) * 2 * hidden;
+        const float* up = gate + hidden;
+        for (int i = 0; i < hidden; ++i) yt[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
+      } else {
+        const float* xt = x + size_t(t) * hidden;
+        for (int i = 0; i < hidden; ++i) yt[i] = 0.5f * xt[i] * (1.0f + std::erf(xt[i] * float(M_SQRT1_2)));
+      }
     }
-  } else {
-    for (size_t i = 0; i < size_t(n) * hidden; ++i)
-      y[i] = 0.5f * x[i] * (1.0f + std::erf(x[i] * float(M_SQRT1_2)));
-  }
+  }, int64_t(hidden) * 20);
 }
 
 }  // namespace lowbit

@@ -43,6 +43,9 @@ class CpuBackend final : public Backend {
 
   std::unique_ptr<DeviceBuffer> alloc(size_t n_floats, const std::string& what) override;
   std::unique_ptr<DeviceLinear> upload_linear(QuantizedTensor w, std::vector<float> bias) override;
+  // Quantizes on this backend's threads (-t), not on all cores.
+  std::unique_ptr<DeviceLinear> upload_quantizing(Format f, const float* w, int64_t rows, int64_t cols,
+                                                  const QuantOptions& opts, std::vector<float> bias) override;
   std::unique_ptr<DeviceNorm> upload_norm(std::vector<float> weight, std::vector<float> bias) override;
   std::unique_ptr<KvCache> alloc_kv_cache(int n_layers, int n_slots, int max_context, int kv_dim) override;
   void download(const DeviceBuffer& src, size_t offset, size_t n, float* dst) override;

@@ -68,7 +68,8 @@ std::vector<Format> all_formats() {
   return formats;
 }
 
-QuantizedTensor quantize(Format f, const float* w, int64_t rows, int64_t cols, const QuantOptions& opts) {
+QuantizedTensor quantize(Format f, const float* w, int64_t rows, int64_t cols, const QuantOptions& opts,
+                         ThreadPool& pool) {
   if (rows < 0 || cols < 0)
     throw InputError("cannot quantize a tensor of shape [" + std::to_string(rows) + ", " + std::to_string(cols) + "]");
   if (is_blockwise_four_bit(f) && (opts.block_size <= 0 || opts.block_size % 2 != 0))
@@ -80,11 +81,13 @@ QuantizedTensor quantize(Format f, const float* w, int64_t rows, int64_t cols, c
   q.rows = rows;
   q.cols = cols;
   q.opts = opts;
-  // Quantization is parallel inside each format; a private pool keeps quantize() free of a pool
-  // argument (it runs once per tensor at load time).
-  ThreadPool pool;
   ops_for(f).quantize(q, w, pool);
   return q;
+}
+
+QuantizedTensor quantize(Format f, const float* w, int64_t rows, int64_t cols, const QuantOptions& opts) {
+  ThreadPool pool;
+  return quantize(f, w, rows, cols, opts, pool);
 }
 
 void set_scalar_decode_only(bool scalar_only) {

@@ -60,6 +60,9 @@ struct QuantizedTensor {
   int64_t numel() const { return rows * cols; }
 };
 
+// Quantization runs on `pool` (the caller's threads); the overload without one uses all cores.
+QuantizedTensor quantize(Format f, const float* w, int64_t rows, int64_t cols, const QuantOptions& opts,
+                         ThreadPool& pool);
 QuantizedTensor quantize(Format f, const float* w, int64_t rows, int64_t cols, const QuantOptions& opts);
 
 // NF4 / FP4 -> NF4_DQ / FP4_DQ: double-quantizes the per-block absmax of a quantized tensor

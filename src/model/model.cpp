@@ -218,7 +218,7 @@ std::unique_ptr<Model> Model::load(const std::string& dir, Backend& backend, con
   } else {
     m->w_.head = ld.linear(ld.read(nm.head, {vocab, dim}), vocab, dim, head_format);
   }
-  m->w_.embedding = backend.upload_linear(quantize(small, emb.data(), vocab, dim, opts.quant), {});
+  m->w_.embedding = backend.upload_quantizing(small, emb.data(), vocab, dim, opts.quant, {});
   ld.check_all_used(fmt::format("a {} model with {} layers", cfg.model_type, cfg.n_layers));
   ld.finish();
   // ld counted the head (which is the embedding when tied) and norms; an untied embedding is extra.

@@ -1,0 +1,95 @@
+#include "backend/cpu_attention.h"
+
+// GCC 12 warns inside its own AVX-512 headers (_mm512_undefined_*'s self-initialization, GCC bug
+// 105593); the pragma must precede the headers to cover them.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#endif
+
+namespace lowbit::cpu_attention {
+
+// Softmax weights in place: scores[j] = exp(scores[j] - max) / sum for j <= pos, summed in
+// position order. Shared by both versions (std::exp is the definition).
+static void softmax_weights(float* scores, int pos) {
+  float max_score = -std::numeric_limits<float>::infinity();
+  for (int j = 0; j <= pos; ++j) max_score = std::max(max_score, scores[j]);
+  float sum = 0;
+  for (int j = 0; j <= pos; ++j) sum += (scores[j] = std::exp(scores[j] - max_score));
+  for (int j = 0; j <= pos; ++j) scores[j] = scores[j] / sum;
+}
+
+void attend_plain(const KvLayout& layout, const float* keys, const float* values, const AttentionJob& job,
+                  float* scores) {
+  const int d0 = job.kv_head * job.head_dim;
+  for (int j = 0; j <= job.pos; ++j) {
+    float dot = 0;
+    for (int i = 0; i < job.head_dim; ++i) dot += job.q[i] * keys[layout.key_index(job.layer, job.slot, j, d0 + i)];
+    scores[j] = dot * job.scale;
+  }
+  softmax_weights(scores, job.pos);
+  std::fill_n(job.y, job.head_dim, 0.0f);
+  for (int j = 0; j <= job.pos; ++j) {
+    const float* v = values + layout.value_row(job.layer, job.slot, j) + d0;
+    const float p = scores[j];
+    for (int i = 0; i < job.head_dim; ++i) job.y[i] += p * v[i];
+  }
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+// Compiled for AVX-512, called only where cpu_level() says the CPU has it (headers above, so no
+// inline function of theirs is compiled here for AVX-512). No FMA: the plain loops round each
+// product.
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx2,avx512f,avx512bw,avx512vl,avx512dq"))), apply_to = function)
+#pragma clang fp contract(off)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx2,avx512f,avx512bw,avx512vl,avx512dq")
+#pragma GCC optimize("fp-contract=off")
+#endif
+
+void attend_avx512(const KvLayout& layout, const float* keys, const float* values, const AttentionJob& job,
+                   float* scores) {
+  const int d0 = job.kv_head * job.head_dim, hd = job.head_dim;
+  // Dot products of 16 positions at once: lane l sums q[i] * k_{16b + l}[i] over i in order.
+  const __m512 scale = _mm512_set1_ps(job.scale);
+  for (int64_t b = 0; b <= job.pos / kKeyBlock; ++b) {
+    const float* kt = keys + layout.key_block(job.layer, job.slot, b) + size_t(d0) * kKeyBlock;
+    __m512 dot = _mm512_setzero_ps();
+    for (int i = 0; i < hd; ++i)
+      dot = _mm512_add_ps(dot, _mm512_mul_ps(_mm512_set1_ps(job.q[i]), _mm512_loadu_ps(kt + size_t(i) * kKeyBlock)));
+    _mm512_storeu_ps(scores + b * kKeyBlock, _mm512_mul_ps(dot, scale));  // lanes past pos unused
+  }
+  softmax_weights(scores, job.pos);
+  // y[i] = sum_j p_j v_j[i] in position order, 16 dimensions per register.
+  for (int i0 = 0; i0 < hd; i0 += 16) {
+    const __mmask16 lanes = _cvtu32_mask16(hd - i0 >= 16 ? 0xffffu : (1u << (hd - i0)) - 1u);
+    __m512 y = _mm512_setzero_ps();
+    for (int j = 0; j <= job.pos; ++j) {
+      const float* v = values + layout.value_row(job.layer, job.slot, j) + d0 + i0;
+      y = _mm512_add_ps(y, _mm512_mul_ps(_mm512_set1_ps(scores[j]), _mm512_maskz_loadu_ps(lanes, v)));
+    }
+    _mm512_mask_storeu_ps(job.y + i0, lanes, y);
+  }
+}
+
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC pop_options
+#endif
+#else
+void attend_avx512(const KvLayout& layout, const float* keys, const float* values, const AttentionJob& job,
+                   float* scores) {
+  attend_plain(layout, keys, values, job, scores);
+}
+#endif
+
+}  // namespace lowbit::cpu_attention
