@@ -299,3 +299,40 @@ TEST_CASE("the AVX-512 attention gives the plain loops' outputs bit for bit", "[
     }
   }
 }
+
+// The int8 formats' activation quantizers in AVX-512 against their plain definitions: ties of
+// rint, saturation, the outlier threshold itself, NaN (skipped by the absmax, 0 in LLM.int8's CA).
+TEST_CASE("the AVX-512 int8 activation quantizers are the plain loops'", "[kernels]") {
+  if (detected_cpu_level() < CpuLevel::avx512) {
+    WARN("no AVX-512 on this CPU: its activation quantizers are not tested here");
+    return;
+  }
+  auto x = random_values(1000, 81, 2.0f);
+  const float specials[] = {0.5f, 1.5f, 2.5f, -0.5f, -2.5f, 6.0f, -6.0f, 5.9999995f, 300.0f, -300.0f, 0.0f, -0.0f};
+  for (size_t i = 0; i < std::size(specials); ++i) x[3 * i + 1] = specials[i];
+  std::vector<float> with_nan = x;
+  with_nan[17] = NAN;
+  with_nan[999] = NAN;  // in the scalar tail
+  for (float threshold : {0.0f, 6.0f}) {
+    for (const auto* v : {&x, &with_nan}) {
+      float plain = 0.0f;
+      for (float e : *v)
+        if (!(threshold > 0.0f && std::fabs(e) >= threshold)) plain = std::max(plain, std::fabs(e));
+      CHECK(f32_to_bits(formats::avx512::absmax_below(v->data(), int64_t(v->size()), threshold)) == f32_to_bits(plain));
+    }
+  }
+  std::vector<uint8_t> zero(x.size(), 0);
+  zero[5] = zero[640] = 1;
+  for (float scale : {1.0f, 0.0123f, 1.0f / 127.0f}) {
+    std::vector<int8_t> fast(x.size()), plain(x.size());
+    formats::avx512::divide_round_int8(x.data(), int64_t(x.size()), scale, fast.data());
+    for (size_t i = 0; i < x.size(); ++i) plain[i] = int8_t(std::clamp(std::nearbyint(x[i] / scale), -128.0f, 127.0f));
+    CHECK(fast == plain);
+    formats::avx512::scale_round_int8(with_nan.data(), int64_t(x.size()), 1.0f / scale, zero.data(), fast.data());
+    for (size_t i = 0; i < x.size(); ++i) {
+      const float p = with_nan[i] * (1.0f / scale);
+      plain[i] = (zero[i] || std::isnan(p)) ? int8_t(0) : int8_t(std::clamp(std::nearbyint(p), -128.0f, 127.0f));
+    }
+    CHECK(fast == plain);
+  }
+}

@@ -4,6 +4,7 @@
 // 105593); the pragma must precede the headers to cover them.
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #endif
 #include <algorithm>
 #include <cmath>

@@ -35,6 +35,16 @@ bool matmul_w4a16(const QuantizedTensor& q, const float* x16, int64_t n_tokens, 
 // out[i] = round_f16(x[i]) bit for bit (F16C conversions; NaN becomes round_f16's quiet NaN).
 void round_f16(const float* x, int64_t n, float* out);
 
+// The activation side of the int8 formats, as their plain loops compute it:
+// max |x[i]| over the values that are not NaN and, when threshold > 0, below threshold (what
+// std::max(absmax, |x|) gives: LLM.int8's rowStat with its outlier threshold, W8A8's absmax with 0).
+float absmax_below(const float* x, int64_t n, float threshold);
+// out[i] = int8(clamp(rint(x[i] / scale), -128, 127)) for finite x (W8A8's activations).
+void divide_round_int8(const float* x, int64_t n, float scale, int8_t* out);
+// out[i] = 0 where zero[i] != 0 or x[i] * factor is NaN, else int8(clamp(rint(x[i] * factor),
+// -128, 127)) (LLM.int8's CA).
+void scale_round_int8(const float* x, int64_t n, float factor, const uint8_t* zero, int8_t* out);
+
 }  // namespace avx512
 
 // int8 activations [n_tokens, cols] laid out for one level's dot-product kernel. The VNNI kernel

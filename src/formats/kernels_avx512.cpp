@@ -22,9 +22,11 @@
 // 105593); the pragma must precede the headers to cover them.
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #endif
 #include <algorithm>
 #include <array>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <vector>
@@ -214,11 +216,14 @@ inline void gemv_rows(const D& d, const float* x, int64_t cols, int64_t r0, floa
     for (int i = 0; i < R; ++i) seg[i] = d.segment(rows[i], k);
     for (int64_t c = s0; c < s1; c += kStep) {
       __m512 xv[kVectors];
+#pragma GCC unroll 2
       for (int v = 0; v < kVectors; ++v) xv[v] = _mm512_loadu_ps(x + c + 16 * v);
+#pragma GCC unroll 4
       for (int i = 0; i < R; ++i) {
         _mm_prefetch(d.bytes(rows[i], c) + kPrefetchBytes, _MM_HINT_T0);
         __m512 w[kVectors];
         d.decode(seg[i], rows[i], c, w);
+#pragma GCC unroll 2
         for (int v = 0; v < kVectors; ++v) {
           const __m512 p = _mm512_mul_ps(xv[v], w[v]);
           acc[i] = _mm256_add_ps(_mm256_add_ps(acc[i], _mm512_castps512_ps256(p)), _mm512_extractf32x8_ps(p, 1));
@@ -313,35 +318,43 @@ void decode_panel(const D& d, int64_t rows, int64_t p0, int64_t k0, int64_t k1, 
       }
 }
 
-// The partial sums of MR tokens x 8 rows advanced over `steps` column steps.
+// The partial sums of MR tokens x 8 rows (part, [token][pair][16]) advanced over `steps` column
+// steps. The loops over tokens and pairs are unrolled by pragma: GCC 12 otherwise keeps the
+// accumulator array in memory.
 template <int MR>
-inline void micro_tile(const float* xp, const float* wp, int64_t steps, float* part, bool resume) {
+inline void micro_tile(const float* xp, const float* wp, int64_t steps, float* part) {
   __m512 acc[MR][kPairs];
+#pragma GCC unroll 8
   for (int t = 0; t < MR; ++t)
-    for (int j = 0; j < kPairs; ++j)
-      acc[t][j] = resume ? _mm512_loadu_ps(part + (t * kPairs + j) * 16) : _mm512_setzero_ps();
+#pragma GCC unroll 4
+    for (int j = 0; j < kPairs; ++j) acc[t][j] = _mm512_loadu_ps(part + (t * kPairs + j) * 16);
   for (int64_t s = 0; s < steps; ++s) {
     const float* ws = wp + s * kPairs * 16;
     __m512 w[kPairs];
+#pragma GCC unroll 4
     for (int j = 0; j < kPairs; ++j) w[j] = _mm512_loadu_ps(ws + 16 * j);
     const float* xs = xp + s * MR * 8;
+#pragma GCC unroll 8
     for (int t = 0; t < MR; ++t) {
       const __m512 xb = _mm512_broadcast_f32x8(_mm256_loadu_ps(xs + 8 * t));
-      for (int j = 0; j < kPairs; ++j) acc[t][j] = _mm512_add_ps(acc[t][j], _mm512_mul_ps(w[j], xb));
+#pragma GCC unroll 4
+      for (int j = 0; j < kPairs; ++j) acc[t][j] = _mm512_add_ps(acc[t][j], _mm512_mul_ps(xb, w[j]));
     }
   }
+#pragma GCC unroll 8
   for (int t = 0; t < MR; ++t)
+#pragma GCC unroll 4
     for (int j = 0; j < kPairs; ++j) _mm512_storeu_ps(part + (t * kPairs + j) * 16, acc[t][j]);
 }
 
-void micro_tile_n(int64_t mr, const float* xp, const float* wp, int64_t steps, float* part, bool resume) {
+void micro_tile_n(int64_t mr, const float* xp, const float* wp, int64_t steps, float* part) {
   switch (mr) {
-    case 1: micro_tile<1>(xp, wp, steps, part, resume); break;
-    case 2: micro_tile<2>(xp, wp, steps, part, resume); break;
-    case 3: micro_tile<3>(xp, wp, steps, part, resume); break;
-    case 4: micro_tile<4>(xp, wp, steps, part, resume); break;
-    case 5: micro_tile<5>(xp, wp, steps, part, resume); break;
-    default: micro_tile<6>(xp, wp, steps, part, resume); break;
+    case 1: micro_tile<1>(xp, wp, steps, part); break;
+    case 2: micro_tile<2>(xp, wp, steps, part); break;
+    case 3: micro_tile<3>(xp, wp, steps, part); break;
+    case 4: micro_tile<4>(xp, wp, steps, part); break;
+    case 5: micro_tile<5>(xp, wp, steps, part); break;
+    default: micro_tile<6>(xp, wp, steps, part); break;
   }
 }
 
@@ -360,6 +373,7 @@ void gemm(const D& d, const float* x, int64_t n, int64_t rows, int64_t cols, flo
         for (int64_t p = begin; p < end; ++p) {
           const int64_t p0 = p * kPanelRows;
           const int groups = int(std::min<int64_t>(kPanelGroups, (rows - p0 + kGroupRows - 1) / kGroupRows));
+          std::fill(part.begin(), part.end(), 0.0f);
           for (int64_t k0 = 0; k0 < whole8; k0 += kPanelCols) {
             const int64_t k1 = std::min(whole8, k0 + kPanelCols), block_steps = (k1 - k0) / 8;
             decode_panel(d, rows, p0, k0, k1, wp.data());
@@ -367,7 +381,7 @@ void gemm(const D& d, const float* x, int64_t n, int64_t rows, int64_t cols, flo
               for (int64_t tile = 0; tile < tiles; ++tile) {
                 const int64_t t0 = tile * kTileTokens, mr = std::min<int64_t>(kTileTokens, n - t0);
                 micro_tile_n(mr, xp.data() + t0 * whole8 + k0 * mr, wp.data() + g * block_steps * kPairs * 16,
-                             block_steps, part.data() + (tile * kPanelGroups + g) * kTileFloats, k0 > 0);
+                             block_steps, part.data() + (tile * kPanelGroups + g) * kTileFloats);
               }
           }
           for (int64_t tile = 0; tile < tiles; ++tile) {
@@ -434,6 +448,58 @@ void round_f16(const float* x, int64_t n, float* out) {
     _mm512_storeu_ps(out + i, _mm512_mask_mov_ps(rounded, _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q), nan));
   }
   for (; i < n; ++i) out[i] = lowbit::round_f16(x[i]);
+}
+
+float absmax_below(const float* x, int64_t n, float threshold) {
+  const __m512 limit = _mm512_set1_ps(threshold > 0.0f ? threshold : INFINITY);
+  const bool inclusive = !(threshold > 0.0f);  // no threshold: infinity counts too
+  __m512 acc = _mm512_setzero_ps();
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m512 v = _mm512_abs_ps(_mm512_loadu_ps(x + i));
+    const __mmask16 keep = inclusive ? __mmask16(0xffff) : _mm512_cmp_ps_mask(v, limit, _CMP_LT_OQ);
+    acc = _mm512_mask_max_ps(acc, keep, v, acc);  // vmaxps returns its second operand for a NaN first
+  }
+  float absmax = _mm512_reduce_max_ps(acc);
+  for (; i < n; ++i) {
+    const float v = std::fabs(x[i]);
+    if (!(threshold > 0.0f && v >= threshold)) absmax = std::max(absmax, v);
+  }
+  return absmax;
+}
+
+namespace {
+// rint, clamp to [-128, 127], to int8 (lanes finite).
+inline __m128i round_clamp_int8(__m512 v) {
+  const __m512 r = _mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const __m512 clamped = _mm512_min_ps(_mm512_max_ps(r, _mm512_set1_ps(-128.0f)), _mm512_set1_ps(127.0f));
+  return _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(clamped));
+}
+}  // namespace
+
+void divide_round_int8(const float* x, int64_t n, float scale, int8_t* out) {
+  const __m512 s = _mm512_set1_ps(scale);
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16)
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i), round_clamp_int8(_mm512_div_ps(_mm512_loadu_ps(x + i), s)));
+  for (; i < n; ++i) out[i] = int8_t(std::clamp(std::nearbyint(x[i] / scale), -128.0f, 127.0f));
+}
+
+void scale_round_int8(const float* x, int64_t n, float factor, const uint8_t* zero, int8_t* out) {
+  const __m512 f = _mm512_set1_ps(factor);
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m512 v = _mm512_mul_ps(_mm512_loadu_ps(x + i), f);
+    const __mmask16 nan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+    const __mmask16 zeroed = _mm_cmpneq_epi8_mask(_mm_loadu_si128(reinterpret_cast<const __m128i*>(zero + i)),
+                                                  _mm_setzero_si128());
+    const __m128i q = round_clamp_int8(_mm512_mask_mov_ps(v, nan, _mm512_setzero_ps()));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i), _mm_mask_mov_epi8(q, __mmask16(zeroed | nan), _mm_setzero_si128()));
+  }
+  for (; i < n; ++i) {
+    const float v = x[i] * factor;
+    out[i] = (zero[i] || std::isnan(v)) ? int8_t(0) : int8_t(std::clamp(std::nearbyint(v), -128.0f, 127.0f));
+  }
 }
 
 }  // namespace lowbit::formats::avx512

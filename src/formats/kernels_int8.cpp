@@ -15,6 +15,7 @@
 // 105593); the pragma must precede the headers to cover them.
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #endif
 #include <algorithm>
 #include <cstdint>
@@ -159,48 +160,88 @@ void vnni_gemv_rows(const Int8Activations& a, const int8_t* w, int64_t r0, int64
   }
 }
 
-// Rows [p0, p0 + 32) x columns [k0, k0 + 4 * steps) as [step][row][4 bytes], unsigned (w ^ 0x80);
-// rows past r1 and columns past cols as 0x80 (weight 0).
-void vnni_pack_panel(const int8_t* w, int64_t cols, int64_t p0, int64_t r1, int64_t k0, int64_t steps, uint8_t* wp) {
-  for (int i = 0; i < kVnniPanelRows; ++i) {
-    const int64_t r = p0 + i;
-    for (int64_t s = 0; s < steps; ++s) {
-      uint8_t* out = wp + (s * kVnniPanelRows + i) * 4;
-      const int64_t c = k0 + 4 * s;
-      if (r < r1 && c + 4 <= cols) {
-        uint32_t word;
-        std::memcpy(&word, w + r * cols + c, 4);
-        word ^= 0x80808080u;
-        std::memcpy(out, &word, 4);
-      } else {
-        for (int b = 0; b < 4; ++b) out[b] = (r < r1 && c + b < cols) ? uint8_t(w[r * cols + c + b] ^ 0x80) : 0x80;
-      }
-    }
+// A 16 x 16 matrix of 32-bit words in 16 registers, transposed in place (four rounds of
+// in-lane unpacks and 128-bit lane shuffles).
+inline void transpose16(__m512i* m) {
+  __m512i t[16];
+  for (int i = 0; i < 16; i += 2) {
+    t[i] = _mm512_unpacklo_epi32(m[i], m[i + 1]);
+    t[i + 1] = _mm512_unpackhi_epi32(m[i], m[i + 1]);
+  }
+  for (int i = 0; i < 16; i += 4) {
+    m[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
+    m[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
+    m[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
+    m[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
+  }
+  // Now m[4a + b] holds, in 128-bit lane l, words (4a .. 4a+3, column 4l + c(b)): gather lanes.
+  for (int i = 0; i < 4; ++i) {
+    t[i] = _mm512_shuffle_i32x4(m[i], m[4 + i], 0x88);        // lanes 0, 2 of each
+    t[4 + i] = _mm512_shuffle_i32x4(m[i], m[4 + i], 0xdd);    // lanes 1, 3
+    t[8 + i] = _mm512_shuffle_i32x4(m[8 + i], m[12 + i], 0x88);
+    t[12 + i] = _mm512_shuffle_i32x4(m[8 + i], m[12 + i], 0xdd);
+  }
+  for (int i = 0; i < 4; ++i) {
+    m[i] = _mm512_shuffle_i32x4(t[i], t[8 + i], 0x88);
+    m[8 + i] = _mm512_shuffle_i32x4(t[i], t[8 + i], 0xdd);
+    m[4 + i] = _mm512_shuffle_i32x4(t[4 + i], t[12 + i], 0x88);
+    m[12 + i] = _mm512_shuffle_i32x4(t[4 + i], t[12 + i], 0xdd);
   }
 }
 
+// Rows [p0, p0 + 32) x columns [k0, k0 + 4 * steps) as [step][row][4 bytes], unsigned (w ^ 0x80);
+// rows past r1 and columns past cols as 0x80 (weight 0). Whole 16-row x 64-column squares go
+// through a register transpose, the edges word by word.
+void vnni_pack_panel(const int8_t* w, int64_t cols, int64_t p0, int64_t r1, int64_t k0, int64_t steps, uint8_t* wp) {
+  const __m512i flip = _mm512_set1_epi8(char(0x80));
+  for (int half = 0; half < kVnniPanelRows; half += 16) {
+    const bool full_rows = p0 + half + 16 <= r1;
+    int64_t s = 0;
+    if (full_rows)
+      for (; s + 16 <= steps && k0 + 4 * (s + 16) <= cols; s += 16) {
+        __m512i m[16];
+        for (int i = 0; i < 16; ++i)
+          m[i] = _mm512_xor_si512(_mm512_loadu_si512(w + (p0 + half + i) * cols + k0 + 4 * s), flip);
+        transpose16(m);  // m[j] = column word j (step s + j) of the 16 rows
+        for (int j = 0; j < 16; ++j) _mm512_storeu_si512(wp + ((s + j) * kVnniPanelRows + half) * 4, m[j]);
+      }
+    for (; s < steps; ++s)
+      for (int i = half; i < half + 16; ++i) {
+        const int64_t r = p0 + i, c = k0 + 4 * s;
+        uint8_t* out = wp + (s * kVnniPanelRows + i) * 4;
+        for (int b = 0; b < 4; ++b) out[b] = (r < r1 && c + b < cols) ? uint8_t(w[r * cols + c + b] ^ 0x80) : 0x80;
+      }
+  }
+}
+
+// The sums of MR tokens x 32 rows (part, [token][32]) advanced over `steps` column steps; loops
+// unrolled by pragma, since GCC 12 otherwise keeps the accumulator array in memory.
 template <int MR>
-inline void vnni_tile(const int32_t* ap, const uint8_t* wp, int64_t steps, int32_t* part, bool resume) {
+inline void vnni_tile(const int32_t* ap, const uint8_t* wp, int64_t steps, int32_t* part) {
   __m512i acc[MR][2];
+#pragma GCC unroll 16
   for (int t = 0; t < MR; ++t)
-    for (int h = 0; h < 2; ++h)
-      acc[t][h] = resume ? _mm512_loadu_si512(part + t * 32 + 16 * h) : _mm512_setzero_si512();
+#pragma GCC unroll 2
+    for (int h = 0; h < 2; ++h) acc[t][h] = _mm512_loadu_si512(part + t * 32 + 16 * h);
   for (int64_t s = 0; s < steps; ++s) {
     const __m512i w0 = _mm512_loadu_si512(wp + s * 128), w1 = _mm512_loadu_si512(wp + s * 128 + 64);
+#pragma GCC unroll 16
     for (int t = 0; t < MR; ++t) {
       const __m512i x = _mm512_set1_epi32(ap[s * MR + t]);
       acc[t][0] = _mm512_dpbusd_epi32(acc[t][0], w0, x);
       acc[t][1] = _mm512_dpbusd_epi32(acc[t][1], w1, x);
     }
   }
+#pragma GCC unroll 16
   for (int t = 0; t < MR; ++t)
+#pragma GCC unroll 2
     for (int h = 0; h < 2; ++h) _mm512_storeu_si512(part + t * 32 + 16 * h, acc[t][h]);
 }
 
 template <int... MR>
 void vnni_tile_n(std::integer_sequence<int, MR...>, int mr, const int32_t* ap, const uint8_t* wp, int64_t steps,
-                 int32_t* part, bool resume) {
-  ((mr == MR + 1 ? vnni_tile<MR + 1>(ap, wp, steps, part, resume) : void()), ...);
+                 int32_t* part) {
+  ((mr == MR + 1 ? vnni_tile<MR + 1>(ap, wp, steps, part) : void()), ...);
 }
 
 // Several tokens: the blocked kernel over panels of 32 rows.
@@ -211,6 +252,7 @@ void vnni_gemm_rows(const Int8Activations& a, const int8_t* w, int64_t r0, int64
   std::vector<uint8_t> wp(size_t(kVnniPanelRows * kVnniPanelCols));
   std::vector<int32_t> part(size_t(tiles * kVnniTileTokens * kVnniPanelRows));
   for (int64_t p0 = r0; p0 < r1; p0 += kVnniPanelRows) {
+    std::fill(part.begin(), part.end(), 0);
     for (int64_t s0 = 0; s0 < steps; s0 += block_steps) {
       const int64_t bs = std::min(block_steps, steps - s0);
       vnni_pack_panel(w, cols, p0, r1, 4 * s0, bs, wp.data());
@@ -218,7 +260,7 @@ void vnni_gemm_rows(const Int8Activations& a, const int8_t* w, int64_t r0, int64
         const int64_t t0 = tile * kVnniTileTokens, mr = std::min<int64_t>(kVnniTileTokens, n - t0);
         const int32_t* ap = a.tiles() + t0 * steps + s0 * mr;
         vnni_tile_n(std::make_integer_sequence<int, kVnniTileTokens>{}, int(mr), ap, wp.data(), bs,
-                    part.data() + tile * kVnniTileTokens * kVnniPanelRows, s0 > 0);
+                    part.data() + tile * kVnniTileTokens * kVnniPanelRows);
       }
     }
     for (int64_t t = 0; t < n; ++t) {
@@ -253,14 +295,16 @@ Int8Activations::Int8Activations(const int8_t* a, int64_t n_tokens, int64_t cols
   }
   if (n_tokens == 1) return;
   // Tiles of 12 tokens, each [step s][token] 4-byte words of columns 4s..4s+3 (zero past cols).
-  const int64_t steps = (cols + 3) / 4;
+  const int64_t steps = (cols + 3) / 4, whole = cols / 4;
   tiles_.assign(size_t(n_tokens * steps), 0);
   for (int64_t t0 = 0; t0 < n_tokens; t0 += kVnniTileTokens) {
     const int64_t mr = std::min<int64_t>(kVnniTileTokens, n_tokens - t0);
-    auto* out = reinterpret_cast<int8_t*>(tiles_.data() + t0 * steps);
-    for (int64_t s = 0; s < steps; ++s)
-      for (int64_t t = 0; t < mr; ++t)
-        for (int64_t b = 0; b < 4 && 4 * s + b < cols; ++b) out[(s * mr + t) * 4 + b] = a[(t0 + t) * cols + 4 * s + b];
+    int32_t* tile = tiles_.data() + t0 * steps;
+    for (int64_t t = 0; t < mr; ++t) {
+      const int8_t* row = a + (t0 + t) * cols;
+      for (int64_t s = 0; s < whole; ++s) std::memcpy(tile + s * mr + t, row + 4 * s, 4);
+      if (whole < steps) std::memcpy(tile + whole * mr + t, row + 4 * whole, size_t(cols - 4 * whole));
+    }
   }
 }
 
