@@ -17,10 +17,8 @@
 namespace lowbit::cpu_attention {
 
 // Softmax weights in place: scores[j] = exp(scores[j] - max) / sum for j <= pos, summed in
-// position order. Shared by both versions (std::exp is the definition).
-static void softmax_weights(float* scores, int pos) {
-  float max_score = -std::numeric_limits<float>::infinity();
-  for (int j = 0; j <= pos; ++j) max_score = std::max(max_score, scores[j]);
+// position order (std::exp is the definition). max_score as the plain loop finds it.
+static void softmax_weights(float* scores, int pos, float max_score) {
   float sum = 0;
   for (int j = 0; j <= pos; ++j) sum += (scores[j] = std::exp(scores[j] - max_score));
   for (int j = 0; j <= pos; ++j) scores[j] = scores[j] / sum;
@@ -34,7 +32,9 @@ void attend_plain(const KvLayout& layout, const float* keys, const float* values
     for (int i = 0; i < job.head_dim; ++i) dot += job.q[i] * keys[layout.key_index(job.layer, job.slot, j, d0 + i)];
     scores[j] = dot * job.scale;
   }
-  softmax_weights(scores, job.pos);
+  float max_score = -std::numeric_limits<float>::infinity();
+  for (int j = 0; j <= job.pos; ++j) max_score = std::max(max_score, scores[j]);
+  softmax_weights(scores, job.pos, max_score);
   std::fill_n(job.y, job.head_dim, 0.0f);
   for (int j = 0; j <= job.pos; ++j) {
     const float* v = values + layout.value_row(job.layer, job.slot, j) + d0;
@@ -68,7 +68,14 @@ void attend_avx512(const KvLayout& layout, const float* keys, const float* value
       dot = _mm512_add_ps(dot, _mm512_mul_ps(_mm512_set1_ps(job.q[i]), _mm512_loadu_ps(kt + size_t(i) * kKeyBlock)));
     _mm512_storeu_ps(scores + b * kKeyBlock, _mm512_mul_ps(dot, scale));  // lanes past pos unused
   }
-  softmax_weights(scores, job.pos);
+  // The plain loop's max: vmaxps(v, acc) returns acc for a NaN v, as std::max(max, v) keeps max;
+  // which zero wins a tie of -0 and +0 changes no exp(x - max).
+  __m512 top = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
+  int j = 0;
+  for (; j + 16 <= job.pos + 1; j += 16) top = _mm512_max_ps(_mm512_loadu_ps(scores + j), top);
+  float max_score = _mm512_reduce_max_ps(top);
+  for (; j <= job.pos; ++j) max_score = std::max(max_score, scores[j]);
+  softmax_weights(scores, job.pos, max_score);
   // y[i] = sum_j p_j v_j[i] in position order, 16 dimensions per register.
   for (int i0 = 0; i0 < hd; i0 += 16) {
     const __mmask16 lanes = _cvtu32_mask16(hd - i0 >= 16 ? 0xffffu : (1u << (hd - i0)) - 1u);
