@@ -6,6 +6,10 @@
 
 #include "core/error.h"
 
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <cpuid.h>
+#endif
+
 namespace lowbit {
 
 namespace {
@@ -23,8 +27,12 @@ CpuFeatures detect() {
   __builtin_cpu_init();
   f.avx2 = __builtin_cpu_supports("avx2");
   f.fma = __builtin_cpu_supports("fma");
-  f.f16c = __builtin_cpu_supports("f16c");  // not a level of its own: AVX2 CPUs all have it
   f.avx512f = __builtin_cpu_supports("avx512f");
+  // F16C is not a level of its own (AVX2 CPUs all have it); clang's __builtin_cpu_supports does
+  // not know it, so CPUID leaf 1 (ECX bit 29) says. The AVX checks above already include the
+  // OS's saving of the vector registers.
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  f.f16c = __get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx & (1u << 29)) != 0;
   f.avx512bw = __builtin_cpu_supports("avx512bw");
   f.avx512vl = __builtin_cpu_supports("avx512vl");
   f.avx512dq = __builtin_cpu_supports("avx512dq");
