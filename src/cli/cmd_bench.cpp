@@ -24,6 +24,7 @@
 
 #include "cli/commands.h"
 #include "cli/options.h"
+#include "core/cpu_features.h"
 #include "core/error.h"
 #include "core/parallel.h"
 #include "model/model.h"
@@ -180,7 +181,7 @@ int run_bench(const BenchFlags& f) {
   std::string device = backend->description();
   if (on_cpu) {
     const int threads = f.model.threads > 0 ? f.model.threads : int(std::max(1u, std::thread::hardware_concurrency()));
-    device = fmt::format("cpu: {}, {} threads", cpu_model_name(), threads);
+    device = fmt::format("cpu: {}, {} threads, {}", cpu_model_name(), threads, cpu_kernel_summary());
   }
   // The roofline: copy bandwidth of the memory the weights live in, measured in this run.
   double copy_gbs = NAN;
