@@ -269,15 +269,20 @@ constexpr int64_t kPanelCols = 256;            // columns per block, a multiple 
 constexpr int kTileTokens = 6;                 // tokens per micro-kernel: 6 x 4 accumulators
 constexpr int kTileFloats = kTileTokens * kPairs * 16;  // partial sums of one (tile, group)
 
-// x [n, cols] -> tiles of 6 tokens, each [step s < steps][token t < mr][8 columns 8s..8s+7]
-// (mr = tokens in the tile); tile i starts at i * 6 * steps * 8.
-void pack_tokens(const float* x, int64_t n, int64_t cols, int64_t steps, float* xp) {
-  for (int64_t tile = 0; tile * kTileTokens < n; ++tile) {
-    const int64_t t0 = tile * kTileTokens, mr = std::min<int64_t>(kTileTokens, n - t0);
-    float* out = xp + t0 * steps * 8;
-    for (int64_t s = 0; s < steps; ++s)
-      for (int64_t t = 0; t < mr; ++t)
-        _mm256_storeu_ps(out + (s * mr + t) * 8, _mm256_loadu_ps(x + (t0 + t) * cols + s * 8));
+// x [n, cols] -> per column block [k0, k1) of kPanelCols, per tile of 6 tokens (t0 ..), the
+// steps of 8 columns of each token in the tile: xp[k0 * n + t0 * (k1 - k0) + (s * mr + t) * 8 + i]
+// = x[t0 + t, k0 + 8s + i] (mr = tokens in the tile). One column block of all tiles is one
+// contiguous stream, read in order by the micro-kernel calls.
+void pack_tokens(const float* x, int64_t n, int64_t cols, int64_t whole8, float* xp) {
+  for (int64_t k0 = 0; k0 < whole8; k0 += kPanelCols) {
+    const int64_t k1 = std::min(whole8, k0 + kPanelCols), block_steps = (k1 - k0) / 8;
+    for (int64_t t0 = 0; t0 < n; t0 += kTileTokens) {
+      const int64_t mr = std::min<int64_t>(kTileTokens, n - t0);
+      float* out = xp + k0 * n + t0 * (k1 - k0);
+      for (int64_t s = 0; s < block_steps; ++s)
+        for (int64_t t = 0; t < mr; ++t)
+          _mm256_storeu_ps(out + (s * mr + t) * 8, _mm256_loadu_ps(x + (t0 + t) * cols + k0 + s * 8));
+    }
   }
 }
 
@@ -304,6 +309,9 @@ void decode_panel(const D& d, int64_t rows, int64_t p0, int64_t k0, int64_t k1, 
           const int64_t k = c / length, segment_end = std::min(k1, (k + 1) * length);
           const typename D::Segment seg = d.segment(row, k);
           for (; c + kStep <= segment_end; c += kStep) {
+            // The same row's next column block, so that the next panel's decode finds it cached
+            // (32 rows far apart are too many streams for the hardware prefetchers).
+            _mm_prefetch(d.bytes(row, c + kPanelCols), _MM_HINT_T0);
             __m512 w[kVectors];
             d.decode(seg, row, c, w);
             for (int v = 0; v < kVectors; ++v) {
@@ -363,7 +371,7 @@ void gemm(const D& d, const float* x, int64_t n, int64_t rows, int64_t cols, flo
   const int64_t steps = cols / 8, whole8 = steps * 8;
   const int64_t tiles = (n + kTileTokens - 1) / kTileTokens;
   std::vector<float> xp(size_t(std::max<int64_t>(1, n * whole8)));
-  pack_tokens(x, n, cols, steps, xp.data());
+  pack_tokens(x, n, cols, whole8, xp.data());
   const int64_t panels = (rows + kPanelRows - 1) / kPanelRows;
   pool.parallel_for(
       panels,
@@ -380,7 +388,7 @@ void gemm(const D& d, const float* x, int64_t n, int64_t rows, int64_t cols, flo
             for (int g = 0; g < groups; ++g)
               for (int64_t tile = 0; tile < tiles; ++tile) {
                 const int64_t t0 = tile * kTileTokens, mr = std::min<int64_t>(kTileTokens, n - t0);
-                micro_tile_n(mr, xp.data() + t0 * whole8 + k0 * mr, wp.data() + g * block_steps * kPairs * 16,
+                micro_tile_n(mr, xp.data() + k0 * n + t0 * (k1 - k0), wp.data() + g * block_steps * kPairs * 16,
                              block_steps, part.data() + (tile * kPanelGroups + g) * kTileFloats);
               }
           }
