@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "backend/cpu_attention.h"
+#include "backend/cpu_backend.h"
 #include "core/cpu_features.h"
 #include "core/error.h"
 #include "core/half.h"
@@ -334,5 +335,91 @@ TEST_CASE("the AVX-512 int8 activation quantizers are the plain loops'", "[kerne
       plain[i] = (zero[i] || std::isnan(p)) ? int8_t(0) : int8_t(std::clamp(std::nearbyint(p), -128.0f, 127.0f));
     }
     CHECK(fast == plain);
+  }
+}
+
+// The opt-in bf16-activation kernel is not the oracle: it rounds the activations to bf16 (unit
+// roundoff 2^-8). Its error against the plain loops is bounded element by element by
+// (2^-8 + 2 * gamma_cols) * sum_c |x_c w_c| (the rounding of x, plus both fp32 summations;
+// gamma_n = n u / (1 - n u), u = 2^-24), and its normalized error is measured.
+TEST_CASE("the bf16-activation kernel stays within its stated bound of the plain loops", "[kernels]") {
+  if (detected_cpu_level() < CpuLevel::avx512 || !cpu_features().avx512bf16) {
+    WARN("no AVX512-BF16 on this CPU: the bf16-activation kernel is not tested here");
+    return;
+  }
+  ThreadPool pool(2);
+  for (auto [rows, cols] : {std::pair<int64_t, int64_t>{45, 1024}, {70, 611}, {33, 4096}}) {
+    const auto w = random_values(size_t(rows * cols), 91, 0.05f);
+    const QuantizedTensor q = quantize(Format::BF16, w.data(), rows, cols, {});
+    std::vector<float> dq(w.size());
+    dequantize(q, dq.data());
+    for (int64_t n : {2, 13, 40}) {
+      INFO(rows << "x" << cols << " tokens " << n);
+      const auto x = random_values(size_t(n * cols), 92);
+      std::vector<float> fast(size_t(n * rows));
+      REQUIRE(formats::avx512_bf16::matmul(q, x.data(), n, fast.data(), pool));
+      const std::vector<float> plain = matmul_at(CpuLevel::plain, q, x, n, pool);
+      const double u = std::ldexp(1.0, -24), gamma = double(cols) * u / (1.0 - double(cols) * u);
+      double err = 0, ref = 0;
+      for (int64_t t = 0; t < n; ++t)
+        for (int64_t r = 0; r < rows; ++r) {
+          double magnitude = 0;
+          for (int64_t c = 0; c < cols; ++c)
+            magnitude += std::fabs(double(x[size_t(t * cols + c)]) * dq[size_t(r * cols + c)]);
+          const double d = double(fast[size_t(t * rows + r)]) - plain[size_t(t * rows + r)];
+          REQUIRE(std::fabs(d) <= (std::ldexp(1.0, -8) + 2 * gamma) * magnitude);
+          err += d * d;
+          ref += double(plain[size_t(t * rows + r)]) * plain[size_t(t * rows + r)];
+        }
+      // From bf16 rounding of the activations: measured 2.3e-6 .. 3.2e-6 on these shapes.
+      INFO("nmse " << err / ref);
+      CHECK(err / ref < 1e-5);
+    }
+  }
+  const QuantizedTensor nf4 = quantize(Format::NF4, random_values(64, 93).data(), 1, 64, {});
+  std::vector<float> y(2);
+  CHECK_FALSE(formats::avx512_bf16::matmul(nf4, random_values(128, 94).data(), 2, y.data(), pool));
+}
+
+// CpuBackend's --cpu-bf16-activations switch: several tokens of a bf16 weight take the
+// bf16-activation kernel; one token, and every other format, stay the exact kernels.
+TEST_CASE("CpuBackend uses the bf16-activation kernel only when asked, only for several tokens", "[kernels]") {
+  if (detected_cpu_level() < CpuLevel::avx512 || !cpu_features().avx512bf16) {
+    CHECK_THROWS_AS(CpuBackend(1, 0, true), UsageError);
+    return;
+  }
+  const int64_t rows = 40, cols = 256;
+  const auto w = random_values(size_t(rows * cols), 95, 0.05f);
+  for (Format f : {Format::BF16, Format::NF4}) {
+    for (int64_t n : {1, 5}) {
+      INFO(format_name(f) << " tokens " << n);
+      const auto x = random_values(size_t(n * cols), 96);
+      std::vector<float> y[2];
+      for (int fast = 0; fast < 2; ++fast) {
+        CpuBackend be(2, 0, fast == 1);
+        CHECK((be.description().find("bf16 activations") != std::string::npos) == (fast == 1));
+        // The activations enter through an f32 embedding table whose rows are x.
+        auto table = be.upload_linear(quantize(Format::F32, x.data(), n, cols, {}), {});
+        auto weight = be.upload_linear(quantize(f, w.data(), rows, cols, {}), {});
+        auto xb = be.alloc(size_t(n * cols), "x"), yb = be.alloc(size_t(n * rows), "y");
+        TokenBatch batch;
+        for (int t = 0; t < n; ++t) {
+          batch.tokens.push_back(t);
+          batch.positions.push_back(t);
+          batch.slots.push_back(0);
+        }
+        be.set_batch(batch);
+        be.embed(*table, *xb);
+        be.matmul(*weight, *xb, *yb);
+        y[fast].resize(size_t(n * rows));
+        be.download(*yb, 0, y[fast].size(), y[fast].data());
+      }
+      if (f == Format::BF16 && n > 1) {
+        CHECK(first_bit_difference(y[1], y[0]) != -1);  // a different kernel ran
+        CHECK(lowbit::test::nmse(y[1], y[0]) < 1e-5);
+      } else {
+        CHECK(first_bit_difference(y[1], y[0]) == -1);
+      }
+    }
   }
 }

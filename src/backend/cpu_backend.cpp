@@ -11,6 +11,7 @@
 #include "backend/cpu_attention.h"
 #include "core/cpu_features.h"
 #include "core/error.h"
+#include "formats/kernels.h"
 
 namespace lowbit {
 
@@ -93,8 +94,15 @@ void MemoryBudget::take(size_t bytes, const std::string& what) {
   peak_ = std::max(peak_, used_);
 }
 
-CpuBackend::CpuBackend(int n_threads, size_t memory_cap_bytes) : pool_(n_threads), budget_(memory_cap_bytes) {
+CpuBackend::CpuBackend(int n_threads, size_t memory_cap_bytes, bool bf16_activations)
+    : pool_(n_threads), budget_(memory_cap_bytes), bf16_activations_(bf16_activations) {
   cpu_level();  // reads LOWBIT_CPU_KERNELS now, so a bad value is reported before any work
+  if (bf16_activations && !(cpu_features().avx512bf16 && detected_cpu_level() >= CpuLevel::avx512))
+    throw UsageError("--cpu-bf16-activations: this CPU has no AVX512-BF16 (" + cpu_kernel_summary() + ")");
+}
+
+std::string CpuBackend::description() const {
+  return bf16_activations_ ? "cpu, bf16 activations for bf16 weights" : "cpu";
 }
 
 std::unique_ptr<DeviceBuffer> CpuBackend::alloc(size_t n_floats, const std::string& what) {
@@ -200,7 +208,9 @@ void CpuBackend::add(DeviceBuffer& x, const DeviceBuffer& y, int dim) {
 void CpuBackend::matmul(const DeviceLinear& w, const DeviceBuffer& x, DeviceBuffer& y) {
   const auto& l = static_cast<const CpuLinear&>(w);
   int n = batch_.size();
-  lowbit::matmul(l.weight, data(x), n, data(y), pool_);
+  const bool bf16_kernel = bf16_activations_ && n > 1 && l.weight.format == Format::BF16 && cpu_level() >= CpuLevel::avx512;
+  if (!(bf16_kernel && formats::avx512_bf16::matmul(l.weight, data(x), n, data(y), pool_)))
+    lowbit::matmul(l.weight, data(x), n, data(y), pool_);
   if (!l.bias.empty()) {
     float* ys = data(y);
     for (int t = 0; t < n; ++t)

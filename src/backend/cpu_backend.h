@@ -38,8 +38,12 @@ class BudgetCharge {
 class CpuBackend final : public Backend {
  public:
   // memory_cap_bytes > 0: allocations past the cap throw DeviceError as a full device would.
-  explicit CpuBackend(int n_threads, size_t memory_cap_bytes = 0);
+  // bf16_activations: bf16 weights multiply several tokens at once with activations rounded to
+  // bf16 (formats/kernels.h, avx512_bf16); off by default, since it is not the oracle's
+  // arithmetic. Needs AVX512-BF16 (UsageError otherwise); runs where cpu_level() >= avx512.
+  explicit CpuBackend(int n_threads, size_t memory_cap_bytes = 0, bool bf16_activations = false);
   std::string name() const override { return "cpu"; }
+  std::string description() const override;
 
   std::unique_ptr<DeviceBuffer> alloc(size_t n_floats, const std::string& what) override;
   std::unique_ptr<DeviceLinear> upload_linear(QuantizedTensor w, std::vector<float> bias) override;
@@ -75,6 +79,7 @@ class CpuBackend final : public Backend {
  private:
   ThreadPool pool_;
   MemoryBudget budget_;
+  bool bf16_activations_;
   std::vector<float> inv_freq_;
   TokenBatch batch_;
 };

@@ -176,12 +176,14 @@ int run_bench(const BenchFlags& f) {
     throw UsageError(fmt::format("--prompt-len {} + --gen {}: exceed the context of {} tokens", max_prompt, f.gen,
                                  context));
 
-  auto backend = make_backend(f.model.device, f.model.threads, size_t(f.model.memory_cap_mib * 1024.0 * 1024.0));
+  auto backend = make_backend(f.model.device, f.model.threads, size_t(f.model.memory_cap_mib * 1024.0 * 1024.0),
+                              f.model.cpu_bf16_activations);
   const bool on_cpu = backend->name() == "cpu";
   std::string device = backend->description();
   if (on_cpu) {
     const int threads = f.model.threads > 0 ? f.model.threads : int(std::max(1u, std::thread::hardware_concurrency()));
-    device = fmt::format("cpu: {}, {} threads, {}", cpu_model_name(), threads, cpu_kernel_summary());
+    device = fmt::format("cpu: {}, {} threads, {}{}", cpu_model_name(), threads, cpu_kernel_summary(),
+                         f.model.cpu_bf16_activations ? ", bf16 activations for bf16 weights" : "");
   }
   // The roofline: copy bandwidth of the memory the weights live in, measured in this run.
   double copy_gbs = NAN;

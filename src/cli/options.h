@@ -24,6 +24,7 @@ struct ModelFlags {
   bool w4_symmetric = false;
   bool keep_head = true;
   double memory_cap_mib = 0;  // 0 = no cap
+  bool cpu_bf16_activations = false;  // CpuBackend's opt-in bf16-activation matmul of bf16 weights
 };
 
 struct SamplingFlags {

@@ -47,6 +47,18 @@ void scale_round_int8(const float* x, int64_t n, float factor, const uint8_t* ze
 
 }  // namespace avx512
 
+namespace avx512_bf16 {
+
+// The opt-in bf16-activation matmul of BF16 weights (CpuBackend with bf16_activations, the
+// --cpu-bf16-activations flag), for several tokens: the activations rounded to bf16 (nearest
+// even, subnormals flushed) and multiplied with vdpbf16ps (AVX512-BF16), about twice the fp32
+// kernels' multiply-adds per instruction. NOT the plain loops' arithmetic: its error against
+// them is bounded in tests/test_kernels.cpp. Needs cpu_features().avx512bf16 and AVX-512;
+// false for other formats.
+bool matmul(const QuantizedTensor& q, const float* x, int64_t n_tokens, float* y, ThreadPool& pool);
+
+}  // namespace avx512_bf16
+
 // int8 activations [n_tokens, cols] laid out for one level's dot-product kernel. The VNNI kernel
 // multiplies unsigned weights (w + 128) by signed activations, so it keeps 128 * sum_c a[t, c]
 // per token to subtract; the other levels read the activations as they are.

@@ -14,9 +14,10 @@
 //   so the adds' latency overlaps and each row is one sequential stream for the prefetchers.
 // GEMM (several tokens): a panel of 32 rows x 256 columns is decoded once into a packed buffer
 //   (per step of 8 columns, rows in pairs: [w[r][k..k+7] | w[r+1][k..k+7]]) and multiplied with
-//   tiles of up to 6 tokens (x packed likewise, [step][token][8]): 6 x 4 zmm accumulators, each
-//   lane one (token, row, lane k) partial sum of dot_f32, advanced column step by column step and
-//   kept in a buffer between column blocks. So prompt and decode give bit-identical rows.
+//   tiles of up to 6 tokens (x packed per column block as [tile][step][token][8], each 8 columns
+//   broadcast to both halves of a register): 6 x 4 zmm accumulators, each lane one
+//   (token, row, lane k) partial sum of dot_f32, advanced column step by column step and kept in
+//   a buffer between column blocks. So prompt and decode give bit-identical rows.
 // No FMA anywhere: contraction is switched off below, since dot_f32 rounds each product.
 // GCC 12 warns inside its own AVX-512 headers (_mm512_undefined_*'s self-initialization, GCC bug
 // 105593); the pragma must precede the headers to cover them.

@@ -27,6 +27,7 @@
 #include <immintrin.h>
 
 #include "formats/kernels.h"
+#include "formats/transpose16.h"
 
 namespace lowbit::formats {
 
@@ -85,14 +86,15 @@ __attribute__((target("avx2"))) void avx2_rows(const Int8Activations& a, const i
 
 }  // namespace
 
-// Below: compiled for AVX2 / AVX-512 and called only where cpu_level() allows (headers above, so
-// none of their inline functions is compiled here for a wider target).
+// Below: two regions compiled for AVX-512 (then AVX-512 + VNNI), each called only where
+// cpu_level() allows: a region's target lets the compiler use its instructions anywhere in it,
+// so the avx512 level's kernel must not sit in the VNNI region. The headers come first, so that
+// none of their inline functions is compiled here for a wider target.
 #if defined(__clang__)
-#pragma clang attribute push(__attribute__((target("avx2,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni"))), \
-                             apply_to = function)
+#pragma clang attribute push(__attribute__((target("avx2,avx512f,avx512bw,avx512vl,avx512dq"))), apply_to = function)
 #else
 #pragma GCC push_options
-#pragma GCC target("avx2,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")
+#pragma GCC target("avx2,avx512f,avx512bw,avx512vl,avx512dq")
 #endif
 
 namespace {
@@ -128,6 +130,20 @@ void avx512_rows(const Int8Activations& a, const int8_t* w, int64_t r0, int64_t 
   }
 }
 
+}  // namespace
+
+#if defined(__clang__)
+#pragma clang attribute pop
+#pragma clang attribute push(__attribute__((target("avx2,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni"))), \
+                             apply_to = function)
+#else
+#pragma GCC pop_options
+#pragma GCC push_options
+#pragma GCC target("avx2,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")
+#endif
+
+namespace {
+
 // VNNI, one token at a time: four rows, 64 columns per step, weights made unsigned with ^ 0x80
 // (a masked-off tail byte becomes 0x80 = weight 0 against activation 0).
 void vnni_gemv_rows(const Int8Activations& a, const int8_t* w, int64_t r0, int64_t r1, int32_t* acc, int64_t ld) {
@@ -157,35 +173,6 @@ void vnni_gemv_rows(const Int8Activations& a, const int8_t* w, int64_t r0, int64
     };
     for (; r + 4 <= r1; r += 4) rows_at(std::integral_constant<int, 4>{});
     for (; r < r1; ++r) rows_at(std::integral_constant<int, 1>{});
-  }
-}
-
-// A 16 x 16 matrix of 32-bit words in 16 registers, transposed in place (four rounds of
-// in-lane unpacks and 128-bit lane shuffles).
-inline void transpose16(__m512i* m) {
-  __m512i t[16];
-  for (int i = 0; i < 16; i += 2) {
-    t[i] = _mm512_unpacklo_epi32(m[i], m[i + 1]);
-    t[i + 1] = _mm512_unpackhi_epi32(m[i], m[i + 1]);
-  }
-  for (int i = 0; i < 16; i += 4) {
-    m[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
-    m[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
-    m[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
-    m[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
-  }
-  // Now m[4a + b] holds, in 128-bit lane l, words (4a .. 4a+3, column 4l + c(b)): gather lanes.
-  for (int i = 0; i < 4; ++i) {
-    t[i] = _mm512_shuffle_i32x4(m[i], m[4 + i], 0x88);        // lanes 0, 2 of each
-    t[4 + i] = _mm512_shuffle_i32x4(m[i], m[4 + i], 0xdd);    // lanes 1, 3
-    t[8 + i] = _mm512_shuffle_i32x4(m[8 + i], m[12 + i], 0x88);
-    t[12 + i] = _mm512_shuffle_i32x4(m[8 + i], m[12 + i], 0xdd);
-  }
-  for (int i = 0; i < 4; ++i) {
-    m[i] = _mm512_shuffle_i32x4(t[i], t[8 + i], 0x88);
-    m[8 + i] = _mm512_shuffle_i32x4(t[i], t[8 + i], 0xdd);
-    m[4 + i] = _mm512_shuffle_i32x4(t[4 + i], t[12 + i], 0x88);
-    m[12 + i] = _mm512_shuffle_i32x4(t[4 + i], t[12 + i], 0xdd);
   }
 }
 
