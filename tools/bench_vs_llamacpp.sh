@@ -5,6 +5,9 @@
 #
 #   tools/bench_vs_llamacpp.sh [--pairs N] [--threads T] [--rows bf16:BF16,nf4:Q4_0,...] [--work DIR]
 #
+# A row is lowbit-format:llama.cpp-type; the format bf16+bf16act runs bf16 with
+# --cpu-bf16-activations (the opt-in mode, not the oracle's arithmetic).
+#
 # 1. Builds llama.cpp from the sdist of the PyPI package llama-cpp-python 0.3.36 (its
 #    vendor/llama.cpp; cmake, native CPU flags, llama-bench + llama-quantize) under the work
 #    folder (default ${XDG_CACHE_HOME:-~/.cache}/lowbit-vs-llamacpp). Nothing of it enters the repo.
@@ -26,7 +29,7 @@ root=$(pwd)
 
 pairs=4
 threads=2
-rows="bf16:BF16,bf16:F16,int8:Q8_0,W8A8:Q8_0,nf4:Q4_0,W4A16:Q4_0"
+rows="bf16:BF16,bf16:F16,int8:Q8_0,W8A8:Q8_0,nf4:Q4_0,W4A16:Q4_0,bf16+bf16act:BF16"
 work="${XDG_CACHE_HOME:-$HOME/.cache}/lowbit-vs-llamacpp"
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -109,9 +112,12 @@ for fmt, typ in rows:
         sys.exit(f"error: no GGUF for llama.cpp type '{typ}' (have BF16, F16, Q8_0, Q4_0)")
 
 def run_lowbit(fmt):
+    extra = []
+    if fmt.endswith("+bf16act"):
+        fmt, extra = fmt[: -len("+bf16act")], ["--cpu-bf16-activations"]
     out = subprocess.run([lowbit, "bench", "-m", model, "--device", "cpu", "--quant", fmt, "--prompt-len", "128",
                           "--gen", "128", "--repeats", "1", "--ctx", "512", "--keep-head", "false", "-t", str(threads),
-                          "--json"], check=True, capture_output=True, text=True).stdout
+                          "--json"] + extra, check=True, capture_output=True, text=True).stdout
     r = json.loads(out)["rows"][0]
     return r["decode_tokens_per_s"], r["prefill_tokens_per_s"]
 
