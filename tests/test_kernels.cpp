@@ -269,7 +269,7 @@ TEST_CASE("the AVX-512 attention gives the plain loops' outputs bit for bit", "[
     WARN("no AVX-512 on this CPU: its attention kernel is not tested here");
     return;
   }
-  for (int head_dim : {8, 64, 100, 128}) {
+  for (int head_dim : {8, 64, 100, 128, 300}) {
     const int n_kv_heads = 2, max_context = 211;
     const cpu_attention::KvLayout layout{2, 3, max_context, n_kv_heads * head_dim};
     auto keys = random_values(layout.key_floats(), 71);
@@ -286,6 +286,24 @@ TEST_CASE("the AVX-512 attention gives the plain loops' outputs bit for bit", "[
       job.y = fast.data();
       cpu_attention::attend_avx512(layout, keys.data(), values.data(), job, scores.data());
       REQUIRE(first_bit_difference(fast, plain) == -1);
+      // Several heads in one call (different kv heads and positions) give each head's own result.
+      const int count = cpu_attention::jobs_per_call(head_dim);
+      const int64_t stride = layout.blocks() * cpu_attention::kKeyBlock;
+      std::vector<float> many_scores(size_t(stride * count));
+      std::vector<std::vector<float>> many(static_cast<size_t>(count), std::vector<float>(size_t(head_dim)));
+      std::vector<cpu_attention::AttentionJob> jobs;
+      const auto queries = random_values(size_t(count * head_dim), 74);
+      for (int k = 0; k < count; ++k)
+        jobs.push_back({1, 2, std::max(0, pos - 3 * k), k % n_kv_heads, head_dim, scale,
+                        queries.data() + k * head_dim, many[size_t(k)].data()});
+      cpu_attention::attend_avx512(layout, keys.data(), values.data(), jobs.data(), count, many_scores.data(), stride);
+      for (int k = 0; k < count; ++k) {
+        std::vector<float> alone(static_cast<size_t>(head_dim));
+        cpu_attention::AttentionJob one = jobs[size_t(k)];
+        one.y = alone.data();
+        cpu_attention::attend_plain(layout, keys.data(), values.data(), one, scores.data());
+        REQUIRE(first_bit_difference(many[size_t(k)], alone) == -1);
+      }
       // The output is a convex combination of the value rows.
       for (int i = 0; i < head_dim; ++i) {
         float lo = INFINITY, hi = -INFINITY;

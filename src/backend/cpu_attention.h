@@ -47,5 +47,12 @@ void attend_plain(const KvLayout& layout, const float* keys, const float* values
 // The same arithmetic with AVX-512 (16 keys per dot-product step, 16 dimensions per weighted sum).
 void attend_avx512(const KvLayout& layout, const float* keys, const float* values, const AttentionJob& job,
                    float* scores);
+// `count` jobs of one layer together (job k's scores at scores + k * scores_stride): their
+// weighted sums advance side by side, which hides the adds' latency when head_dim is small.
+// Each job's result is what attend_plain gives it.
+void attend_avx512(const KvLayout& layout, const float* keys, const float* values, const AttentionJob* jobs,
+                   int count, float* scores, int64_t scores_stride);
+// How many heads of a token one attend_avx512 call should take: 16 / (16-dimension chunks).
+int jobs_per_call(int head_dim);
 
 }  // namespace lowbit::cpu_attention

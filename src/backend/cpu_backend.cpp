@@ -261,24 +261,37 @@ void CpuBackend::attention(const DeviceBuffer& qkv, KvCache& cache, int layer, c
   }
   const int group = s.n_heads / s.n_kv_heads;
   const float scale = 1.0f / std::sqrt(float(s.head_dim));
-  const auto attend = cpu_level() >= CpuLevel::avx512 ? cpu_attention::attend_avx512 : cpu_attention::attend_plain;
+  const bool avx512 = cpu_level() >= CpuLevel::avx512;
+  // Jobs of `per_job` heads of one token: the AVX-512 kernel advances their weighted sums together
+  // (several independent chains when head_dim is small); the plain loops take one head at a time.
+  const int per_job = avx512 ? std::min(s.n_heads, cpu_attention::jobs_per_call(s.head_dim)) : 1;
+  const int jobs_per_token = (s.n_heads + per_job - 1) / per_job;
+  const int64_t stride = layout.blocks() * cpu_attention::kKeyBlock;
   float* o = data(out);
-  pool_.parallel_for(int64_t(n) * s.n_heads, [&](int64_t b, int64_t e) {
-    // One scratch row per chunk of jobs, never one per job.
-    std::vector<float> scores(size_t(layout.blocks() * cpu_attention::kKeyBlock));
+  pool_.parallel_for(int64_t(n) * jobs_per_token, [&](int64_t b, int64_t e) {
+    // One scratch block per chunk of jobs, never one per job.
+    std::vector<float> scores(size_t(stride * per_job));
+    std::vector<cpu_attention::AttentionJob> heads(static_cast<size_t>(per_job));
     for (int64_t job = b; job < e; ++job) {
-      const int t = int(job / s.n_heads), h = int(job % s.n_heads);
-      const cpu_attention::AttentionJob j{layer,
-                                          batch_.slots[size_t(t)],
-                                          batch_.positions[size_t(t)],
-                                          h / group,
-                                          s.head_dim,
-                                          scale,
-                                          rows + size_t(t) * s.qkv_dim() + size_t(h) * s.head_dim,
-                                          o + size_t(t) * s.q_dim() + size_t(h) * s.head_dim};
-      attend(layout, kv.k.data(), kv.v.data(), j, scores.data());
+      const int t = int(job / jobs_per_token), h0 = int(job % jobs_per_token) * per_job;
+      const int count = std::min(per_job, s.n_heads - h0);
+      for (int k = 0; k < count; ++k) {
+        const int h = h0 + k;
+        heads[size_t(k)] = {layer,
+                            batch_.slots[size_t(t)],
+                            batch_.positions[size_t(t)],
+                            h / group,
+                            s.head_dim,
+                            scale,
+                            rows + size_t(t) * s.qkv_dim() + size_t(h) * s.head_dim,
+                            o + size_t(t) * s.q_dim() + size_t(h) * s.head_dim};
+      }
+      if (avx512)
+        cpu_attention::attend_avx512(layout, kv.k.data(), kv.v.data(), heads.data(), count, scores.data(), stride);
+      else
+        cpu_attention::attend_plain(layout, kv.k.data(), kv.v.data(), heads[0], scores.data());
     }
-  }, int64_t(kv.max_context()) * s.head_dim);
+  }, int64_t(kv.max_context()) * s.head_dim * per_job);
 }
 
 void CpuBackend::activation(const DeviceBuffer& gu, Activation act, int hidden, DeviceBuffer& out) {
