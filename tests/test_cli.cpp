@@ -586,3 +586,24 @@ TEST_CASE("one name per concept: -o/--output, --batch-size, bench -p/-n, make-mo
             .code == 0);
   CHECK(slurp(d / "c" / "config.json") == before);
 }
+
+// LOWBIT_CPU_KERNELS caps the CPU kernel level: an unknown name is a usage error before any work,
+// and every level generates the same greedy text (the kernels give the plain loops' values).
+TEST_CASE("LOWBIT_CPU_KERNELS picks the kernel level", "[cli]") {
+  const std::vector<std::string> args = {"run", "-m", stories(), "-n", "24", "--temperature", "0", "--quant", "nf4",
+                                         "-p", "Once upon a time"};
+  const Result default_level = run_lowbit(args);
+  REQUIRE(default_level.code == 0);
+  for (const char* level : {"plain", "avx2", "avx512", "avx512-vnni"}) {
+    INFO("LOWBIT_CPU_KERNELS=" << level);
+    setenv("LOWBIT_CPU_KERNELS", level, 1);
+    const Result r = run_lowbit(args);
+    unsetenv("LOWBIT_CPU_KERNELS");
+    CHECK(r.code == 0);
+    CHECK(r.out == default_level.out);
+  }
+  setenv("LOWBIT_CPU_KERNELS", "avx9", 1);
+  const Result bad = run_lowbit(args);
+  unsetenv("LOWBIT_CPU_KERNELS");
+  check_one_line_error(bad, 2, "LOWBIT_CPU_KERNELS='avx9'");
+}

@@ -37,15 +37,20 @@ bool cuda_available() {
 #endif
 }
 
-std::unique_ptr<Backend> make_backend(const std::string& device, int n_threads, size_t memory_cap_bytes) {
-  if (device == "cpu") return std::make_unique<CpuBackend>(n_threads, memory_cap_bytes);
+std::unique_ptr<Backend> make_backend(const std::string& device, int n_threads, size_t memory_cap_bytes,
+                                      bool cpu_bf16_activations) {
+  if (device == "cpu") return std::make_unique<CpuBackend>(n_threads, memory_cap_bytes, cpu_bf16_activations);
   if (device == "cuda" || device == "auto") {
 #if LOWBIT_HAVE_CUDA
     // The emulated device (a test build) runs kernels on the CPU, far slower than the CPU
     // backend: it is used only when asked for by name.
-    if (cuda_available() && !(LOWBIT_EMULATED_GPU && device == "auto")) return make_cuda_backend(0, memory_cap_bytes);
+    if (cuda_available() && !(LOWBIT_EMULATED_GPU && device == "auto")) {
+      if (cpu_bf16_activations)
+        throw UsageError("--cpu-bf16-activations applies to the CPU backend only (add --device cpu)");
+      return make_cuda_backend(0, memory_cap_bytes);
+    }
 #endif
-    if (device == "auto") return std::make_unique<CpuBackend>(n_threads, memory_cap_bytes);
+    if (device == "auto") return std::make_unique<CpuBackend>(n_threads, memory_cap_bytes, cpu_bf16_activations);
 #if LOWBIT_HAVE_CUDA
     throw DeviceError("--device cuda: no CUDA device is available (no GPU or no driver)");
 #else

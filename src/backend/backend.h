@@ -182,7 +182,9 @@ class Backend {
 // --device auto|cpu|cuda. auto picks CUDA when a device is present and the build has it.
 // memory_cap_bytes > 0 makes allocations past that many bytes fail as if the device were full
 // (--memory-cap): the out-of-memory path, testable on any machine.
-std::unique_ptr<Backend> make_backend(const std::string& device, int n_threads, size_t memory_cap_bytes = 0);
+// cpu_bf16_activations: CpuBackend's opt-in bf16-activation matmul (a usage error on CUDA).
+std::unique_ptr<Backend> make_backend(const std::string& device, int n_threads, size_t memory_cap_bytes = 0,
+                                      bool cpu_bf16_activations = false);
 bool cuda_available();
 
 }  // namespace lowbit

@@ -8,8 +8,11 @@
 
 #include <fmt/format.h>
 
+#include "backend/cpu_attention.h"
+#include "core/cpu_features.h"
 #include "core/error.h"
 #include "core/half.h"
+#include "formats/kernels.h"
 
 namespace lowbit {
 
@@ -51,54 +54,22 @@ class CpuNorm final : public DeviceNorm {
   std::vector<float> weight, bias;
 };
 
-// K and V for every layer: [layer][slot][position][kv_dim], fp32.
-// fp32 rows in k/v, or (bf16) bf16 bit patterns in k16/v16: stored rounded to nearest even,
-// read back widened (exact).
+// K and V for every layer in fp32, laid out as cpu_attention::KvLayout says (keys transposed in
+// blocks of 16 positions, values row-major). A bf16 cache (KvDtype::bf16) stores every value
+// rounded to bf16 (nearest even) in that fp32 storage: the numerics of a bf16 cache, which the CUDA
+// backend's bf16 cache is checked against, but not its memory saving on the CPU.
 class CpuKvCache final : public KvCache {
  public:
-  CpuKvCache(int n_layers, int n_slots, int max_context, int kv_dim, KvDtype dtype, MemoryBudget& budget)
-      : KvCache(n_slots, max_context, dtype), kv_dim(kv_dim),
-        charge(budget, bytes(n_layers, n_slots, max_context, kv_dim, dtype), "the KV cache"),
-        k(dtype == KvDtype::f32 ? size_t(n_layers) * n_slots * max_context * kv_dim : 0), v(k.size()),
-        k16(dtype == KvDtype::bf16 ? size_t(n_layers) * n_slots * max_context * kv_dim : 0), v16(k16.size()) {}
-  static size_t bytes(int n_layers, int n_slots, int max_context, int kv_dim, KvDtype dtype) {
-    return 2 * size_t(n_layers) * n_slots * max_context * kv_dim * (dtype == KvDtype::bf16 ? 2 : sizeof(float));
+  CpuKvCache(const cpu_attention::KvLayout& layout, KvDtype dtype, MemoryBudget& budget)
+      : KvCache(layout.n_slots, layout.max_context, dtype), layout(layout),
+        charge(budget, bytes(layout), "the KV cache"), k(layout.key_floats()), v(layout.value_floats()) {}
+  static size_t bytes(const cpu_attention::KvLayout& layout) {
+    return (layout.key_floats() + layout.value_floats()) * sizeof(float);
   }
-  void store(int layer, int slot, int pos, const float* key_row, const float* value_row) {
-    const size_t at = offset(layer, slot, pos);
-    if (dtype_ == KvDtype::f32) {
-      std::copy_n(key_row, kv_dim, k.data() + at);
-      std::copy_n(value_row, kv_dim, v.data() + at);
-      return;
-    }
-    for (int i = 0; i < kv_dim; ++i) {
-      k16[at + size_t(i)] = f32_to_bf16(key_row[i]);
-      v16[at + size_t(i)] = f32_to_bf16(value_row[i]);
-    }
-  }
-  // `n` values of the key (value) row at (layer, slot, pos) from element `first`, as fp32: a
-  // pointer into the cache (fp32) or into `scratch` (bf16, widened).
-  const float* key(int layer, int slot, int pos, int first, int n, float* scratch) const {
-    return row(k, k16, offset(layer, slot, pos) + size_t(first), n, scratch);
-  }
-  const float* value(int layer, int slot, int pos, int first, int n, float* scratch) const {
-    return row(v, v16, offset(layer, slot, pos) + size_t(first), n, scratch);
-  }
-  int kv_dim;
+  float stored(float x) const { return dtype_ == KvDtype::bf16 ? bf16_to_f32(f32_to_bf16(x)) : x; }
+  cpu_attention::KvLayout layout;
   BudgetCharge charge;
   std::vector<float> k, v;
-  std::vector<uint16_t> k16, v16;
-
- private:
-  const float* row(const std::vector<float>& f32, const std::vector<uint16_t>& b16, size_t at, int n,
-                   float* scratch) const {
-    if (dtype_ == KvDtype::f32) return f32.data() + at;
-    for (int i = 0; i < n; ++i) scratch[i] = bf16_to_f32(b16[at + size_t(i)]);
-    return scratch;
-  }
-  size_t offset(int layer, int slot, int pos) const {
-    return ((size_t(layer) * n_slots_ + slot) * max_context_ + pos) * kv_dim;
-  }
 };
 
 float* data(DeviceBuffer& b) { return static_cast<CpuBuffer&>(b).data.data(); }
@@ -137,7 +108,16 @@ void MemoryBudget::take(size_t bytes, const std::string& what) {
   peak_ = std::max(peak_, used_);
 }
 
-CpuBackend::CpuBackend(int n_threads, size_t memory_cap_bytes) : pool_(n_threads), budget_(memory_cap_bytes) {}
+CpuBackend::CpuBackend(int n_threads, size_t memory_cap_bytes, bool bf16_activations)
+    : pool_(n_threads), budget_(memory_cap_bytes), bf16_activations_(bf16_activations) {
+  cpu_level();  // reads LOWBIT_CPU_KERNELS now, so a bad value is reported before any work
+  if (bf16_activations && !(cpu_features().avx512bf16 && detected_cpu_level() >= CpuLevel::avx512))
+    throw UsageError("--cpu-bf16-activations: this CPU has no AVX512-BF16 (" + cpu_kernel_summary() + ")");
+}
+
+std::string CpuBackend::description() const {
+  return bf16_activations_ ? "cpu, bf16 activations for bf16 weights" : "cpu";
+}
 
 std::unique_ptr<DeviceBuffer> CpuBackend::alloc(size_t n_floats, const std::string& what) {
   try {
@@ -153,17 +133,24 @@ std::unique_ptr<DeviceLinear> CpuBackend::upload_linear(LinearWeight w, std::vec
   return std::make_unique<CpuLinear>(merged_if_exact(std::move(w)), std::move(bias), budget_);
 }
 
+std::unique_ptr<DeviceLinear> CpuBackend::upload_quantizing(Format f, const std::vector<HostWeightPart>& parts,
+                                                            int64_t cols, const QuantOptions& opts,
+                                                            std::vector<float> bias) {
+  return upload_linear(quantize_parts(f, parts, cols, opts, pool_), std::move(bias));
+}
+
 std::unique_ptr<DeviceNorm> CpuBackend::upload_norm(std::vector<float> weight, std::vector<float> bias) {
   return std::make_unique<CpuNorm>(std::move(weight), std::move(bias), budget_);
 }
 
 std::unique_ptr<KvCache> CpuBackend::alloc_kv_cache(int n_layers, int n_slots, int max_context, int kv_dim,
                                                      KvDtype dtype) {
+  const cpu_attention::KvLayout layout{n_layers, n_slots, max_context, kv_dim};
   try {
-    return std::make_unique<CpuKvCache>(n_layers, n_slots, max_context, kv_dim, dtype, budget_);
+    return std::make_unique<CpuKvCache>(layout, dtype, budget_);
   } catch (const std::bad_alloc&) {
     throw DeviceError(fmt::format("out of host memory allocating the KV cache ({} bytes)",
-                                  CpuKvCache::bytes(n_layers, n_slots, max_context, kv_dim, dtype)));
+                                  CpuKvCache::bytes(layout)));
   }
 }
 
@@ -243,6 +230,15 @@ void CpuBackend::matmul(const DeviceLinear& w, const DeviceBuffer& x, DeviceBuff
   const int n = batch_.size();
   const float* bias = l.bias.empty() ? nullptr : l.bias.data();
   if (l.weight.is_single()) {
+    // --cpu-bf16-activations: the opt-in bf16-activation GEMM for bf16 weights (never one token).
+    const bool bf16_kernel = bf16_activations_ && n > 1 && l.weight.format() == Format::BF16 &&
+                             cpu_level() >= CpuLevel::avx512;
+    if (bf16_kernel && formats::avx512_bf16::matmul(l.single(), data(x), n, data(y), pool_)) {
+      if (bias != nullptr)
+        for (int t = 0; t < n; ++t)
+          for (int64_t r = 0; r < l.rows(); ++r) data(y)[size_t(t) * size_t(l.rows()) + size_t(r)] += bias[r];
+      return;
+    }
     lowbit::matmul(l.single(), data(x), n, data(y), pool_, bias);
     return;
   }
@@ -294,6 +290,7 @@ void CpuBackend::rope(DeviceBuffer& qkv, const AttentionShape& s) {
 void CpuBackend::attention(const DeviceBuffer& qkv, KvCache& cache, int layer, const AttentionShape& s,
                            DeviceBuffer& out) {
   auto& kv = static_cast<CpuKvCache&>(cache);
+  const cpu_attention::KvLayout& layout = kv.layout;
   const float* rows = data(qkv);
   const int n = batch_.size();
   for (int t = 0; t < n; ++t) {
@@ -302,53 +299,62 @@ void CpuBackend::attention(const DeviceBuffer& qkv, KvCache& cache, int layer, c
       throw InputError(fmt::format("position {} of slot {} is outside the KV cache ({} slots x {} positions)",
                                    pos, slot, kv.n_slots(), kv.max_context()));
     const float* row = rows + size_t(t) * s.qkv_dim();
-    kv.store(layer, slot, pos, row + s.q_dim(), row + s.q_dim() + s.kv_dim());
+    for (int d = 0; d < s.kv_dim(); ++d) kv.k[layout.key_index(layer, slot, pos, d)] = kv.stored(row[s.q_dim() + d]);
+    float* value_row = kv.v.data() + layout.value_row(layer, slot, pos);
+    for (int d = 0; d < s.kv_dim(); ++d) value_row[d] = kv.stored(row[s.q_dim() + s.kv_dim() + d]);
   }
   const int group = s.n_heads / s.n_kv_heads;
   const float scale = 1.0f / std::sqrt(float(s.head_dim));
+  const bool avx512 = cpu_level() >= CpuLevel::avx512;
+  // Jobs of `per_job` heads of one token: the AVX-512 kernel advances their weighted sums together
+  // (several independent chains when head_dim is small); the plain loops take one head at a time.
+  const int per_job = avx512 ? std::min(s.n_heads, cpu_attention::jobs_per_call(s.head_dim)) : 1;
+  const int jobs_per_token = (s.n_heads + per_job - 1) / per_job;
+  const int64_t stride = layout.blocks() * cpu_attention::kKeyBlock;
   float* o = data(out);
-  pool_.parallel_for(int64_t(n) * s.n_heads, [&](int64_t b, int64_t e) {
-    std::vector<float> scores, widened(size_t(s.head_dim));
+  pool_.parallel_for(int64_t(n) * jobs_per_token, [&](int64_t b, int64_t e) {
+    // One scratch block per chunk of jobs, never one per job.
+    std::vector<float> scores(size_t(stride * per_job));
+    std::vector<cpu_attention::AttentionJob> heads(static_cast<size_t>(per_job));
     for (int64_t job = b; job < e; ++job) {
-      int t = int(job / s.n_heads), h = int(job % s.n_heads), kvh = h / group;
-      int slot = batch_.slots[size_t(t)], pos = batch_.positions[size_t(t)];
-      const float* q = rows + size_t(t) * s.qkv_dim() + size_t(h) * s.head_dim;
-      scores.assign(size_t(pos) + 1, 0.0f);
-      float max_score = -std::numeric_limits<float>::infinity();
-      for (int j = 0; j <= pos; ++j) {
-        const float* k = kv.key(layer, slot, j, kvh * s.head_dim, s.head_dim, widened.data());
-        float dot = 0;
-        for (int i = 0; i < s.head_dim; ++i) dot += q[i] * k[i];
-        scores[size_t(j)] = dot * scale;
-        max_score = std::max(max_score, scores[size_t(j)]);
+      const int t = int(job / jobs_per_token), h0 = int(job % jobs_per_token) * per_job;
+      const int count = std::min(per_job, s.n_heads - h0);
+      for (int k = 0; k < count; ++k) {
+        const int h = h0 + k;
+        heads[size_t(k)] = {layer,
+                            batch_.slots[size_t(t)],
+                            batch_.positions[size_t(t)],
+                            h / group,
+                            s.head_dim,
+                            scale,
+                            rows + size_t(t) * s.qkv_dim() + size_t(h) * s.head_dim,
+                            o + size_t(t) * s.q_dim() + size_t(h) * s.head_dim};
       }
-      float sum = 0;
-      for (auto& x : scores) sum += (x = std::exp(x - max_score));
-      float* y = o + size_t(t) * s.q_dim() + size_t(h) * s.head_dim;
-      std::fill_n(y, s.head_dim, 0.0f);
-      for (int j = 0; j <= pos; ++j) {
-        const float* v = kv.value(layer, slot, j, kvh * s.head_dim, s.head_dim, widened.data());
-        float p = scores[size_t(j)] / sum;
-        for (int i = 0; i < s.head_dim; ++i) y[i] += p * v[i];
-      }
+      if (avx512)
+        cpu_attention::attend_avx512(layout, kv.k.data(), kv.v.data(), heads.data(), count, scores.data(), stride);
+      else
+        cpu_attention::attend_plain(layout, kv.k.data(), kv.v.data(), heads[0], scores.data());
     }
-  }, int64_t(kv.max_context()) * s.head_dim);
+  }, int64_t(kv.max_context()) * s.head_dim * per_job);
 }
 
 void CpuBackend::activation(const DeviceBuffer& gu, Activation act, int hidden, DeviceBuffer& out) {
   const float* x = data(gu);
   float* y = data(out);
-  const int n = batch_.size();
-  if (act == Activation::SwiGLU) {
-    for (int t = 0; t < n; ++t) {
-      const float* gate = x + size_t(t) * 2 * hidden;
-      const float* up = gate + hidden;
-      for (int i = 0; i < hidden; ++i) y[size_t(t) * hidden + i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
+  // One token per item: std::exp / std::erf cost some 20 operations per element.
+  pool_.parallel_for(batch_.size(), [&](int64_t b, int64_t e) {
+    for (int64_t t = b; t < e; ++t) {
+      float* yt = y + size_t(t) * hidden;
+      if (act == Activation::SwiGLU) {
+        const float* gate = x + size_t(t) * 2 * hidden;
+        const float* up = gate + hidden;
+        for (int i = 0; i < hidden; ++i) yt[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
+      } else {
+        const float* xt = x + size_t(t) * hidden;
+        for (int i = 0; i < hidden; ++i) yt[i] = 0.5f * xt[i] * (1.0f + std::erf(xt[i] * float(M_SQRT1_2)));
+      }
     }
-  } else {
-    for (size_t i = 0; i < size_t(n) * hidden; ++i)
-      y[i] = 0.5f * x[i] * (1.0f + std::erf(x[i] * float(M_SQRT1_2)));
-  }
+  }, int64_t(hidden) * 20);
 }
 
 }  // namespace lowbit

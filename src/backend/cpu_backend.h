@@ -38,11 +38,18 @@ class BudgetCharge {
 class CpuBackend final : public Backend {
  public:
   // memory_cap_bytes > 0: allocations past the cap throw DeviceError as a full device would.
-  explicit CpuBackend(int n_threads, size_t memory_cap_bytes = 0);
+  // bf16_activations: bf16 weights multiply several tokens at once with activations rounded to
+  // bf16 (formats/kernels.h, avx512_bf16); off by default, since it is not the oracle's
+  // arithmetic. Needs AVX512-BF16 (UsageError otherwise); runs where cpu_level() >= avx512.
+  explicit CpuBackend(int n_threads, size_t memory_cap_bytes = 0, bool bf16_activations = false);
   std::string name() const override { return "cpu"; }
+  std::string description() const override;
 
   std::unique_ptr<DeviceBuffer> alloc(size_t n_floats, const std::string& what) override;
   std::unique_ptr<DeviceLinear> upload_linear(LinearWeight w, std::vector<float> bias) override;
+  // Quantizes on this backend's threads (-t), not on all cores.
+  std::unique_ptr<DeviceLinear> upload_quantizing(Format f, const std::vector<HostWeightPart>& parts, int64_t cols,
+                                                  const QuantOptions& opts, std::vector<float> bias) override;
   std::unique_ptr<DeviceNorm> upload_norm(std::vector<float> weight, std::vector<float> bias) override;
   std::unique_ptr<KvCache> alloc_kv_cache(int n_layers, int n_slots, int max_context, int kv_dim,
                                           KvDtype dtype = KvDtype::f32) override;
@@ -73,6 +80,7 @@ class CpuBackend final : public Backend {
  private:
   ThreadPool pool_;
   MemoryBudget budget_;
+  bool bf16_activations_;
   std::vector<float> inv_freq_;
   TokenBatch batch_;
 };

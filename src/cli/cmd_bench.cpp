@@ -167,9 +167,11 @@ int run_bench(const BenchFlags& f) {
                                  f.gen, context));
   warn_if_context_beyond_model(f.model.ctx, cfg);
 
-  auto backend = make_backend(f.model.device, f.model.threads, size_t(f.model.memory_cap_mib * 1024.0 * 1024.0));
+  auto backend = make_backend(f.model.device, f.model.threads, size_t(f.model.memory_cap_mib * 1024.0 * 1024.0),
+                              f.model.cpu_bf16_activations);
   const bool on_cpu = backend->name() == "cpu";
-  const std::string device = device_name(*backend, f.model.threads);
+  std::string device = device_name(*backend, f.model.threads);
+  if (on_cpu && f.model.cpu_bf16_activations) device += ", bf16 activations for bf16 weights";
   // The roofline: copy bandwidth of the memory the weights live in, measured in this run.
   double copy_gbs = NAN;
   try {

@@ -30,6 +30,7 @@ struct ModelFlags {
   bool keep_head = true;
   double memory_cap_mib = 0;  // 0 = no cap
   std::string kv_cache = "auto";  // auto: f32 on the CPU, bf16 on CUDA
+  bool cpu_bf16_activations = false;  // CpuBackend's opt-in bf16-activation matmul of bf16 weights
 };
 
 struct SamplingFlags {

@@ -9,6 +9,7 @@
 #include <fmt/format.h>
 
 #include "cli/options.h"
+#include "core/cpu_features.h"
 #include "core/sha256.h"
 #include "core/version.h"
 
@@ -79,7 +80,7 @@ std::string cpu_model_name() {
 std::string device_name(const Backend& backend, int threads_flag) {
   if (backend.name() != "cpu") return backend.description();
   const int threads = threads_flag > 0 ? threads_flag : int(std::max(1u, std::thread::hardware_concurrency()));
-  return fmt::format("cpu: {}, {} threads", cpu_model_name(), threads);
+  return fmt::format("cpu: {}, {} threads, {}", cpu_model_name(), threads, cpu_kernel_summary());
 }
 
 nlohmann::ordered_json provenance_record(const ModelIdentity& model, const std::string& device,

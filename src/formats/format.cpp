@@ -3,10 +3,10 @@
 #include "formats/format.h"
 
 #include <algorithm>
-#include <atomic>
 #include <cctype>
 #include <string>
 
+#include "core/cpu_features.h"
 #include "core/error.h"
 #include "formats/format_impl.h"
 
@@ -68,7 +68,8 @@ std::vector<Format> all_formats() {
   return formats;
 }
 
-QuantizedTensor quantize(Format f, const float* w, int64_t rows, int64_t cols, const QuantOptions& opts) {
+QuantizedTensor quantize(Format f, const float* w, int64_t rows, int64_t cols, const QuantOptions& opts,
+                         ThreadPool& pool) {
   if (rows < 0 || cols < 0)
     throw InputError("cannot quantize a tensor of shape [" + std::to_string(rows) + ", " + std::to_string(cols) + "]");
   if (is_blockwise_four_bit(f) && (opts.block_size <= 0 || opts.block_size % 2 != 0))
@@ -80,24 +81,21 @@ QuantizedTensor quantize(Format f, const float* w, int64_t rows, int64_t cols, c
   q.rows = rows;
   q.cols = cols;
   q.opts = opts;
-  // Quantization is parallel inside each format; a private pool keeps quantize() free of a pool
-  // argument (it runs once per tensor at load time).
-  ThreadPool pool;
   ops_for(f).quantize(q, w, pool);
   return q;
 }
 
-namespace {
-std::atomic<bool> g_scalar_decode_only{false};
-}  // namespace
+QuantizedTensor quantize(Format f, const float* w, int64_t rows, int64_t cols, const QuantOptions& opts) {
+  ThreadPool pool;
+  return quantize(f, w, rows, cols, opts, pool);
+}
 
-void set_scalar_decode_only(bool scalar_only) { g_scalar_decode_only = scalar_only; }
+void set_scalar_decode_only(bool scalar_only) {
+  set_cpu_level_limit(scalar_only ? CpuLevel::plain : CpuLevel::avx512_vnni);
+}
 
 #if LOWBIT_HAVE_AVX2_DECODE
-bool formats::avx2_decode() {
-  static const bool has = __builtin_cpu_supports("avx2");
-  return has && !g_scalar_decode_only;
-}
+bool formats::avx2_decode() { return cpu_level() >= CpuLevel::avx2; }
 #endif
 
 void double_quantize_scales(QuantizedTensor& q) {
@@ -223,8 +221,14 @@ QuantizedTensor stack_rows(const LinearWeight& w) {
 }
 
 LinearWeight quantize_parts(Format f, const std::vector<HostWeightPart>& parts, int64_t cols, const QuantOptions& opts) {
+  ThreadPool pool;
+  return quantize_parts(f, parts, cols, opts, pool);
+}
+
+LinearWeight quantize_parts(Format f, const std::vector<HostWeightPart>& parts, int64_t cols, const QuantOptions& opts,
+                            ThreadPool& pool) {
   std::vector<WeightPart> quantized;
-  for (const HostWeightPart& p : parts) quantized.push_back({quantize(f, p.values, p.rows, cols, opts), p.row_order});
+  for (const HostWeightPart& p : parts) quantized.push_back({quantize(f, p.values, p.rows, cols, opts, pool), p.row_order});
   LinearWeight w(std::move(quantized));
   if (quantizes_rows_independently(f) && !w.is_single()) return LinearWeight(stack_rows(w));
   return w;

@@ -60,6 +60,9 @@ struct QuantizedTensor {
   int64_t numel() const { return rows * cols; }
 };
 
+// Quantization runs on `pool` (the caller's threads); the overload without one uses all cores.
+QuantizedTensor quantize(Format f, const float* w, int64_t rows, int64_t cols, const QuantOptions& opts,
+                         ThreadPool& pool);
 QuantizedTensor quantize(Format f, const float* w, int64_t rows, int64_t cols, const QuantOptions& opts);
 
 // NF4 / FP4 -> NF4_DQ / FP4_DQ: double-quantizes the per-block absmax of a quantized tensor
@@ -83,8 +86,9 @@ void dequantize_row(const QuantizedTensor& q, int64_t row, float* out);
 void matmul(const QuantizedTensor& q, const float* x, int64_t n_tokens, float* y, ThreadPool& pool,
             const float* bias = nullptr);
 
-// The CPU matmuls of the 4-bit formats decode with AVX2 where the CPU has it, giving exactly the
-// plain loops' values; true here makes them use the plain loops (tests compare the two).
+// The CPU matmuls run vector kernels chosen by cpu_level() (core/cpu_features.h), giving exactly
+// the plain loops' values; true here caps the level at plain for the whole process (tests compare
+// the two), false lifts the cap. set_cpu_level_limit caps at any level.
 void set_scalar_decode_only(bool scalar_only);
 
 // Exact bytes the weight occupies: codes plus every scale, zero point and double-quant state.
@@ -143,6 +147,9 @@ QuantizedTensor stack_rows(const LinearWeight& w);
 // tensor, so the result is always exactly what the reference gives for each checkpoint tensor.
 LinearWeight quantize_parts(Format f, const std::vector<HostWeightPart>& parts, int64_t cols,
                             const QuantOptions& opts);
+// The same on `pool`'s threads.
+LinearWeight quantize_parts(Format f, const std::vector<HostWeightPart>& parts, int64_t cols,
+                            const QuantOptions& opts, ThreadPool& pool);
 
 // Output row of each row of each part, concatenated over the parts ([rows()] values).
 std::vector<int64_t> output_rows(const LinearWeight& w);

@@ -8,8 +8,10 @@
 // No scales, no other planes. A CUDA GEMV reads `codes` as float / __nv_bfloat16 directly.
 #include <cstring>
 
+#include "core/cpu_features.h"
 #include "core/half.h"
 #include "formats/format_impl.h"
+#include "formats/kernels.h"
 
 namespace lowbit::formats {
 
@@ -36,6 +38,10 @@ LOWBIT_VECTOR_CLONES void f32_rows(const QuantizedTensor& q, const float* x, int
 
 void f32_matmul(const QuantizedTensor& q, const float* x, int64_t n_tokens, const float* bias, float* y,
                 ThreadPool& pool) {
+  if (cpu_level() >= CpuLevel::avx512 && avx512::matmul_f32(q, x, n_tokens, y, pool)) {
+    add_bias_after(q, bias, n_tokens, y);
+    return;
+  }
   pool.parallel_for(q.rows, [&](int64_t begin, int64_t end) { f32_rows(q, x, n_tokens, y, begin, end); },
                     q.cols * n_tokens);
   add_bias_after(q, bias, n_tokens, y);
@@ -63,6 +69,10 @@ LOWBIT_VECTOR_CLONES void bf16_rows(const QuantizedTensor& q, const float* x, in
 
 void bf16_matmul(const QuantizedTensor& q, const float* x, int64_t n_tokens, const float* bias, float* y,
                  ThreadPool& pool) {
+  if (cpu_level() >= CpuLevel::avx512 && avx512::matmul_bf16(q, x, n_tokens, y, pool)) {
+    add_bias_after(q, bias, n_tokens, y);
+    return;
+  }
   matmul_by_decoded_rows(q, x, n_tokens, y, pool, bf16_rows);
   add_bias_after(q, bias, n_tokens, y);
 }

@@ -63,7 +63,7 @@ inline float dot_f32(const float* a, const float* b, int64_t n) {
 // formats (used behind a runtime check; each has a scalar twin that tests pin it to).
 #if defined(__x86_64__) && defined(__GNUC__)
 #define LOWBIT_HAVE_AVX2_DECODE 1
-// The CPU has AVX2 and set_scalar_decode_only(true) was not called.
+// cpu_level() is avx2 or above (the CPU has AVX2 and no cap is set).
 bool avx2_decode();
 // Bytes b0..b3 at p -> int32 lanes [b0 >> 4, b0 & 15, b1 >> 4, ...] (high_first) or
 // [b0 & 15, b0 >> 4, ...] (low nibble first).

@@ -30,8 +30,10 @@
 #include <cmath>
 #include <vector>
 
+#include "core/cpu_features.h"
 #include "core/half.h"
 #include "formats/format_impl.h"
+#include "formats/kernels.h"
 
 namespace lowbit::formats {
 
@@ -80,62 +82,87 @@ void int8_dequantize_row(const QuantizedTensor& q, int64_t row, float* out) {
   for (int64_t c = 0; c < q.cols; ++c) out[c] = dequantized_weight(cb[c], scb);
 }
 
-int32_t dot_int8(const int8_t* a, const int8_t* b, int64_t n) {
-  int32_t acc = 0;
-  for (int64_t i = 0; i < n; ++i) acc += int32_t(a[i]) * int32_t(b[i]);
-  return acc;
+// round_f16 of n values, with the AVX-512 loop where the CPU has it (the same values).
+void round_f16_all(const float* x, int64_t n, float* out, bool avx512) {
+  if (avx512) return avx512::round_f16(x, n, out);
+  for (int64_t i = 0; i < n; ++i) out[i] = round_f16(x[i]);
 }
 
 void int8_matmul(const QuantizedTensor& q, const float* x, int64_t n_tokens, const float* bias, float* y,
                  ThreadPool& pool) {
   const int64_t rows = q.rows, cols = q.cols;
   const float threshold = q.opts.int8_threshold;
+  const CpuLevel level = cpu_level();
+  const bool avx512 = level >= CpuLevel::avx512;
   // Activation side, once per call: fp16 cast, outlier columns, per-token int8 quantization.
   std::vector<float> a16(size_t(n_tokens * cols));
-  for (int64_t i = 0; i < n_tokens * cols; ++i) a16[size_t(i)] = round_f16(x[i]);
-  std::vector<int64_t> outlier_cols;
+  pool.parallel_for(n_tokens, [&](int64_t begin, int64_t end) {
+    round_f16_all(x + begin * cols, (end - begin) * cols, a16.data() + begin * cols, avx512);
+  }, cols);
+  std::vector<int64_t> outlier_cols;  // ascending
   std::vector<uint8_t> is_outlier(static_cast<size_t>(cols), 0);
   if (threshold > 0.0f) {
+    for (int64_t t = 0; t < n_tokens; ++t)
+      for (int64_t c = 0; c < cols; ++c)
+        if (std::fabs(a16[size_t(t * cols + c)]) >= threshold) is_outlier[size_t(c)] = 1;
     for (int64_t c = 0; c < cols; ++c)
-      for (int64_t t = 0; t < n_tokens; ++t)
-        if (std::fabs(a16[size_t(t * cols + c)]) >= threshold) {
-          is_outlier[size_t(c)] = 1;
-          outlier_cols.push_back(c);
-          break;
-        }
+      if (is_outlier[size_t(c)]) outlier_cols.push_back(c);
   }
   std::vector<int8_t> ca(size_t(n_tokens * cols));
   std::vector<float> row_stat(static_cast<size_t>(n_tokens));
-  for (int64_t t = 0; t < n_tokens; ++t) {
-    const float* a = a16.data() + t * cols;
-    float absmax = 0.0f;
-    for (int64_t c = 0; c < cols; ++c) {
-      const float v = std::fabs(a[c]);
-      if (!(threshold > 0.0f && v >= threshold)) absmax = std::max(absmax, v);
-    }
-    row_stat[size_t(t)] = absmax;
-    const float factor = int8_factor(absmax);
-    for (int64_t c = 0; c < cols; ++c)
-      ca[size_t(t * cols + c)] = is_outlier[size_t(c)] ? int8_t(0) : round_to_int8(a[c] * factor);
-  }
-  pool.parallel_for(rows, [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) {
-      const int8_t* cb = cb_row(q, r);
-      const float scb = q.scales[size_t(r)];
-      const float bias16 = bias != nullptr ? round_f16(bias[r]) : 0.0f;
-      for (int64_t t = 0; t < n_tokens; ++t) {
-        const int32_t acc = dot_int8(ca.data() + t * cols, cb, cols);
-        const float scaled = float(acc) * (row_stat[size_t(t)] * scb);
-        float out = scaled * kInvSquare127;
-        if (bias != nullptr) out += bias16;
-        out = round_f16(out);
-        if (!outlier_cols.empty()) {
-          float outlier_sum = 0.0f;
-          for (int64_t c : outlier_cols)
-            outlier_sum += a16[size_t(t * cols + c)] * round_f16(dequantized_weight(cb[c], scb));
-          out = round_f16(out + outlier_sum);
+  pool.parallel_for(n_tokens, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      const float* a = a16.data() + t * cols;
+      int8_t* out = ca.data() + t * cols;
+      float absmax = 0.0f;
+      if (avx512) {
+        absmax = avx512::absmax_below(a, cols, threshold);
+      } else {
+        for (int64_t c = 0; c < cols; ++c) {
+          const float v = std::fabs(a[c]);
+          if (!(threshold > 0.0f && v >= threshold)) absmax = std::max(absmax, v);
         }
-        y[t * rows + r] = out;
+      }
+      row_stat[size_t(t)] = absmax;
+      const float factor = int8_factor(absmax);
+      if (avx512) {
+        avx512::scale_round_int8(a, cols, factor, is_outlier.data(), out);
+      } else {
+        for (int64_t c = 0; c < cols; ++c) out[c] = is_outlier[size_t(c)] ? int8_t(0) : round_to_int8(a[c] * factor);
+      }
+    }
+  }, 4 * cols);
+  // acc = sum_c CA * CB (int32, exact: kernels.h), then the epilogue, a row range at a time.
+  const Int8Activations activations(ca.data(), n_tokens, cols, level);
+  std::vector<int32_t> acc_all(size_t(n_tokens * rows));
+  const size_t n_outliers = outlier_cols.size();
+  pool.parallel_for(rows, [&](int64_t begin, int64_t end) {
+    int8_dot_rows(activations, reinterpret_cast<const int8_t*>(q.codes.data()), begin, end, acc_all.data(), rows);
+    const size_t count = size_t(end - begin);
+    // fp16(dequantized W[r, c]) of the outlier columns, once per row rather than per token.
+    std::vector<float> outlier_w(count * n_outliers);
+    for (int64_t r = begin; r < end; ++r)
+      for (size_t k = 0; k < n_outliers; ++k)
+        outlier_w[size_t(r - begin) * n_outliers + k] =
+            round_f16(dequantized_weight(cb_row(q, r)[outlier_cols[k]], q.scales[size_t(r)]));
+    // The bias in fp16, added before the output's fp16 rounding (bitsandbytes' epilogue).
+    std::vector<float> bias16(bias != nullptr ? count : 0);
+    for (size_t i = 0; i < bias16.size(); ++i) bias16[i] = round_f16(bias[begin + int64_t(i)]);
+    std::vector<float> scaled(count);
+    for (int64_t t = 0; t < n_tokens; ++t) {
+      float* out = y + t * rows + begin;
+      for (int64_t r = begin; r < end; ++r)
+        scaled[size_t(r - begin)] = float(acc_all[size_t(t * rows + r)]) * (row_stat[size_t(t)] * q.scales[size_t(r)]) *
+                                    kInvSquare127;
+      if (bias != nullptr)
+        for (size_t i = 0; i < count; ++i) scaled[i] += bias16[i];
+      round_f16_all(scaled.data(), int64_t(count), out, avx512);
+      if (n_outliers == 0) continue;
+      const float* a = a16.data() + t * cols;
+      for (size_t i = 0; i < count; ++i) {
+        float outlier_sum = 0.0f;
+        for (size_t k = 0; k < n_outliers; ++k) outlier_sum += a[outlier_cols[k]] * outlier_w[i * n_outliers + k];
+        out[i] = round_f16(out[i] + outlier_sum);
       }
     }
   }, cols * n_tokens);

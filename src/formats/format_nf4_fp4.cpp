@@ -38,30 +38,16 @@
 #include <numeric>
 #include <vector>
 
-#include "formats/code_tables.h"
+#include "core/cpu_features.h"
 #include "formats/format_impl.h"
+#include "formats/four_bit.h"
+#include "formats/kernels.h"
 
 namespace lowbit::formats {
 
 namespace {
 
 constexpr float kTinyAbsmax = 1e-38f;  // bnb's absmax.clamp(min=1e-38) (a subnormal float)
-constexpr int64_t kDqBlock = 256;      // double-quantization block of absmax values
-
-constexpr std::array<float, 16> kNf4Table = LOWBIT_NF4_CODES;
-
-// bnb builds FP4 as {0, 0.0625, 8, 12, 4, 6, 2, 3, -0, ...} divided by 12 in fp32. Code 8 decodes
-// to +0.0 as libbitsandbytes_cpu's dequantizer does (its torch fallback for odd column counts
-// gives -0.0; the value is the same). The encoder's order does not depend on the sign of zero.
-constexpr std::array<float, 16> kFp4Table = LOWBIT_FP4_CODES;
-
-// bnb's create_dynamic_map(signed=True) (256 sorted fp32 values, as torch builds them).
-constexpr std::array<float, 256> kDynamicMap = LOWBIT_DYNAMIC_MAP_SIGNED;
-
-const std::array<float, 16>& code_table(Format f) {
-  return (f == Format::NF4 || f == Format::NF4_DQ) ? kNf4Table : kFp4Table;
-}
-
 // The 4-bit encoder as bnb's CPU path runs it: bucketize against the midpoints of the sorted table.
 struct FourBitEncoder {
   std::array<float, 15> midpoints;   // ascending, fp32 (a + b) / 2
@@ -172,18 +158,6 @@ float torch_mean(const std::vector<float>& v) {
 }
 
 int64_t block_count(const QuantizedTensor& q) { return (q.numel() + q.opts.block_size - 1) / q.opts.block_size; }
-
-// fl(fl(a * b) + c): the two roundings bnb performs (a multiply kernel, then a torch add). The
-// volatile keeps the compiler from fusing them into one FMA on targets that have it.
-float multiply_then_add(float a, float b, float c) {
-  volatile float product = a * b;
-  return product + c;
-}
-
-float block_absmax(const QuantizedTensor& q, int64_t block) {
-  if (!is_double_quantized(q.format)) return q.scales[size_t(block)];
-  return multiply_then_add(kDynamicMap[q.scale_codes[size_t(block)]], q.scales2[size_t(block / kDqBlock)], q.offset);
-}
 
 void double_quantize_absmax(QuantizedTensor& q, const std::vector<float>& absmax, ThreadPool& pool) {
   static const DynamicMapLut lut;
@@ -384,6 +358,10 @@ LOWBIT_VECTOR_CLONES void four_bit_rows(const QuantizedTensor& q, const float* x
 
 void four_bit_matmul(const QuantizedTensor& q, const float* x, int64_t n_tokens, const float* bias, float* y,
                      ThreadPool& pool) {
+  if (cpu_level() >= CpuLevel::avx512 && avx512::matmul_four_bit(q, x, n_tokens, y, pool)) {
+    add_bias_after(q, bias, n_tokens, y);
+    return;
+  }
   matmul_by_decoded_rows(q, x, n_tokens, y, pool, four_bit_rows);
   add_bias_after(q, bias, n_tokens, y);
 }

@@ -19,8 +19,10 @@
 #include <cmath>
 #include <vector>
 
+#include "core/cpu_features.h"
 #include "core/half.h"
 #include "formats/format_impl.h"
+#include "formats/kernels.h"
 
 namespace lowbit::formats {
 
@@ -126,7 +128,15 @@ LOWBIT_VECTOR_CLONES void w4a16_rows(const QuantizedTensor& q, const float* x, i
 void w4a16_matmul(const QuantizedTensor& q, const float* x, int64_t n_tokens, const float* bias, float* y,
                   ThreadPool& pool) {
   std::vector<float> x16(size_t(n_tokens * q.cols));
-  for (int64_t i = 0; i < n_tokens * q.cols; ++i) x16[size_t(i)] = round_f16(x[i]);
+  if (cpu_level() >= CpuLevel::avx512) {
+    avx512::round_f16(x, n_tokens * q.cols, x16.data());
+    if (avx512::matmul_w4a16(q, x16.data(), n_tokens, y, pool)) {
+      add_bias_after(q, bias, n_tokens, y);
+      return;
+    }
+  } else {
+    for (int64_t i = 0; i < n_tokens * q.cols; ++i) x16[size_t(i)] = round_f16(x[i]);
+  }
   matmul_by_decoded_rows(q, x16.data(), n_tokens, y, pool, w4a16_rows);
   add_bias_after(q, bias, n_tokens, y);
 }

@@ -15,7 +15,9 @@
 #include <cmath>
 #include <vector>
 
+#include "core/cpu_features.h"
 #include "formats/format_impl.h"
+#include "formats/kernels.h"
 
 namespace lowbit::formats {
 
@@ -52,22 +54,36 @@ void w8a8_dequantize_row(const QuantizedTensor& q, int64_t row, float* out) {
   for (int64_t c = 0; c < q.cols; ++c) out[c] = float(in[c]) * scale;
 }
 
+// quantize_symmetric of one token's activations, with the AVX-512 loops where the CPU has them
+// (the same values: kernels.h).
+float quantize_activations(const float* in, int64_t n, int8_t* out, bool avx512) {
+  if (!avx512) return quantize_symmetric(in, n, out);
+  const float scale = avx512::absmax_below(in, n, 0.0f) / 127.0f;
+  if (scale > 0.0f)
+    avx512::divide_round_int8(in, n, scale, out);
+  else
+    std::fill_n(out, n, int8_t(0));
+  return scale;
+}
+
 void w8a8_matmul(const QuantizedTensor& q, const float* x, int64_t n_tokens, const float* bias, float* y,
                  ThreadPool& pool) {
   const int64_t rows = q.rows, cols = q.cols;
+  const CpuLevel level = cpu_level();
   std::vector<int8_t> xq(size_t(n_tokens * cols));
   std::vector<float> x_scale(static_cast<size_t>(n_tokens));
-  for (int64_t t = 0; t < n_tokens; ++t) x_scale[size_t(t)] = quantize_symmetric(x + t * cols, cols, xq.data() + t * cols);
+  pool.parallel_for(n_tokens, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t)
+      x_scale[size_t(t)] = quantize_activations(x + t * cols, cols, xq.data() + t * cols, level >= CpuLevel::avx512);
+  }, 4 * cols);
+  // acc = sum_c xq * q (int32, exact in any order: kernels.h picks the instructions).
+  const Int8Activations activations(xq.data(), n_tokens, cols, level);
+  std::vector<int32_t> acc(size_t(n_tokens * rows));
   pool.parallel_for(rows, [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) {
-      const int8_t* wq = weight_row(q, r);
-      for (int64_t t = 0; t < n_tokens; ++t) {
-        const int8_t* a = xq.data() + t * cols;
-        int32_t acc = 0;
-        for (int64_t c = 0; c < cols; ++c) acc += int32_t(a[c]) * int32_t(wq[c]);
-        y[t * rows + r] = float(acc) * (q.scales[size_t(r)] * x_scale[size_t(t)]);
-      }
-    }
+    int8_dot_rows(activations, weight_row(q, 0), begin, end, acc.data(), rows);
+    for (int64_t t = 0; t < n_tokens; ++t)
+      for (int64_t r = begin; r < end; ++r)
+        y[t * rows + r] = float(acc[size_t(t * rows + r)]) * (q.scales[size_t(r)] * x_scale[size_t(t)]);
   }, cols * n_tokens);
   add_bias_after(q, bias, n_tokens, y);
 }

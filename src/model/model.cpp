@@ -250,7 +250,7 @@ std::unique_ptr<Model> Model::load(const std::string& dir, Backend& backend, con
   // ignores a saved lm_head.weight).
   const Format head_format = opts.keep_head ? small : fmt_;
   auto emb = ld.read(nm.embedding, {vocab, dim});
-  m->w_.embedding = backend.upload_linear(quantize(small, emb.data(), vocab, dim, opts.quant), {});
+  m->w_.embedding = backend.upload_quantizing(small, {HostWeightPart{emb.data(), vocab, {}}}, dim, opts.quant, {});
   if (cfg.tie_word_embeddings) {
     if (ld.has(nm.head)) ld.mark_used(nm.head);
     if (head_format == small) {
