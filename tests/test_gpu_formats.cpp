@@ -126,7 +126,11 @@ TEST_CASE("quantized matmul on the GPU equals fp64 on the CPU-dequantized weight
       dequantize(q, deq.data());
       auto linear = gpu.upload_linear(q, bias);
       CHECK(linear->bytes() == weight_bytes(q) + bias.size() * sizeof(float));
-      for (int m : {1, 2, 3, 7, 16, 17, 64, 1024}) {
+      // Under emulation the largest batch is 130 tokens (a partial tile past two whole ones): 1024
+      // tokens cost minutes of emulated threads and add no path that 130 does not take.
+      const std::vector<int> batches = LOWBIT_EMULATED_GPU ? std::vector<int>{1, 2, 3, 7, 16, 17, 64, 130}
+                                                           : std::vector<int>{1, 2, 3, 7, 16, 17, 64, 1024};
+      for (int m : batches) {
         {
           INFO(fc.label << " " << s.rows << "x" << s.cols << " m=" << m);
           auto x = random_values(size_t(m) * s.cols, 100 + uint32_t(m));
@@ -276,6 +280,7 @@ TEST_CASE("CUDA logits equal the CPU's per quantized format on every fixture mod
           CHECK(nmse(d, c) < (prompt.size() > 16 && int8_activations ? 1e-2 : 1e-3));
           double worst = 0;
           for (size_t i = 0; i < prompt.size(); ++i) {
+            if (!test::decode_checked(i, prompt.size())) continue;  // its KV entry stays the prefill's
             auto cd = decode_step(*cpu_model, prompt[i], int(i), 0);
             auto gd = decode_step(*gpu_model, prompt[i], int(i), 0);
             worst = std::max(worst, nmse(gd, cd));

@@ -85,6 +85,7 @@ TEST_CASE("CUDA logits equal the CPU's for every fixture model (f32 and bf16)", 
           double worst = 0;
           float worst_golden = 0;
           for (size_t i = 0; i < prompt.size(); ++i) {
+            if (!test::decode_checked(i, prompt.size())) continue;  // its KV entry stays the prefill's
             auto c = decode_step(*cpu_model, prompt[i], int(i), 0);
             auto d = decode_step(*gpu_model, prompt[i], int(i), 0);
             worst = std::max(worst, nmse(d, c));
@@ -207,6 +208,10 @@ std::vector<float> logits_after(Model& model, std::vector<int32_t> prompt, const
 // same weight values with the same per-format activation arithmetic and differ only in summation
 // order (and, on a GPU, FMA contraction), so a continuation may part only at a near-tie: where it
 // does, the CPU's logits of the two candidate tokens must lie within 1e-3 of each other.
+// 64 tokens on a GPU; 32 under emulation (minutes of emulated threads otherwise, and the kernels
+// past the 32nd token are the ones before it, with more keys).
+constexpr int kGreedyTokens = LOWBIT_EMULATED_GPU ? 32 : 64;
+
 TEST_CASE("stories260K greedy tokens on CUDA equal the CPU's in every format", "[gpu]") {
   Tokenizer tok = Tokenizer::from_file(stories_dir() + "/tokenizer.json");
   const std::vector<int32_t> prompt = tok.encode("Once upon a time, there was a little", true);
@@ -219,7 +224,7 @@ TEST_CASE("stories260K greedy tokens on CUDA equal the CPU's in every format", "
     opts.max_context = 256;
     auto cpu_model = Model::load(stories_dir(), cpu, opts);
     auto gpu_model = Model::load(stories_dir(), gpu, opts);
-    const auto on_cpu = greedy(*cpu_model, prompt, 64), on_gpu = greedy(*gpu_model, prompt, 64);
+    const auto on_cpu = greedy(*cpu_model, prompt, kGreedyTokens), on_gpu = greedy(*gpu_model, prompt, kGreedyTokens);
     INFO("format " << format_name(f));
     REQUIRE(on_cpu.size() == on_gpu.size());
     size_t k = 0;
@@ -234,7 +239,8 @@ TEST_CASE("stories260K greedy tokens on CUDA equal the CPU's in every format", "
                                       << gap);
     CHECK(gap <= 1e-3f);
   }
-  WARN(identical << " of " << all_formats().size() << " formats gave identical 64-token continuations");
+  WARN(identical << " of " << all_formats().size() << " formats gave identical " << kGreedyTokens
+                 << "-token continuations");
   CHECK(identical >= 1);
 }
 
@@ -273,7 +279,8 @@ TEST_CASE("batched decode on CUDA gives each sequence its tokens alone", "[gpu]"
       r.sampling.temperature = requests.size() % 2 ? 0.8f : 0.0f;
       r.sampling.top_k = 40;
       r.sampling.seed = 11 + requests.size();
-      r.max_new_tokens = 10 + 5 * int(requests.size());
+      // Sequences that end at different steps (the batch shrinks); shorter under emulation.
+      r.max_new_tokens = LOWBIT_EMULATED_GPU ? 6 + 3 * int(requests.size()) : 10 + 5 * int(requests.size());
       requests.push_back(r);
     }
     std::vector<std::vector<int32_t>> batched(requests.size());
