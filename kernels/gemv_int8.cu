@@ -273,27 +273,43 @@ size_t int8_gemv_workspace_bytes(int n_tokens, int cols) {
          16 + size_t(cols) * sizeof(int);
 }
 
+// The GEMV over any number of tokens, kMaxGemvTokens at a time: every token's activations are
+// already in `ws` (and, for LLM.int8, the outlier columns of the whole batch, as bitsandbytes
+// picks them from the whole input), so the chunks are the batch's exact arithmetic.
+template <bool kLlmInt8>
+cudaError_t launch_int8_gemv_chunks(const QuantizedWeightView& w, const float* bias, const float* x, int n_tokens,
+                                    Workspace ws, float* y, cudaStream_t stream) {
+  for (int t0 = 0; t0 < n_tokens; t0 += kMaxGemvTokens) {
+    Workspace chunk = ws;
+    chunk.xq += size_t(t0) * size_t(w.cols);
+    chunk.token_scale += t0;
+    const int n = n_tokens - t0 < kMaxGemvTokens ? n_tokens - t0 : kMaxGemvTokens;
+    const cudaError_t err = launch_int8_gemv<kLlmInt8>(w, bias, x + size_t(t0) * size_t(w.cols), n, chunk,
+                                                       y + size_t(t0) * size_t(w.rows), stream);
+    if (err != cudaSuccess) return err;
+  }
+  return cudaSuccess;
+}
+
 cudaError_t launch_gemv_int8(const QuantizedWeightView& w, const float* bias, const float* x, int n_tokens, float* y,
                              void* workspace, cudaStream_t stream) {
   if (n_tokens <= 0 || w.rows <= 0) return cudaSuccess;
-  if (n_tokens > kMaxGemvTokens) return cudaErrorInvalidValue;
   const Workspace ws = carve(workspace, n_tokens, w.cols);
   cudaError_t err = launch<int8_outlier_kernel>({1, 1024, 0, stream}, x, n_tokens, w.cols, w.int8_threshold, ws);
   if (err != cudaSuccess) return err;
   err = launch<int8_quantize_tokens_kernel>({unsigned(n_tokens), 256, 0, stream}, x, w.cols, w.int8_threshold, ws);
   if (err != cudaSuccess) return err;
-  return launch_int8_gemv<true>(w, bias, x, n_tokens, ws, y, stream);
+  return launch_int8_gemv_chunks<true>(w, bias, x, n_tokens, ws, y, stream);
 }
 
 cudaError_t launch_gemv_w8a8(const QuantizedWeightView& w, const float* bias, const float* x, int n_tokens, float* y,
                              void* workspace, cudaStream_t stream) {
   if (n_tokens <= 0 || w.rows <= 0) return cudaSuccess;
-  if (n_tokens > kMaxGemvTokens) return cudaErrorInvalidValue;
   const Workspace ws = carve(workspace, n_tokens, w.cols);
   const cudaError_t err =
       launch<w8a8_quantize_tokens_kernel>({unsigned(n_tokens), 256, 0, stream}, x, w.cols, ws.xq, ws.token_scale);
   if (err != cudaSuccess) return err;
-  return launch_int8_gemv<false>(w, bias, x, n_tokens, ws, y, stream);
+  return launch_int8_gemv_chunks<false>(w, bias, x, n_tokens, ws, y, stream);
 }
 
 cudaError_t launch_dequantize_int8(const QuantizedWeightView& w, uint16_t* out, cudaStream_t stream) {

@@ -15,8 +15,9 @@ namespace lowbit::kernels {
 // activations, per-token scales, LLM.int8's outlier columns).
 size_t int8_gemv_workspace_bytes(int n_tokens, int cols);
 
-// y[t, r] = W x[t] (+ bias) with the format's run-time arithmetic, n_tokens <= kMaxGemvTokens.
-// Each is two launches: activation quantization, then the dp4a GEMV.
+// y[t, r] = W x[t] (+ bias) with the format's run-time arithmetic, for any n_tokens: activation
+// quantization of every token (and LLM.int8's outlier columns over the whole batch) once, then
+// the dp4a GEMV kMaxGemvTokens tokens at a time (one launch for a decode step).
 cudaError_t launch_gemv_int8(const QuantizedWeightView& w, const float* bias, const float* x, int n_tokens, float* y,
                              void* workspace, cudaStream_t stream);
 cudaError_t launch_gemv_w8a8(const QuantizedWeightView& w, const float* bias, const float* x, int n_tokens, float* y,

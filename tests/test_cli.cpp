@@ -607,3 +607,11 @@ TEST_CASE("LOWBIT_CPU_KERNELS picks the kernel level", "[cli]") {
   unsetenv("LOWBIT_CPU_KERNELS");
   check_one_line_error(bad, 2, "LOWBIT_CPU_KERNELS='avx9'");
 }
+
+// The two backends' opt-in approximations are each refused on the other backend, before any work.
+TEST_CASE("--cuda-fast-prefill is refused on the CPU backend", "[cli]") {
+  check_one_line_error(run_lowbit({"run", "-m", stories(), "-p", "x", "--device", "cpu", "--cuda-fast-prefill"}), 2,
+                       "--cuda-fast-prefill applies to the CUDA backend only");
+  check_one_line_error(run_lowbit({"bench", "-m", stories(), "--device", "cpu", "--cuda-fast-prefill"}), 2,
+                       "--cuda-fast-prefill applies to the CUDA backend only");
+}

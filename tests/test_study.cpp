@@ -37,6 +37,15 @@
 #include "test_util.h"
 #include "tokenizer/tokenizer.h"
 
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define LOWBIT_TEST_HAS_ASAN 1
+#endif
+#endif
+#ifndef LOWBIT_TEST_HAS_ASAN
+#define LOWBIT_TEST_HAS_ASAN 0
+#endif
+
 extern char** environ;
 
 namespace fs = std::filesystem;
@@ -980,7 +989,13 @@ TEST_CASE("peak RSS resets at a format's load, so each format's memory stands al
     CHECK(peak_rss_since_reset_bytes() >= before + (60 << 20));
   }
   REQUIRE(reset_peak_rss());
+#if defined(__SANITIZE_ADDRESS__) || LOWBIT_TEST_HAS_ASAN
+  // AddressSanitizer keeps freed memory in its quarantine, still resident: the reset mark is the
+  // current RSS, which here still holds the 64 MB, so only "no higher than then" can be checked.
+  CHECK(peak_rss_since_reset_bytes() < before + (72 << 20));
+#else
   CHECK(peak_rss_since_reset_bytes() < before + (8 << 20));  // the 64 MB peak is forgotten
+#endif
 }
 
 TEST_CASE("report: several models side by side, prompt id collisions, batch output and torn lines",

@@ -38,8 +38,13 @@ bool cuda_available() {
 }
 
 std::unique_ptr<Backend> make_backend(const std::string& device, int n_threads, size_t memory_cap_bytes,
-                                      bool cpu_bf16_activations) {
-  if (device == "cpu") return std::make_unique<CpuBackend>(n_threads, memory_cap_bytes, cpu_bf16_activations);
+                                      bool cpu_bf16_activations, bool cuda_fast_prefill) {
+  auto cpu = [&] {
+    if (cuda_fast_prefill)
+      throw UsageError("--cuda-fast-prefill applies to the CUDA backend only (this run would use the CPU)");
+    return std::make_unique<CpuBackend>(n_threads, memory_cap_bytes, cpu_bf16_activations);
+  };
+  if (device == "cpu") return cpu();
   if (device == "cuda" || device == "auto") {
 #if LOWBIT_HAVE_CUDA
     // The emulated device (a test build) runs kernels on the CPU, far slower than the CPU
@@ -47,10 +52,10 @@ std::unique_ptr<Backend> make_backend(const std::string& device, int n_threads, 
     if (cuda_available() && !(LOWBIT_EMULATED_GPU && device == "auto")) {
       if (cpu_bf16_activations)
         throw UsageError("--cpu-bf16-activations applies to the CPU backend only (add --device cpu)");
-      return make_cuda_backend(0, memory_cap_bytes);
+      return make_cuda_backend(0, memory_cap_bytes, cuda_fast_prefill);
     }
 #endif
-    if (device == "auto") return std::make_unique<CpuBackend>(n_threads, memory_cap_bytes, cpu_bf16_activations);
+    if (device == "auto") return cpu();
 #if LOWBIT_HAVE_CUDA
     throw DeviceError("--device cuda: no CUDA device is available (no GPU or no driver)");
 #else

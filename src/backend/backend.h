@@ -183,8 +183,10 @@ class Backend {
 // memory_cap_bytes > 0 makes allocations past that many bytes fail as if the device were full
 // (--memory-cap): the out-of-memory path, testable on any machine.
 // cpu_bf16_activations: CpuBackend's opt-in bf16-activation matmul (a usage error on CUDA).
+// cuda_fast_prefill: CudaBackend's opt-in bf16 tensor-core GEMMs for prompts (a usage error on
+// the CPU).
 std::unique_ptr<Backend> make_backend(const std::string& device, int n_threads, size_t memory_cap_bytes = 0,
-                                      bool cpu_bf16_activations = false);
+                                      bool cpu_bf16_activations = false, bool cuda_fast_prefill = false);
 bool cuda_available();
 
 }  // namespace lowbit

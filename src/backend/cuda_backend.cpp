@@ -420,11 +420,12 @@ void CudaBackend::gemm_bf16(const void* w_bf16, int rows, int cols, const float*
 }
 
 // Every format through the one table (cuda_quantized.cpp). Decode (n <= 16): the format's GEMV
-// (kernels/gemv_template.cuh: dequantization inside the dot product, bias fused). Prefill: F32 as
-// a true fp32 GEMM (no TF32), BF16 as a bf16 x bf16 GEMM with fp32 accumulation (the activations
-// rounded to bf16 first: tensor cores need both operands 16-bit), W8A8 as a true int8 GEMM when
-// the shape allows, everything else dequantized into a bf16 scratch buffer for the bf16 GEMM; the
-// bias in a small kernel. A layer of several parts (blockwise 4-bit only, see upload_linear):
+// (kernels/gemv_template.cuh: dequantization inside the dot product, bias fused). Prefill, by
+// default the format's arithmetic: F32 as a true fp32 GEMM (no TF32), W8A8 as a true int8 GEMM
+// when the shape allows, every other format through its GEMV in passes of 16 tokens. With
+// fast_prefill: BF16 as a bf16 x bf16 GEMM with fp32 accumulation (the activations rounded to
+// bf16 first: tensor cores need both operands 16-bit), the other formats dequantized into a bf16
+// scratch buffer for that GEMM; the bias in a small kernel. A layer of several parts (blockwise 4-bit only, see upload_linear):
 // each part's GEMV writes its rows into the layer's output (out_stride = the layer's rows,
 // out_rows = its row order), and the prefill path dequantizes every part into its rows.
 void CudaBackend::matmul_layer(const CudaLinear& l, const float* x, int n, float* y) {
@@ -442,15 +443,30 @@ void CudaBackend::matmul_layer(const CudaLinear& l, const float* x, int n, float
     v.out_rows = p.out_rows.bytes() > 0 ? p.out_rows.as<int32_t>() : nullptr;
     return v;
   };
-  if (n <= kernels::kMaxGemvTokens) {
-    const size_t ws_bytes = k->gemv_workspace_bytes(n, cols);
+  // The int8 GEMVs take any batch (activations quantized once for all of it: LLM.int8's outlier
+  // columns span the batch); the others take kMaxGemvTokens tokens per pass.
+  const bool int8_gemv = f == Format::INT8 || f == Format::W8A8;
+  auto gemv_passes = [&] {
+    const int per_pass = int8_gemv ? n : std::min(n, kernels::kMaxGemvTokens);
+    const size_t ws_bytes = k->gemv_workspace_bytes(per_pass, cols);
     void* ws = ws_bytes > 0 ? ensure_workspace(quantized_workspace_, ws_bytes, "quantized GEMV activations") : nullptr;
-    for (const CudaWeightPart& p : l.parts)
-      check(k->gemv(part_view(p), bias != nullptr ? bias + p.first_row : nullptr, x, n, y + p.first_row, ws,
-                    ctx_.stream()),
-            "gemv");
-    return;
-  }
+    for (int t0 = 0; t0 < n; t0 += per_pass) {
+      const int m = std::min(per_pass, n - t0);
+      const float* xt = x + size_t(t0) * size_t(cols);
+      float* yt = y + size_t(t0) * size_t(rows);
+      for (const CudaWeightPart& p : l.parts)
+        check(k->gemv(part_view(p), bias != nullptr ? bias + p.first_row : nullptr, xt, m, yt + p.first_row, ws,
+                      ctx_.stream()),
+              "gemv");
+    }
+  };
+  if (n <= kernels::kMaxGemvTokens) return gemv_passes();
+  // Prompts: the format's own arithmetic by default (F32 as a true fp32 GEMM; W8A8 as an exact
+  // int8 GEMM where cuBLAS takes the shape; every other format through its GEMV, 16 tokens per
+  // pass over the weight). --cuda-fast-prefill instead runs BF16 and the dequantized formats as
+  // bf16 tensor-core GEMMs: faster on long prompts, not the reference's arithmetic.
+  if (f == Format::W8A8 && single && matmul_w8a8_int8_gemm(l.parts.front().planes, bias, x, n, y)) return;
+  if (!fast_prefill_ && f != Format::F32) return gemv_passes();
   if (f == Format::F32) {
     // Column-major view: Y^T [rows, n] = W [rows, cols] (stored row-major = col-major W^T, so
     // op T) x X^T [cols, n] (row-major X = col-major X^T).
@@ -460,8 +476,6 @@ void CudaBackend::matmul_layer(const CudaLinear& l, const float* x, int n, float
                                      CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
   } else if (f == Format::BF16) {
     gemm_bf16(l.codes(), rows, cols, x, n, y);
-  } else if (f == Format::W8A8 && single && matmul_w8a8_int8_gemm(l.parts.front().planes, bias, x, n, y)) {
-    return;  // bias applied in the rescale
   } else {
     auto* wb = reinterpret_cast<uint16_t*>(ensure_workspace(
         dequantized_bf16_, size_t(rows) * size_t(cols) * sizeof(uint16_t), "a dequantized bf16 weight for the GEMM"));
@@ -725,11 +739,13 @@ double CudaBackend::copy_bandwidth_gbs() {
   return best;
 }
 
-std::unique_ptr<Backend> make_cuda_backend(int device_index, size_t memory_cap_bytes) {
+std::unique_ptr<Backend> make_cuda_backend(int device_index, size_t memory_cap_bytes, bool fast_prefill) {
   CudaContextOptions opts;
   opts.device_index = device_index;
   opts.max_bytes = memory_cap_bytes;
-  return std::make_unique<CudaBackend>(opts);
+  auto backend = std::make_unique<CudaBackend>(opts);
+  backend->set_fast_prefill(fast_prefill);
+  return backend;
 }
 
 }  // namespace lowbit

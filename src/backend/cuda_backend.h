@@ -31,6 +31,10 @@ class CudaBackend final : public Backend {
   ~CudaBackend() override;
   std::string name() const override { return "cuda"; }
   std::string description() const override;
+  // Prompts (more than 16 tokens) of BF16 and the dequantized formats through bf16 tensor-core
+  // GEMMs instead of each format's own arithmetic (--cuda-fast-prefill). Off by default.
+  void set_fast_prefill(bool on) { fast_prefill_ = on; }
+  bool fast_prefill() const { return fast_prefill_; }
 
   std::unique_ptr<DeviceBuffer> alloc(size_t n_floats, const std::string& what) override;
   // F32 / BF16 weights, and every quantized format with an entry in cuda_quantized.cpp's table
@@ -132,6 +136,7 @@ class CudaBackend final : public Backend {
   size_t next_staging_ = 0;
   DeviceMemory inv_freq_;
   std::vector<float> inv_freq_host_;
+  bool fast_prefill_ = false;
   DeviceMemory attention_workspace_, attention_counters_, gemm_input_bf16_, sampling_workspace_, sampling_history_, sampling_result_;
   DeviceMemory quantized_workspace_, dequantized_bf16_;  // GEMV activation scratch; prefill bf16 weight
   using GraphKey = std::pair<const void*, int>;  // (owner, batch size)
@@ -149,6 +154,6 @@ class CudaBackend final : public Backend {
   Recording capturing_;      // what the capture in progress has touched
 };
 
-std::unique_ptr<Backend> make_cuda_backend(int device_index, size_t memory_cap_bytes = 0);
+std::unique_ptr<Backend> make_cuda_backend(int device_index, size_t memory_cap_bytes = 0, bool fast_prefill = false);
 
 }  // namespace lowbit

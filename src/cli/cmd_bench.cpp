@@ -168,10 +168,11 @@ int run_bench(const BenchFlags& f) {
   warn_if_context_beyond_model(f.model.ctx, cfg);
 
   auto backend = make_backend(f.model.device, f.model.threads, size_t(f.model.memory_cap_mib * 1024.0 * 1024.0),
-                              f.model.cpu_bf16_activations);
+                              f.model.cpu_bf16_activations, f.model.cuda_fast_prefill);
   const bool on_cpu = backend->name() == "cpu";
   std::string device = device_name(*backend, f.model.threads);
   if (on_cpu && f.model.cpu_bf16_activations) device += ", bf16 activations for bf16 weights";
+  if (f.model.cuda_fast_prefill) device += ", fast prefill (bf16 tensor-core GEMMs)";
   // The roofline: copy bandwidth of the memory the weights live in, measured in this run.
   double copy_gbs = NAN;
   try {

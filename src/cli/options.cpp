@@ -51,6 +51,9 @@ void add_model_flags(CLI::App& app, ModelFlags& f) {
   app.add_flag("--cpu-bf16-activations", f.cpu_bf16_activations,
                "CPU, bf16 weights: multiply prompts and batches with activations rounded to bf16 (AVX512-BF16; "
                "about twice as fast, not the exact fp32 arithmetic; decoding one token stays exact)");
+  app.add_flag("--cuda-fast-prefill", f.cuda_fast_prefill,
+               "CUDA: prompts past 16 tokens through bf16 tensor-core GEMMs (bf16 and the dequantized formats; "
+               "faster on long prompts, not the format's arithmetic). Default: each format's own arithmetic");
 }
 
 void add_stop_flag(CLI::App& app, std::vector<std::string>& stop) {

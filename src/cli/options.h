@@ -30,7 +30,8 @@ struct ModelFlags {
   bool keep_head = true;
   double memory_cap_mib = 0;  // 0 = no cap
   std::string kv_cache = "auto";  // auto: f32 on the CPU, bf16 on CUDA
-  bool cpu_bf16_activations = false;  // CpuBackend's opt-in bf16-activation matmul of bf16 weights
+  bool cpu_bf16_activations = false;
+  bool cuda_fast_prefill = false;  // CudaBackend's opt-in bf16 tensor-core prompt GEMMs  // CpuBackend's opt-in bf16-activation matmul of bf16 weights
 };
 
 struct SamplingFlags {

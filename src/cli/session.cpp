@@ -42,7 +42,7 @@ Session open_session(const ModelFlags& flags, int n_slots) {
   auto t0 = std::chrono::steady_clock::now();
   validate_model_flags(flags);
   s.backend = make_backend(flags.device, flags.threads, size_t(flags.memory_cap_mib * 1024.0 * 1024.0),
-                           flags.cpu_bf16_activations);
+                           flags.cpu_bf16_activations, flags.cuda_fast_prefill);
   LoadOptions opts = load_options(flags, s.backend->name());
   opts.n_slots = n_slots;
   opts.progress = spdlog::should_log(spdlog::level::info);  // -q: no progress either
