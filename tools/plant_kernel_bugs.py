@@ -37,7 +37,7 @@ PLANTS = [
     ("missing row bounds check on the last rows of a GEMV block (partial row group)", "kernels/gemv_template.cuh",
      "        raw[u][r] = c < chunks && row0 + r < w.rows ? F::load(w, row0 + r, c) : make_uint4(0, 0, 0, 0);",
      "        raw[u][r] = c < chunks ? F::load(w, row0 + r, c) : make_uint4(0, 0, 0, 0);",
-     "build-fuzz", "test_gpu_formats", "quantized matmul on the GPU*"),
+     "build-fuzz", "test_gpu_kernels", "matmul (GEMV*"),
     ("wrong nibble order in the NF4/FP4 GEMV's word decoder", "kernels/gemv_nf4_fp4.cu",
      "for (int i = 0; i < kSub; ++i) v[i] = s.table[four_bit_word_code(word, i)];",
      "for (int i = 0; i < kSub; ++i) v[i] = s.table[four_bit_word_code(word, i ^ 1)];",
