@@ -24,6 +24,7 @@
 #include "generate/generate.h"
 #include "lowbit_config.h"
 #include "model/model.h"
+#include "golden_quant.h"
 #include "test_fixtures.h"
 
 using namespace lowbit;
@@ -294,4 +295,51 @@ TEST_CASE("CUDA logits equal the CPU's per quantized format on every fixture mod
         }
       }
     }
+}
+
+// The model-level fidelity check of test_quant_model.cpp on the CUDA backend: every format's
+// logits within 1e-4 of its transformers + bitsandbytes reference (the reference's 1-ulp spread
+// for the formats that round activations, with room: see check_golden_quant), prompts (each format's own arithmetic) and decode
+// steps, and the same greedy continuations, on the untidy fixtures.
+TEST_CASE("every format on CUDA equals its transformers + bitsandbytes reference within 1e-4", "[gpu]") {
+  CudaBackend gpu{CudaContextOptions{}};
+  test::check_golden_quant(gpu, 1.5);
+}
+
+// LLM.int8's activation quantizer on the GPU rounds the ties as bitsandbytes does (torch's
+// reciprocal, then a multiply): x = [0.1850586, 0.0925293, 0, ...] is CA = [127, 64], where
+// dividing gives 63. With the same int8 weight, the GPU's outputs are the CPU's (pinned to
+// bitsandbytes in test_formats) exactly, in decode and in a prompt.
+TEST_CASE("LLM.int8 activation ties round on the GPU as in bitsandbytes", "[gpu]") {
+  CudaBackend gpu{CudaContextOptions{}};
+  ThreadPool pool;
+  const int rows = 8, cols = 64;
+  auto wv = random_values(size_t(rows) * cols, 3, 0.05f);
+  QuantOptions opts;
+  const QuantizedTensor q = quantize(Format::INT8, wv.data(), rows, cols, opts);
+  auto linear = gpu.upload_linear(q, {});
+  for (int m : {1, 20}) {
+    std::vector<float> x(size_t(m) * cols, 0.0f);
+    for (int t = 0; t < m; ++t) {
+      x[size_t(t) * cols] = 0.1850586f;
+      x[size_t(t) * cols + 1] = 0.0925293f;
+      x[size_t(t) * cols + 2] = -0.0925293f * float(t % 3);  // more ties and zeros
+    }
+    auto xb = gpu.alloc(x.size(), "x");
+    auto yb = gpu.alloc(size_t(m) * rows, "y");
+    gpu.upload(*xb, 0, x.size(), x.data());
+    gpu.set_batch(batch_of_size(m));
+    gpu.matmul(*linear, *xb, *yb);
+    std::vector<float> y(size_t(m) * rows), want(y.size());
+    gpu.download(*yb, 0, y.size(), y.data());
+    lowbit::matmul(q, x.data(), m, want.data(), pool);
+    INFO("tokens " << m);
+    CHECK(y == want);
+    // Had the tie gone to 63, token 0's outputs would move by about SCB * w[r, 1] / 127^2 * 0.185.
+    std::vector<float> half(x.begin(), x.begin() + cols);
+    half[1] = 0.0924683f;  // the fp16 value below the tie: CA 63, the value a divide gives the tie
+    std::vector<float> below(static_cast<size_t>(rows));
+    lowbit::matmul(q, half.data(), 1, below.data(), pool);
+    CHECK(below != std::vector<float>(want.begin(), want.begin() + rows));
+  }
 }
