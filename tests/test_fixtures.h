@@ -125,17 +125,6 @@ double nmse(const std::vector<A>& a, const std::vector<B>& b) {
 // Test sizes: the full ones on a GPU, smaller under the emulated device (every emulated thread is
 // a fiber on the CPU) and smaller again when that build also runs AddressSanitizer (.ci/run's
 // kernel tests under ASan + UBSan). Same code paths, fewer repetitions.
-#if defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define LOWBIT_TEST_SANITIZED 1
-#endif
-#endif
-#if !defined(LOWBIT_TEST_SANITIZED) && defined(__SANITIZE_ADDRESS__)
-#define LOWBIT_TEST_SANITIZED 1
-#endif
-#ifndef LOWBIT_TEST_SANITIZED
-#define LOWBIT_TEST_SANITIZED 0
-#endif
 constexpr int sized(int on_gpu, int emulated, int sanitized) {
   return LOWBIT_EMULATED_GPU ? (LOWBIT_TEST_SANITIZED ? sanitized : emulated) : on_gpu;
 }

@@ -37,14 +37,6 @@
 #include "test_util.h"
 #include "tokenizer/tokenizer.h"
 
-#if defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define LOWBIT_TEST_HAS_ASAN 1
-#endif
-#endif
-#ifndef LOWBIT_TEST_HAS_ASAN
-#define LOWBIT_TEST_HAS_ASAN 0
-#endif
 
 extern char** environ;
 
@@ -989,7 +981,7 @@ TEST_CASE("peak RSS resets at a format's load, so each format's memory stands al
     CHECK(peak_rss_since_reset_bytes() >= before + (60 << 20));
   }
   REQUIRE(reset_peak_rss());
-#if defined(__SANITIZE_ADDRESS__) || LOWBIT_TEST_HAS_ASAN
+#if LOWBIT_TEST_SANITIZED
   // AddressSanitizer keeps freed memory in its quarantine, still resident: the reset mark is the
   // current RSS, which here still holds the 64 MB, so only "no higher than then" can be checked.
   CHECK(peak_rss_since_reset_bytes() < before + (72 << 20));

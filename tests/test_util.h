@@ -10,6 +10,21 @@
 #include <string>
 #include <vector>
 
+// 1 when this test binary is built with AddressSanitizer (clang's __has_feature, gcc's
+// __SANITIZE_ADDRESS__): freed memory stays resident in its quarantine, and every test runs
+// several times slower, so a few tests size themselves by it.
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define LOWBIT_TEST_SANITIZED 1
+#endif
+#endif
+#if !defined(LOWBIT_TEST_SANITIZED) && defined(__SANITIZE_ADDRESS__)
+#define LOWBIT_TEST_SANITIZED 1
+#endif
+#ifndef LOWBIT_TEST_SANITIZED
+#define LOWBIT_TEST_SANITIZED 0
+#endif
+
 namespace lowbit::test {
 
 inline std::string env_or(const char* name, const char* fallback) {
