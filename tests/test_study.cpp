@@ -984,10 +984,10 @@ TEST_CASE("peak RSS resets at a format's load, so each format's memory stands al
   }
   REQUIRE(reset_peak_rss());
 #if LOWBIT_TEST_SANITIZED
-  // AddressSanitizer keeps freed memory in its quarantine, still resident: the reset mark is the
-  // current RSS, which here still holds the 64 MB (and its shadow), so only "no higher than the
-  // peak while it was in use" can be checked.
-  CHECK(peak_rss_since_reset_bytes() <= during + (1 << 20));
+  // AddressSanitizer keeps freed memory (and writes its shadow) in its quarantine, still
+  // resident, so RSS after the free can exceed the peak during use: the forgetting is checked in
+  // the normal build only.
+  (void)during;
 #else
   CHECK(peak_rss_since_reset_bytes() < before + (8 << 20));  // the 64 MB peak is forgotten
 #endif
