@@ -1,7 +1,6 @@
 // Entry point of the [gpu] test binaries: with no CUDA device (or no driver) the binary exits
 // 77, which meson counts as SKIP; otherwise it runs the Catch2 session.
-#define CATCH_CONFIG_RUNNER
-#include <catch2/catch.hpp>
+#include "catch_session.h"
 #include <cuda_runtime.h>
 #include <cstdio>
 
@@ -13,5 +12,5 @@ int main(int argc, char** argv) {
                 err != cudaSuccess ? cudaGetErrorName(err) : "count 0");
     return 77;
   }
-  return Catch::Session().run(argc, argv);
+  return lowbit::test::run_catch_session(argc, argv);
 }

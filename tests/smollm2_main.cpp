@@ -1,8 +1,7 @@
 // Entry point of test_smollm2: the real model lives outside the repository
 // (../shared/models/smollm2-135m-instruct/, or $LOWBIT_SMOLLM2_GGUF); where it is absent the binary
 // says so and exits 77, which meson counts as SKIP.
-#define CATCH_CONFIG_RUNNER
-#include <catch2/catch.hpp>
+#include "catch_session.h"
 
 #include <cstdio>
 #include <filesystem>
@@ -15,5 +14,5 @@ int main(int argc, char** argv) {
     std::printf("%s not found: skipping the SmolLM2-135M-Instruct tests\n", path.c_str());
     return 77;
   }
-  return Catch::Session().run(argc, argv);
+  return lowbit::test::run_catch_session(argc, argv);
 }

@@ -31,7 +31,7 @@ KernelStats::KernelStats(int n_layers, std::string device) : n_layers_(n_layers)
   const char* v = std::getenv("LOWBIT_EMU_STATS");
   if (v == nullptr || std::string_view(v) != "1") return;
   if (!LOWBIT_EMULATED_GPU || device_ != "cuda") {
-    spdlog::warn("LOWBIT_EMU_STATS=1 counts kernels of the emulated GPU: run build-emu/lowbit with --device cuda");
+    spdlog::warn("LOWBIT_EMU_STATS=1 counts kernels of the emulated GPU: run build/lowbit-emu with --device cuda");
     return;
   }
   enabled_ = true;

@@ -1,5 +1,5 @@
 // LOWBIT_EMU_STATS=1: after generation, the kernels the decode steps launched, per decoded token
-// and per layer, per kernel name, from the emulated GPU's launch counter (build-emu/lowbit). The
+// and per layer, per kernel name, from the emulated GPU's launch counter (build/lowbit-emu). The
 // first performance figure of the GPU path that can be tracked without a GPU.
 #pragma once
 #include <cstdint>
