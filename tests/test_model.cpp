@@ -73,7 +73,7 @@ TEST_CASE("CPU logits equal transformers' within 1e-4", "[model]") {
         // Decode: one token at a time through the KV cache.
         float worst = 0;
         for (size_t i = 0; i < prompt.size(); ++i) {
-          auto step = decode_step(*model, prompt[i], int(i), 0);
+          auto step = test::decode_logits(*model, prompt[i], int(i), 0);
           worst = std::max(worst, max_abs_diff(step.data(), g.logits[p].data() + i * size_t(vocab), size_t(vocab)));
         }
         INFO("prompt " << p << " decode");
@@ -148,15 +148,6 @@ TEST_CASE("forward_sample draws what forward + sample_token draw", "[model][samp
   sp.seed = 7;
   std::vector<int32_t> prompt;
   for (int i = 0; i < 20; ++i) prompt.push_back(int32_t(1 + (i * 37) % 500));
-  auto prompt_batch = [&](int slot) {
-    TokenBatch b;
-    for (size_t i = 0; i < prompt.size(); ++i) {
-      b.tokens.push_back(prompt[i]);
-      b.positions.push_back(int32_t(i));
-      b.slots.push_back(slot);
-    }
-    return b;
-  };
   auto reference = [&](const TokenBatch& b, const std::vector<int>& rows, std::span<const SampleSpec> specs) {
     std::vector<float> logits(rows.size() * vocab);
     model->forward(b, rows, logits.data());
@@ -171,15 +162,15 @@ TEST_CASE("forward_sample draws what forward + sample_token draw", "[model][samp
     INFO("rows " << rows.front() << ".." << rows.back());
     std::vector<SampleSpec> specs;
     for (size_t i = 0; i < rows.size(); ++i) specs.push_back({sp, prompt, uint64_t(5 + i)});
-    const auto expected = reference(prompt_batch(0), rows, specs);
-    CHECK(model->forward_sample(prompt_batch(0), rows, specs) == expected);
+    const auto expected = reference(prefill_batch(prompt, 0), rows, specs);
+    CHECK(model->forward_sample(prefill_batch(prompt, 0), rows, specs) == expected);
     differing_draws += expected.size() > 1 && expected[0] != expected[1];
   }
   CHECK(differing_draws > 0);  // different rows and steps did draw different ids
 
   // Decode steps over two slots, fed with the sampled ids.
-  (void)model->forward_sample(prompt_batch(0), {19}, std::vector<SampleSpec>{{sp, prompt, 0}});
-  (void)model->forward_sample(prompt_batch(1), {19}, std::vector<SampleSpec>{{sp, prompt, 0}});
+  (void)model->forward_sample(prefill_batch(prompt, 0), {19}, std::vector<SampleSpec>{{sp, prompt, 0}});
+  (void)model->forward_sample(prefill_batch(prompt, 1), {19}, std::vector<SampleSpec>{{sp, prompt, 0}});
   TokenBatch step{{5, 9}, {20, 20}, {0, 1}};
   std::vector<int32_t> sampled;
   for (int s = 0; s < 6; ++s) {
