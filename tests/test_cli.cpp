@@ -588,3 +588,23 @@ TEST_CASE("--cuda-fast-prefill is refused on the CPU backend", "[cli]") {
                        "--cuda-fast-prefill applies to the CUDA backend only");
 }
 
+// --w4-group reaches QuantOptions::w4_group: `info` reports the bytes Model::plan computes with
+// that group size, more bytes for smaller groups (one fp16 scale and zero point per group).
+TEST_CASE("--w4-group sets the W4A16 group size", "[cli]") {
+  check_one_line_error(run_lowbit({"run", "-m", stories(), "-p", "x", "--w4-group", "0"}), 2, "--w4-group");
+  auto linear_bytes = [](const std::vector<std::string>& extra) {
+    std::vector<std::string> args{"info", "-m", stories(), "--device", "cpu", "--quant", "W4A16", "--json"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    const Result r = run_lowbit(args);
+    INFO(r.err);
+    REQUIRE(r.code == 0);
+    return nlohmann::json::parse(r.out).at("linear_bytes").get<size_t>();
+  };
+  lowbit::LoadOptions opts;
+  opts.format = lowbit::Format::W4A16;
+  opts.quant.w4_group = 32;
+  CHECK(linear_bytes({"--w4-group", "32"}) == lowbit::Model::plan(stories(), opts).linear_bytes);
+  opts.quant.w4_group = 128;
+  CHECK(linear_bytes({}) == lowbit::Model::plan(stories(), opts).linear_bytes);
+  CHECK(linear_bytes({"--w4-group", "32"}) > linear_bytes({}));
+}

@@ -143,7 +143,7 @@ TEST_CASE("GPU sampling of a model's logits equals the CPU sampler", "[gpu]") {
   sp.seed = 7;
   int mismatches = 0;
   for (uint64_t step = 0; step < 50; ++step)
-    mismatches += gpu.sample_on_device(*buf, 0, int(logits.size()), sp, g.prompts.front(), step) !=
+    mismatches += gpu.sample(*buf, 0, int(logits.size()), sp, g.prompts.front(), step) !=
                   sample_token(logits, sp, g.prompts.front(), step);
   CHECK(mismatches == 0);
 }
@@ -325,7 +325,7 @@ TEST_CASE("device sampling equals sampler.h on a 128,256-token vocabulary", "[gp
       sp.seed = 1000 + seed;
       const uint64_t step = seed * 7;
       ++draws;
-      mismatches += gpu.sample_on_device(*buf, 0, vocab, sp, history, step) != sample_token(logits, sp, history, step);
+      mismatches += gpu.sample(*buf, 0, vocab, sp, history, step) != sample_token(logits, sp, history, step);
     }
   WARN(mismatches << " of " << draws << " device draws differ from sampler.h");
   CHECK(mismatches == 0);

@@ -75,8 +75,6 @@ class CpuBackend final : public Backend {
   double copy_bandwidth_gbs() override;
   size_t peak_memory_bytes() const override { return budget_.peak(); }
 
-  ThreadPool& pool() { return pool_; }
-
  private:
   ThreadPool pool_;
   MemoryBudget budget_;

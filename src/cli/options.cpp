@@ -36,6 +36,9 @@ void add_model_flags(CLI::App& app, ModelFlags& f) {
   app.add_option("--block-size", f.block_size, "nf4/fp4 block size")->capture_default_str();
   app.add_option("--int8-threshold", f.int8_threshold, "LLM.int8 outlier threshold (0 = no decomposition)")
       ->capture_default_str();
+  app.add_option("--w4-group", f.w4_group,
+                 "W4A16 group size: columns sharing one scale (and zero point) along the input dimension")
+      ->capture_default_str();
   app.add_flag("--w4-symmetric", f.w4_symmetric, "W4A16: symmetric groups (no zero point)");
   app.add_option("--keep-head", f.keep_head,
                  "keep the output head in 16-bit (true, as transformers+bitsandbytes do) or quantize it (false)")
@@ -136,6 +139,7 @@ LoadOptions load_options(const ModelFlags& f, const std::string& backend_name) {
   }
   if (f.block_size < 16 || f.block_size > 4096 || (f.block_size & (f.block_size - 1)) != 0)
     throw UsageError(fmt::format("--block-size {}: must be a power of two from 16 to 4096", f.block_size));
+  if (f.w4_group < 1) throw UsageError(fmt::format("--w4-group {}: must be >= 1", f.w4_group));
   if (!(f.int8_threshold >= 0)) throw UsageError(fmt::format("--int8-threshold {}: must be >= 0", f.int8_threshold));
   if (f.ctx < 0) throw UsageError(fmt::format("--ctx {}: must be >= 0", f.ctx));
   if (f.threads < 0) throw UsageError(fmt::format("--threads {}: must be >= 0", f.threads));
@@ -143,6 +147,7 @@ LoadOptions load_options(const ModelFlags& f, const std::string& backend_name) {
   o.quant.block_size = f.block_size;
   o.quant.int8_threshold = f.int8_threshold;
   o.quant.w4_symmetric = f.w4_symmetric;
+  o.quant.w4_group = f.w4_group;
   o.keep_head = f.keep_head;
   o.max_context = f.ctx;
   if (f.kv_cache == "auto")

@@ -27,6 +27,7 @@ struct ModelFlags {
   int block_size = 64;
   float int8_threshold = 6.0f;
   bool w4_symmetric = false;
+  int w4_group = 128;
   bool keep_head = true;
   double memory_cap_mib = 0;  // 0 = no cap
   std::string kv_cache = "auto";  // auto: f32 on the CPU, bf16 on CUDA
