@@ -200,7 +200,7 @@ int batch(const BatchFlags& f) {
     return 0;
   }
 
-  Session s = open_session(f.model, f.batch_size);
+  Session s = open_session(f.model, generation, f.batch_size);
   const std::vector<int32_t> stop_ids = s.stop_ids();
   const std::string quant(format_name(s.model->options().format));
   const ModelIdentity identity = model_identity(f.model.model_dir);

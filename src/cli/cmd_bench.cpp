@@ -156,6 +156,7 @@ int run_bench(const BenchFlags& f) {
   const std::vector<int> prompt_lens = parse_int_list("-p/--n-prompt", f.prompt_list, 1, 1 << 20);
   if (f.gen < 1) throw UsageError(fmt::format("-n/--n-gen {}: must be >= 1", f.gen));
   if (f.repeats < 1) throw UsageError(fmt::format("-r/--repetitions {}: must be >= 1", f.repeats));
+  validate_model_flags(f.model);
   if (!std::filesystem::is_directory(f.model.model_dir))
     throw InputError(fmt::format("{}: model folder not found", f.model.model_dir));
   const ModelConfig cfg = load_config(f.model.model_dir);
@@ -190,14 +191,14 @@ int run_bench(const BenchFlags& f) {
   for (auto& prompt : all_prompts)
     for (int i = 0; i < max_prompt; ++i) prompt.push_back(token(rng));
 
+  LoadOptions bench_opts = load_options(f.model, backend->name());
+  bench_opts.n_slots = max_batch;
+  bench_opts.max_context = max_prompt + f.gen;  // the KV cache holds what the benchmark uses, no more
+  bench_opts.progress = !f.json;
   std::vector<Row> rows;
   for (Format format : formats) {
-    ModelFlags mf = f.model;
-    mf.quant = std::string(format_name(format));
-    LoadOptions opts = load_options(mf, backend->name());
-    opts.n_slots = max_batch;
-    opts.max_context = max_prompt + f.gen;  // the KV cache holds what the benchmark uses, no more
-    opts.progress = !f.json;
+    LoadOptions opts = bench_opts;
+    opts.format = format;
     auto t0 = Clock::now();
     std::unique_ptr<Model> model = Model::load(f.model.model_dir, *backend, opts);
     const double load_s = seconds_since(t0);

@@ -130,7 +130,7 @@ int run_chat(const RunFlags& f) {
     if (t.text.empty() && t.origin != "-p") throw InputError(fmt::format("{}: the prompt is empty", t.origin));
     first = t.text;
   }
-  Session s = open_session(f.model);
+  Session s = open_session(f.model, defaults);
   spdlog::info("chat template: {}; seed {}, temperature {}, top-k {}, top-p {}", chat_family_name(tmpl.family()),
                sp.seed, sp.temperature, sp.top_k, sp.top_p);
   std::vector<ChatMessage> conv;
@@ -233,7 +233,7 @@ int run(const RunFlags& f) {
   // generation is asked for with an explicit -p "".
   if (text.empty() && prompt_text.origin != "-p")
     throw InputError(fmt::format("{}: the prompt is empty (-p \"\" generates from BOS alone)", prompt_text.origin));
-  Session s = open_session(f.model);
+  Session s = open_session(f.model, defaults);
   std::vector<int32_t> prompt = s.tokenizer->encode(text, true);
   if (prompt.empty()) throw InputError("the prompt encodes to no tokens and the tokenizer adds no BOS");
   const int ctx = s.model->max_context();
