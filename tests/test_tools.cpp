@@ -350,8 +350,8 @@ TEST_CASE("make-model tiny presets load, give finite logits and are deterministi
         CHECK(store.get("lm_head.weight").shape == std::vector<int64_t>{512, 128});
       } else {
         CHECK(cfg.arch == Arch::Falcon);
-        CHECK(cfg.multi_query);
-        CHECK(cfg.parallel_attn);
+        CHECK(cfg.qkv_layout == QkvLayout::stacked);  // multi_query
+        CHECK(cfg.parallel_attention);
         CHECK(cfg.tie_word_embeddings);
         CHECK(store.get("transformer.h.3.self_attention.query_key_value.weight").shape ==
               std::vector<int64_t>{(4 + 2) * 32, 128});

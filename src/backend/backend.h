@@ -12,8 +12,8 @@
 #include <string>
 #include <vector>
 
+#include "backend/op_kinds.h"
 #include "formats/format.h"
-#include "model/config.h"
 #include "sampler/sampler.h"
 
 namespace lowbit {
