@@ -10,6 +10,8 @@
 #include <fstream>
 #include <functional>
 #include <map>
+#include <optional>
+#include <span>
 #include <sstream>
 
 #include <nlohmann/json.hpp>
@@ -349,4 +351,52 @@ TEST_CASE("recorded decode steps replay to the same logits; a refused recording 
       CHECK_FALSE(rec.has_recording(owner, 1));
     }
   }
+}
+
+// The stop rules of every generation loop (generate/generate.h take_token), in their order: a
+// stop id, then the caller's interrupt, then a stop string, then max_new_tokens, then the context.
+TEST_CASE("take_token applies the stop rules in order", "[model][generate]") {
+  CpuBackend backend(1);
+  LoadOptions opts;
+  opts.max_context = 8;
+  auto model = Model::load(test::data_dir() + "/models/llama-gqa-tied", backend, opts);
+  GenerationRequest req;
+  req.prompt = {1, 2, 3};
+  req.max_new_tokens = 3;
+  req.stop_ids = {7};
+  bool stop_string = false;
+  req.stop_after = [&stop_string](std::span<const int32_t>) { return stop_string; };
+  auto taken = [&](int32_t tok, bool keep_going, bool matched, int position = 3) {
+    Sequence s(req, 0);
+    s.position = position;
+    stop_string = matched;
+    const bool done = take_token(*model, s, tok, keep_going);
+    CHECK(s.result.tokens == std::vector<int32_t>{tok});
+    CHECK(s.history.back() == tok);
+    return done ? std::optional<StopReason>(s.result.stop) : std::nullopt;
+  };
+  CHECK(taken(7, false, true) == StopReason::eos);
+  CHECK(taken(5, false, true) == StopReason::interrupted);
+  CHECK(taken(5, true, true) == StopReason::stop_string);
+  CHECK(taken(5, true, false) == std::nullopt);
+  CHECK(taken(5, true, false, 8) == StopReason::context);  // the next token would go past the cache
+  Sequence s(req, 0);
+  for (int32_t tok : {4, 5}) CHECK_FALSE(take_token(*model, s, tok));
+  CHECK(take_token(*model, s, 6));
+  CHECK(s.result.stop == StopReason::length);
+  CHECK(s.result.tokens == std::vector<int32_t>{4, 5, 6});
+
+  // generate() is prefill, decode_step and take_token: the same tokens as the loop written out.
+  req.stop_after = nullptr;
+  req.stop_ids = {};
+  req.max_new_tokens = 4;
+  req.sampling.temperature = 0.9f;
+  req.sampling.seed = 3;
+  const GenerationResult g = generate(*model, req, [](int32_t) { return true; });
+  Sequence by_hand(req, 0);
+  Sequence* const one[] = {&by_hand};
+  for (int32_t tok = prefill(*model, by_hand); !take_token(*model, by_hand, tok);) tok = decode_step(*model, one)[0];
+  CHECK(g.tokens == by_hand.result.tokens);
+  CHECK(g.tokens.size() == 4);
+  CHECK(g.stop == StopReason::length);
 }

@@ -28,6 +28,7 @@
 #include "study/report.h"
 #include "core/error.h"
 #include "core/parallel.h"
+#include "generate/generate.h"
 #include "model/model.h"
 
 namespace lowbit::cli {
@@ -115,27 +116,28 @@ Timing run_once(Model& model, const std::vector<std::vector<int32_t>>& prompts, 
   auto t0 = Clock::now();
   model.forward(batch, rows, logits.data());  // forward downloads the logits: it has synchronized
   t.prefill_s = seconds_since(t0);
-  TokenBatch step;
+  // Decode as generation runs it (generate/generate.h): greedy, no stop ids, gen steps after the
+  // first token; every step one token per slot, picked on the backend (only ids come back),
+  // recorded and replayed where the backend can (CUDA graphs).
+  std::vector<GenerationRequest> requests(static_cast<size_t>(b));
+  std::vector<Sequence> seqs;
   for (int s = 0; s < b; ++s) {
-    step.tokens.push_back(argmax(logits.data() + size_t(s) * size_t(vocab), vocab));
-    step.positions.push_back(p);
-    step.slots.push_back(s);
+    GenerationRequest& req = requests[size_t(s)];
+    req.prompt = prompts[size_t(s)];
+    req.sampling.temperature = 0;
+    req.max_new_tokens = gen + 1;
+    seqs.emplace_back(req, s);
+  }
+  std::vector<Sequence*> active;
+  for (Sequence& s : seqs) {
+    take_token(model, s, argmax(logits.data() + size_t(s.slot) * size_t(vocab), vocab));
+    active.push_back(&s);
   }
   t.ttft_s = seconds_since(t0);
-  std::vector<int> all_rows(static_cast<size_t>(b));
-  for (int s = 0; s < b; ++s) all_rows[size_t(s)] = s;
-  // Decode as generation runs it: greedy picks on the backend (only ids come back), the step
-  // recorded and replayed where the backend can (CUDA graphs).
-  SamplingParams greedy;
-  greedy.temperature = 0;
-  const std::vector<SampleSpec> specs(static_cast<size_t>(b), SampleSpec{greedy, {}, 0});
   t0 = Clock::now();
   for (int g = 0; g < gen; ++g) {
-    const std::vector<int32_t> ids = model.forward_sample(step, all_rows, specs);
-    for (int s = 0; s < b; ++s) {
-      step.tokens[size_t(s)] = ids[size_t(s)];
-      ++step.positions[size_t(s)];
-    }
+    const std::vector<int32_t> ids = decode_step(model, active);
+    for (size_t s = 0; s < active.size(); ++s) take_token(model, *active[s], ids[s]);
   }
   t.decode_s = seconds_since(t0);
   return t;

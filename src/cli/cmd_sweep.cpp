@@ -324,10 +324,8 @@ void Sweep::parse() {
   const int context = f_.model.ctx > 0 ? f_.model.ctx : cfg.max_position_embeddings;
   for (Prompt& p : prompts_) {
     p.tokens = tok.encode(p.text, p.messages.is_null());
-    if (p.tokens.empty()) throw InputError(fmt::format("prompt {}: encodes to no tokens", p.id.dump()));
-    if (int(p.tokens.size()) >= context)
-      throw InputError(fmt::format("prompt {}: {} tokens but the context holds {} (use --ctx)", p.id.dump(),
-                                   p.tokens.size(), context));
+    if (const std::string problem = prompt_problem(p.tokens.size(), context); !problem.empty())
+      throw InputError(fmt::format("prompt {}: {}", p.id.dump(), problem));
   }
   identity_ = model_identity(f_.model.model_dir);
   unscored_path_ = f_.output + ".unscored";
