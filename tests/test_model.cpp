@@ -251,6 +251,12 @@ class RecordingCpuBackend final : public Backend {
   void activation(const DeviceBuffer& gu, Activation a, int hidden, DeviceBuffer& out) override {
     op([&gu, a, hidden, &out, this] { cpu.activation(gu, a, hidden, out); });
   }
+  void head(const DeviceBuffer& x, const std::vector<int>& rows, const DeviceNorm& w, NormKind k, float eps, int dim,
+            const DeviceLinear& h, DeviceBuffer& gathered, DeviceBuffer& normed, DeviceBuffer& logits) override {
+    op([&x, rows, &w, k, eps, dim, &h, &gathered, &normed, &logits, this] {
+      cpu.head(x, rows, w, k, eps, dim, h, gathered, normed, logits);
+    });
+  }
   void synchronize() override {}
   int32_t sample(const DeviceBuffer& l, size_t row, int vocab, const SamplingParams& p, std::span<const int32_t> h,
                  uint64_t step) override {

@@ -104,8 +104,9 @@ bool env_switch_on(const char* name) {
 }  // namespace
 
 // A pinned host buffer a batch upload is copied from, with the event that marks the copy done:
-// the host writes a slot again only after its previous copy has left it. A ring of a few slots
-// lets the two set_batch calls of one forward (model.cpp) not wait on each other.
+// the host writes a slot again only after its previous copy has left it. The model uploads one
+// batch per forward; a ring of a few slots lets the next forward's upload be staged while an
+// earlier copy may still be in flight (a forward whose results stay on the device, say).
 struct CudaBackend::StagingSlot {
   PinnedMemory host;
   cudaEvent_t copied = nullptr;
@@ -344,14 +345,19 @@ void CudaBackend::embed(const DeviceLinear& table, DeviceBuffer& out) {
 }
 
 void CudaBackend::norm(const DeviceBuffer& x, const DeviceNorm& w, NormKind kind, float eps, int dim, DeviceBuffer& out) {
+  norm_rows(x, w, kind, eps, dim, batch_.size(), out);
+}
+
+void CudaBackend::norm_rows(const DeviceBuffer& x, const DeviceNorm& w, NormKind kind, float eps, int dim, int rows,
+                            DeviceBuffer& out) {
   const auto& nw = static_cast<const CudaNorm&>(w);
-  const size_t n = size_t(batch_.size()) * size_t(dim);
+  const size_t n = size_t(rows) * size_t(dim);
   require_floats(x, n, "norm", "the input");
   require_floats(out, n, "norm", "the output");
   // x is only read when no residual delta is given.
   cuda_check(kernels::launch_norm(const_cast<float*>(data(x)), nullptr, nw.weight.as<float>(), nw.bias_or_null(),
                              kind == NormKind::RMSNorm ? kernels::NormKindGpu::rms : kernels::NormKindGpu::layer, eps,
-                             batch_.size(), dim, data(out), ctx_.stream()),
+                             rows, dim, data(out), ctx_.stream()),
         "norm");
 }
 
@@ -392,9 +398,20 @@ void CudaBackend::add(DeviceBuffer& x, const DeviceBuffer& y, int dim) {
   cuda_check(kernels::launch_add(data(x), data(y), n, ctx_.stream()), "add");
 }
 
+void CudaBackend::head(const DeviceBuffer& x, const std::vector<int>& rows, const DeviceNorm& w, NormKind kind,
+                       float eps, int dim, const DeviceLinear& head, DeviceBuffer& gathered, DeviceBuffer& normed,
+                       DeviceBuffer& logits) {
+  gather_rows(x, rows, dim, gathered);
+  norm_rows(gathered, w, kind, eps, dim, int(rows.size()), normed);
+  matmul_rows(head, normed, int(rows.size()), logits);
+}
+
 void CudaBackend::matmul(const DeviceLinear& w, const DeviceBuffer& x, DeviceBuffer& y) {
+  matmul_rows(w, x, batch_.size(), y);
+}
+
+void CudaBackend::matmul_rows(const DeviceLinear& w, const DeviceBuffer& x, int n, DeviceBuffer& y) {
   const auto& l = static_cast<const CudaLinear&>(w);
-  const int n = batch_.size();
   const int rows = int(l.rows()), cols = int(l.cols());
   require_floats(x, size_t(n) * size_t(cols), "matmul", "the input");
   require_floats(y, size_t(n) * size_t(rows), "matmul", "the output");

@@ -475,20 +475,21 @@ void Model::forward_chunk(const TokenBatch& batch, const std::vector<int>& logit
                                    slot, opts_.n_slots, max_context_));
   }
   const bool recordable = be.can_record() && is_decode_step(batch, logit_rows) && !unrecordable_sizes_.count(n);
+  // The one upload of this forward's tokens, positions and slots: the ops (and a recording, which
+  // reads them from where set_batch puts them) all use it.
+  be.set_batch(batch);
   bool done = false;
   if (recordable && be.has_recording(this, n)) {
-    be.set_batch(batch);
     be.replay(this, n);
     done = true;
   } else if (recordable && decode_sizes_seen_.count(n)) {
     // Second decode step of this size: every buffer it needs exists now, so record it. A
     // recording the device refuses (DeviceError) costs speed, not the run: the step runs eagerly
     // and this size is never recorded again.
-    be.set_batch(batch);  // uploaded now; the recording reads it from where set_batch puts it
     try {
       be.begin_recording(this, n);
       try {
-        run_ops(batch, logit_rows);
+        run_ops(logit_rows);
       } catch (...) {
         be.abort_recording();
         throw;
@@ -502,7 +503,7 @@ void Model::forward_chunk(const TokenBatch& batch, const std::vector<int>& logit
     }
   }
   if (!done) {
-    run_ops(batch, logit_rows);
+    run_ops(logit_rows);
     if (recordable) decode_sizes_seen_.insert(n);
   }
   if (!logit_rows.empty()) consume(*logits_);
@@ -512,12 +513,11 @@ void Model::forward_chunk(const TokenBatch& batch, const std::vector<int>& logit
 //   sequential (Llama, Falcon without parallel_attn):  x += attn(norm1(x)); x += mlp(norm2(x))
 //   parallel (Falcon 7B, one LayerNorm):                 h = norm1(x); x += attn(h) + mlp(h)
 //   parallel, two LayerNorms (Falcon 40B):              x += attn(ln_attn(x)) + mlp(ln_mlp(x))
-void Model::run_ops(const TokenBatch& batch, const std::vector<int>& logit_rows) {
+void Model::run_ops(const std::vector<int>& logit_rows) {
   Backend& be = backend_;
   const ModelConfig& c = config_;
   const int dim = c.hidden_size, hidden = c.intermediate_size;
   const float eps = c.norm_eps;
-  be.set_batch(batch);
   be.embed(*w_.embedding, *x_);
   for (int l = 0; l < c.n_layers; ++l) {
     const LayerWeights& L = w_.layers[size_t(l)];
@@ -541,17 +541,8 @@ void Model::run_ops(const TokenBatch& batch, const std::vector<int>& logit_rows)
     be.add(*x_, *mlp_out_, dim);
   }
   // Only the rows whose logits are wanted go through the final norm and the head.
-  TokenBatch last;
-  for (int r : logit_rows) {
-    last.tokens.push_back(batch.tokens[size_t(r)]);
-    last.positions.push_back(batch.positions[size_t(r)]);
-    last.slots.push_back(batch.slots[size_t(r)]);
-  }
-  if (last.size() == 0) return;
-  be.gather_rows(*x_, logit_rows, dim, *xn_);
-  be.set_batch(last);
-  be.norm(*xn_, *w_.final_norm, c.norm, eps, dim, *mlp_in_);
-  be.matmul(*w_.head, *mlp_in_, *logits_);
+  if (logit_rows.empty()) return;
+  be.head(*x_, logit_rows, *w_.final_norm, c.norm, eps, dim, *w_.head, *xn_, *mlp_in_, *logits_);
 }
 
 size_t Model::weight_bytes() const {
