@@ -97,7 +97,7 @@ inline void check_golden_quant(Backend& backend, double spread_factor = 1.0, siz
           // A skipped position keeps the prefill's KV entry: only where the reference's decode
           // equals its prefill (not LLM.int8, whose outliers differ token by token).
           if (!has(decode_key) && !decode_checked(i, prompts[j].size())) continue;
-          const auto step = decode_step(*model, prompts[j][i], int(i), 0);
+          const auto step = decode_logits(*model, prompts[j][i], int(i), 0);
           for (size_t v = 0; v < vocab; ++v)
             worst_decode = std::max(worst_decode, std::fabs(step[v] - want_decode[i * vocab + v]));
         }

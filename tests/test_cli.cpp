@@ -24,38 +24,14 @@ namespace fs = std::filesystem;
 using lowbit::test::data_dir;
 using lowbit::test::lowbit_bin;
 using lowbit::test::root_dir;
+using lowbit::test::run_cli;
+using lowbit::test::run_lowbit;
 
 using lowbit::test::slurp;
 
 namespace {
 
 using Result = lowbit::test::RunResult;
-
-std::string quote(const std::string& s) {
-  std::string q = "'";
-  for (char c : s) {
-    if (c == '\'')
-      q.append("'\\''");
-    else
-      q.push_back(c);
-  }
-  return q + "'";
-}
-
-Result run_lowbit(const std::vector<std::string>& args) {
-  static int counter = 0;
-  fs::path dir = fs::temp_directory_path() / ("lowbit_cli_" + std::to_string(getpid()));
-  fs::create_directories(dir);
-  fs::path out = dir / ("out" + std::to_string(counter)), err = dir / ("err" + std::to_string(counter++));
-  std::string cmd = quote(lowbit_bin());
-  for (const auto& a : args) {
-    cmd.push_back(' ');
-    cmd.append(quote(a));
-  }
-  cmd.append(" >").append(quote(out.string())).append(" 2>").append(quote(err.string())).append(" </dev/null");
-  int status = std::system(cmd.c_str());
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, slurp(out), slurp(err)};
-}
 
 // The error contract: one line "error: ...", containing `needle`, last on stderr. Usage errors
 // come before any work, so for them (code 2) it is the only line; runtime errors may follow logs.
@@ -241,14 +217,10 @@ void write_file(const fs::path& p, const std::string& bytes) {
   out << bytes;
 }
 
-RunResult lowbit_run(const std::vector<std::string>& args, const std::string& stdin_path = "/dev/null") {
-  return lowbit::test::run_lowbit(args, {}, stdin_path);
-}
-
 nlohmann::json run_json(const std::vector<std::string>& args, const std::string& stdin_path = "/dev/null") {
   std::vector<std::string> a{"run", "--json", "-q"};
   a.insert(a.end(), args.begin(), args.end());
-  const RunResult r = lowbit_run(a, stdin_path);
+  const RunResult r = run_lowbit(a, {}, stdin_path);
   INFO(r.err);
   REQUIRE(r.code == 0);
   return nlohmann::json::parse(r.out);
@@ -257,14 +229,14 @@ nlohmann::json run_json(const std::vector<std::string>& args, const std::string&
 }  // namespace
 
 TEST_CASE("typos get a did-you-mean; errors name the flag before the value", "[cli][habits]") {
-  check_one_line_error(lowbit_run({"rn", "-p", "x"}), 2, "unknown command 'rn' (did you mean run?)");
-  check_one_line_error(lowbit_run({"run", "--temprature", "0.5", "-p", "x"}), 2, "did you mean --temperature?");
-  check_one_line_error(lowbit_run({"sweep", "--quant", "nf4", "--top_k", "1"}), 2, "did you mean --top-k?");
+  check_one_line_error(run_lowbit({"rn", "-p", "x"}), 2, "unknown command 'rn' (did you mean run?)");
+  check_one_line_error(run_lowbit({"run", "--temprature", "0.5", "-p", "x"}), 2, "did you mean --temperature?");
+  check_one_line_error(run_lowbit({"sweep", "--quant", "nf4", "--top_k", "1"}), 2, "did you mean --top-k?");
   for (const auto& [args, flag] : std::vector<std::pair<std::vector<std::string>, std::string>>{
            {{"run", "--top-k", "abc", "-p", "x"}, "--top-k"},
            {{"run", "-n", "lots", "-p", "x"}, "--max-new-tokens"},
            {{"run", "--temperature", "warm", "-p", "x"}, "--temperature"}}) {
-    const RunResult r = lowbit_run(args);
+    const RunResult r = run_lowbit(args);
     INFO(r.err);
     CHECK(r.code == 2);
     CHECK(r.err.rfind("error: " + flag + ": '", 0) == 0);  // "error: --top-k: 'abc' ...", not "The value abc ..."
@@ -289,20 +261,20 @@ TEST_CASE("--seed -1 is a random seed; seeds past 2^64-1 are refused, not clampe
     INFO(bad);
     std::vector<std::string> args = with_seed(bad);
     args.insert(args.begin(), "run");
-    check_one_line_error(lowbit_run(args), 2, "--seed");
+    check_one_line_error(run_lowbit(args), 2, "--seed");
   }
   // The same explicit seed twice: the same tokens.
   CHECK(run_json(with_seed("7"))["token_ids"] == run_json(with_seed("7"))["token_ids"]);
 }
 
 TEST_CASE("--ctx beyond max_position_embeddings warns; -c and --ctx-size are its aliases", "[cli][habits]") {
-  const RunResult r = lowbit_run({"run", "-m", stories(), "-p", "Once", "-n", "2", "--ctx", "1024"});
+  const RunResult r = run_lowbit({"run", "-m", stories(), "-p", "Once", "-n", "2", "--ctx", "1024"});
   CHECK(r.code == 0);
   CHECK(r.err.find("warning: --ctx 1024 is beyond the model's max_position_embeddings 512") != std::string::npos);
-  const RunResult quiet = lowbit_run({"run", "-m", stories(), "-p", "Once", "-n", "2", "-c", "256"});
+  const RunResult quiet = run_lowbit({"run", "-m", stories(), "-p", "Once", "-n", "2", "-c", "256"});
   CHECK(quiet.code == 0);
   CHECK(quiet.err.find("warning") == std::string::npos);
-  check_one_line_error(lowbit_run({"run", "-m", stories(), "-p", "x", "--ctx-size", "-3"}), 2, "--ctx");
+  check_one_line_error(run_lowbit({"run", "-m", stories(), "-p", "x", "--ctx-size", "-3"}), 2, "--ctx");
   // --temp is --temperature
   CHECK(run_json({"-m", stories(), "-p", "Once", "-n", "3", "--temp", "0.5", "--seed", "1"})["temperature"] == 0.5);
 }
@@ -353,13 +325,13 @@ TEST_CASE("prompts: piped stdin, -f -, one trailing newline stripped, empty file
   write_file(d / "empty.txt", "");
   write_file(d / "newline.txt", "\n");
   for (const char* f : {"empty.txt", "newline.txt"})
-    check_one_line_error(lowbit_run({"run", "-m", stories(), "-f", (d / f).string()}), 1, "the prompt is empty");
-  check_one_line_error(lowbit_run({"run", "-m", stories(), "-n", "3"}), 1, "stdin: the prompt is empty");
+    check_one_line_error(run_lowbit({"run", "-m", stories(), "-f", (d / f).string()}), 1, "the prompt is empty");
+  check_one_line_error(run_lowbit({"run", "-m", stories(), "-n", "3"}), 1, "stdin: the prompt is empty");
   // Generating from BOS alone is asked for with an explicit empty -p.
   const auto bos = run_json(with({"-p", ""}));
   CHECK(bos["prompt_tokens"] == 1);
   CHECK(bos["generated_tokens"] == 3);
-  check_one_line_error(lowbit_run({"run", "-m", stories(), "-p", "x", "-f", (d / "line.txt").string()}), 2, "not both");
+  check_one_line_error(run_lowbit({"run", "-m", stories(), "-p", "x", "-f", (d / "line.txt").string()}), 2, "not both");
 }
 
 TEST_CASE("max_new_tokens: flag, else generation_config.json, else 256", "[cli][habits]") {
@@ -377,7 +349,7 @@ TEST_CASE("max_new_tokens: flag, else generation_config.json, else 256", "[cli][
 }
 
 TEST_CASE("run --json: sampling settings, ttft_s, shortest floats, provenance", "[cli][habits]") {
-  const RunResult r = lowbit_run({"run", "-m", stories(), "-p", "Once", "-n", "4", "--temperature", "0.7", "--top-p",
+  const RunResult r = run_lowbit({"run", "-m", stories(), "-p", "Once", "-n", "4", "--temperature", "0.7", "--top-p",
                                   "0.9", "--min-p", "0.05", "--repeat-penalty", "1.1", "--seed", "5", "--json", "-q"});
   REQUIRE(r.code == 0);
   // 0.7f written as its shortest decimal, as the user typed it.
@@ -442,12 +414,12 @@ TEST_CASE("stop strings: generation ends at one, the text stops before it, strea
   CHECK(j["generated_tokens"] == 3);  // " upon", " a", " time": the token that completes the stop
   std::vector<std::string> streamed{"run", "-q"};
   streamed.insert(streamed.end(), args.begin(), args.end());
-  CHECK(lowbit_run(streamed).out == "Once upon a \n");
+  CHECK(run_lowbit(streamed).out == "Once upon a \n");
   std::vector<std::string> never = args;
   never.back() = "zebra";
   never.insert(never.end(), {"--stop", "elephant"});
   CHECK(run_json(never)["stop_reason"] == "length");
-  check_one_line_error(lowbit_run({"run", "-m", stories(), "-p", "x", "--stop", ""}), 2, "--stop");
+  check_one_line_error(run_lowbit({"run", "-m", stories(), "-p", "x", "--stop", ""}), 2, "--stop");
 
   // The matcher: text that may begin a stop string is held back until it cannot.
   lowbit::StopStringMatcher m({"time", "bcd"});
@@ -466,12 +438,12 @@ TEST_CASE("stop strings: generation ends at one, the text stops before it, strea
 TEST_CASE("tokenize: -p, -f, stdin and --pieces", "[cli][habits]") {
   const fs::path d = scratch("tokenize");
   write_file(d / "t.txt", "Once upon a time\n");
-  const RunResult p = lowbit_run({"tokenize", "-m", stories(), "-p", "Once upon a time"});
+  const RunResult p = run_lowbit({"tokenize", "-m", stories(), "-p", "Once upon a time"});
   REQUIRE(p.code == 0);
-  CHECK(lowbit_run({"tokenize", "-m", stories(), "-f", (d / "t.txt").string()}).out == p.out);
-  CHECK(lowbit_run({"tokenize", "-m", stories()}, (d / "t.txt").string()).out == p.out);
-  CHECK(lowbit_run({"tokenize", "-m", stories(), "-f", "-"}, (d / "t.txt").string()).out == p.out);
-  const RunResult pieces = lowbit_run({"tokenize", "-m", stories(), "--pieces", "-p", "Once upon"});
+  CHECK(run_lowbit({"tokenize", "-m", stories(), "-f", (d / "t.txt").string()}).out == p.out);
+  CHECK(run_cli({"tokenize", "-m", stories()}, (d / "t.txt").string()).out == p.out);
+  CHECK(run_cli({"tokenize", "-m", stories(), "-f", "-"}, (d / "t.txt").string()).out == p.out);
+  const RunResult pieces = run_lowbit({"tokenize", "-m", stories(), "--pieces", "-p", "Once upon"});
   REQUIRE(pieces.code == 0);
   CHECK(pieces.out.rfind("1\t\"<s>\"\n", 0) == 0);
   CHECK(pieces.out.find("\t\"\xe2\x96\x81upon\"\n") != std::string::npos);  // the SentencePiece word marker
@@ -498,11 +470,11 @@ TEST_CASE("info: bytes from the headers equal the loaded model's, head labels, -
       }
     }
   }
-  const RunResult f32 = lowbit_run({"info", "-m", stories(), "--quant", "f32"});
+  const RunResult f32 = run_lowbit({"info", "-m", stories(), "--quant", "f32"});
   CHECK(f32.out.find("head f32, one copy shared with the embedding") != std::string::npos);
-  const RunResult q = lowbit_run({"info", "-m", stories(), "--quant", "nf4", "--keep-head", "false"});
+  const RunResult q = run_lowbit({"info", "-m", stories(), "--quant", "nf4", "--keep-head", "false"});
   CHECK(q.out.find("head nf4, a second, quantized copy of the tied embedding") != std::string::npos);
-  const RunResult j = lowbit_run({"info", "-m", stories(), "--quant", "bf16", "--json"});
+  const RunResult j = run_lowbit({"info", "-m", stories(), "--quant", "bf16", "--json"});
   REQUIRE(j.code == 0);
   const auto info = nlohmann::json::parse(j.out);
   CHECK(info["n_params"] == 260032);
@@ -521,8 +493,8 @@ TEST_CASE("info: bytes from the headers equal the loaded model's, head labels, -
     std::memcpy(bytes.data() + bytes.size() - 4, &nan, 4);  // the last value of the last tensor
     write_file(nan_model / "model.safetensors", bytes);
   }
-  CHECK(lowbit_run({"run", "-m", nan_model.string(), "-p", "x", "-n", "1"}).code == 1);
-  CHECK(lowbit_run({"info", "-m", nan_model.string()}).code == 0);
+  CHECK(run_lowbit({"run", "-m", nan_model.string(), "-p", "x", "-n", "1"}).code == 1);
+  CHECK(run_lowbit({"info", "-m", nan_model.string()}).code == 0);
 }
 
 TEST_CASE("a tied embedding/head is one resident copy, counted once; ppl bits/param follow", "[cli][habits]") {
@@ -536,7 +508,7 @@ TEST_CASE("a tied embedding/head is one resident copy, counted once; ppl bits/pa
   o.keep_head = false;
   const auto nf4 = lowbit::Model::load(stories(), backend, o);
   CHECK(!nf4->head_shares_embedding());  // a quantized head next to the 16-bit lookup table
-  const RunResult ppl = lowbit_run({"ppl", "-m", stories(), "--quant", "f32,nf4", "-f",
+  const RunResult ppl = run_lowbit({"ppl", "-m", stories(), "--quant", "f32,nf4", "-f",
                                     root_dir() + "/models/stories260K/reference-output.md", "--ctx-window", "64", "--json", "-q"});
   INFO(ppl.err);
   REQUIRE(ppl.code == 0);
@@ -549,19 +521,19 @@ TEST_CASE("a tied embedding/head is one resident copy, counted once; ppl bits/pa
   CHECK(recs[0]["bits_per_param"].get<double>() == Approx(32.0));
   CHECK(recs[1]["quant"] == "nf4");
   CHECK(recs[1]["bits_per_param"].get<double>() < 8);
-  check_one_line_error(lowbit_run({"ppl", "-m", stories(), "--quant", "f32,q3", "-f", "x"}), 2, "q3");
+  check_one_line_error(run_lowbit({"ppl", "-m", stories(), "--quant", "f32,q3", "-f", "x"}), 2, "q3");
 }
 
 TEST_CASE("one name per concept: -o/--output, --batch-size, bench -p/-n, make-model infers --arch", "[cli][habits]") {
   const fs::path d = scratch("names");
-  const RunResult made = lowbit_run({"make-model", "--preset", "tiny-llama", "--layers", "1", "-o",
+  const RunResult made = run_lowbit({"make-model", "--preset", "tiny-llama", "--layers", "1", "-o",
                                      (d / "m").string(), "--tokenizer-from", ""});
   INFO(made.err);
   REQUIRE(made.code == 0);
   CHECK(fs::exists(d / "m" / "config.json"));
-  check_one_line_error(lowbit_run({"make-model", "--arch", "falcon", "--preset", "tiny-llama", "-o", (d / "x").string()}),
+  check_one_line_error(run_lowbit({"make-model", "--arch", "falcon", "--preset", "tiny-llama", "-o", (d / "x").string()}),
                        2, "preset tiny-llama is a llama model");
-  const RunResult bench = lowbit_run({"bench", "-m", (d / "m").string(), "--quant", "bf16", "-p", "8", "-n", "3",
+  const RunResult bench = run_lowbit({"bench", "-m", (d / "m").string(), "--quant", "bf16", "-p", "8", "-n", "3",
                                       "--batch-size", "1,2", "-r", "1", "--json", "-q"});
   INFO(bench.err);
   REQUIRE(bench.code == 0);
@@ -576,13 +548,13 @@ TEST_CASE("one name per concept: -o/--output, --batch-size, bench -p/-n, make-mo
   CHECK(b["generated_tokens"] == 3);
   // convert-llama2c refuses a non-empty folder without --force, as make-model does.
   const std::string ckpt = root_dir() + "/models/stories260K/stories260K.bin", tok = root_dir() + "/models/stories260K/tok512.bin";
-  REQUIRE(lowbit_run({"convert-llama2c", "--checkpoint", ckpt, "--tokenizer", tok, "-o", (d / "c").string()}).code == 0);
+  REQUIRE(run_lowbit({"convert-llama2c", "--checkpoint", ckpt, "--tokenizer", tok, "-o", (d / "c").string()}).code == 0);
   const std::string before = slurp(d / "c" / "config.json");
   write_file(d / "c" / "config.json", "mine");
-  check_one_line_error(lowbit_run({"convert-llama2c", "--checkpoint", ckpt, "--tokenizer", tok, "-o", (d / "c").string()}),
+  check_one_line_error(run_lowbit({"convert-llama2c", "--checkpoint", ckpt, "--tokenizer", tok, "-o", (d / "c").string()}),
                        2, "--force");
   CHECK(slurp(d / "c" / "config.json") == "mine");
-  CHECK(lowbit_run({"convert-llama2c", "--checkpoint", ckpt, "--tokenizer", tok, "-o", (d / "c").string(), "--force"})
+  CHECK(run_lowbit({"convert-llama2c", "--checkpoint", ckpt, "--tokenizer", tok, "-o", (d / "c").string(), "--force"})
             .code == 0);
   CHECK(slurp(d / "c" / "config.json") == before);
 }
@@ -614,4 +586,25 @@ TEST_CASE("--cuda-fast-prefill is refused on the CPU backend", "[cli]") {
                        "--cuda-fast-prefill applies to the CUDA backend only");
   check_one_line_error(run_lowbit({"bench", "-m", stories(), "--device", "cpu", "--cuda-fast-prefill"}), 2,
                        "--cuda-fast-prefill applies to the CUDA backend only");
+}
+
+// --w4-group reaches QuantOptions::w4_group: `info` reports the bytes Model::plan computes with
+// that group size, more bytes for smaller groups (one fp16 scale and zero point per group).
+TEST_CASE("--w4-group sets the W4A16 group size", "[cli]") {
+  check_one_line_error(run_lowbit({"run", "-m", stories(), "-p", "x", "--w4-group", "0"}), 2, "--w4-group");
+  auto linear_bytes = [](const std::vector<std::string>& extra) {
+    std::vector<std::string> args{"info", "-m", stories(), "--device", "cpu", "--quant", "W4A16", "--json"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    const Result r = run_lowbit(args);
+    INFO(r.err);
+    REQUIRE(r.code == 0);
+    return nlohmann::json::parse(r.out).at("linear_bytes").get<size_t>();
+  };
+  lowbit::LoadOptions opts;
+  opts.format = lowbit::Format::W4A16;
+  opts.quant.w4_group = 32;
+  CHECK(linear_bytes({"--w4-group", "32"}) == lowbit::Model::plan(stories(), opts).linear_bytes);
+  opts.quant.w4_group = 128;
+  CHECK(linear_bytes({}) == lowbit::Model::plan(stories(), opts).linear_bytes);
+  CHECK(linear_bytes({"--w4-group", "32"}) > linear_bytes({}));
 }

@@ -100,7 +100,9 @@ TEST_CASE("Llama config with grouped-query attention", "[config]") {
   CHECK_FALSE(c.tie_word_embeddings);
   CHECK_FALSE(c.attention_bias);
   CHECK_FALSE(c.mlp_bias);
-  CHECK_FALSE(c.parallel_attn);
+  CHECK_FALSE(c.parallel_attention);
+  CHECK(c.mlp_has_norm);
+  CHECK(c.qkv_layout == QkvLayout::separate);
   CHECK(c.bos_token_id == 1);
   CHECK(c.eos_token_ids == std::vector<int32_t>{2});
 }
@@ -172,11 +174,10 @@ TEST_CASE("Falcon-7B config: multi-query, parallel attention", "[config]") {
   CHECK(c.norm == NormKind::LayerNorm);
   CHECK(c.activation == Activation::GELU);
   CHECK(c.norm_eps == 1e-5f);
-  CHECK(c.multi_query);
-  CHECK(c.parallel_attn);
-  CHECK_FALSE(c.new_decoder_architecture);
+  CHECK(c.qkv_layout == QkvLayout::stacked);  // multi_query
+  CHECK(c.parallel_attention);
   CHECK_FALSE(c.linear_bias);
-  CHECK(c.n_ln_per_layer == 1);
+  CHECK_FALSE(c.mlp_has_norm);  // one input_layernorm shared by attention and MLP
   CHECK(c.tie_word_embeddings);  // FalconConfig's default
   CHECK(c.bos_token_id == 11);
   CHECK(c.eos_token_ids == std::vector<int32_t>{11});
@@ -185,12 +186,12 @@ TEST_CASE("Falcon-7B config: multi-query, parallel attention", "[config]") {
 
 TEST_CASE("Falcon-40B config: new decoder architecture", "[config]") {
   const ModelConfig c = parse_config(kFalcon40b, "config.json");
-  CHECK(c.new_decoder_architecture);
-  CHECK(c.parallel_attn);
+  CHECK(c.qkv_layout == QkvLayout::per_kv_group);  // new_decoder_architecture
+  CHECK(c.parallel_attention);
   CHECK(c.n_heads == 128);
   CHECK(c.n_kv_heads == 8);
   CHECK(c.head_dim == 64);
-  CHECK(c.n_ln_per_layer == 2);
+  CHECK(c.mlp_has_norm);  // ln_attn and ln_mlp
   CHECK(c.n_layers == 60);
   CHECK(c.kv_dim() == 512);
 
@@ -200,7 +201,8 @@ TEST_CASE("Falcon-40B config: new decoder architecture", "[config]") {
           "num_kv_heads": 2, "num_ln_in_parallel_attn": 1, "ffn_hidden_size": 96,
           "bias": true, "rope_theta": 500000.0, "tie_word_embeddings": false})",
       "config.json");
-  CHECK(one_ln.n_ln_per_layer == 1);
+  CHECK(one_ln.parallel_attention);
+  CHECK_FALSE(one_ln.mlp_has_norm);
   CHECK(one_ln.intermediate_size == 96);
   CHECK(one_ln.linear_bias);
   CHECK(one_ln.rope_theta == 500000.0f);
@@ -212,7 +214,9 @@ TEST_CASE("Falcon-40B config: new decoder architecture", "[config]") {
           "parallel_attn": false})",
       "config.json");
   CHECK(sequential.n_kv_heads == 4);
-  CHECK_FALSE(sequential.parallel_attn);
+  CHECK_FALSE(sequential.parallel_attention);
+  CHECK(sequential.mlp_has_norm);
+  CHECK(sequential.qkv_layout == QkvLayout::per_head);
 }
 
 TEST_CASE("Falcon RefinedWeb names (pre-transformers RW configs)", "[config]") {
@@ -229,7 +233,7 @@ TEST_CASE("Falcon RefinedWeb names (pre-transformers RW configs)", "[config]") {
   CHECK(rw7b.n_heads == 71);
   CHECK(rw7b.n_layers == 32);
   CHECK(rw7b.n_kv_heads == 1);
-  CHECK_FALSE(rw7b.new_decoder_architecture);
+  CHECK(rw7b.qkv_layout == QkvLayout::stacked);
 
   // tiiuae/falcon-40b's original config.json: RefinedWeb implies the new architecture.
   const ModelConfig rw40b = parse_config(R"({
@@ -240,11 +244,11 @@ TEST_CASE("Falcon RefinedWeb names (pre-transformers RW configs)", "[config]") {
     "n_head": 128, "n_head_kv": 8, "n_layer": 60, "parallel_attn": true,
     "torch_dtype": "bfloat16", "use_cache": true, "vocab_size": 65024})",
                                          "config.json");
-  CHECK(rw40b.new_decoder_architecture);
+  CHECK(rw40b.qkv_layout == QkvLayout::per_kv_group);
   CHECK(rw40b.n_heads == 128);
   CHECK(rw40b.n_kv_heads == 8);
   CHECK(rw40b.n_layers == 60);
-  CHECK(rw40b.n_ln_per_layer == 2);
+  CHECK(rw40b.mlp_has_norm);
 }
 
 TEST_CASE("Falcon with alibi is refused", "[config]") {

@@ -71,6 +71,23 @@ inline Golden read_golden(const std::string& dir) {
   return g;
 }
 
+// Logits of the last prompt token after prefilling `prompt` into `slot` from position 0 (the
+// forward pass alone: generation's prefill() also draws the first token).
+inline std::vector<float> prefill_logits(Model& model, const std::vector<int32_t>& prompt, int slot) {
+  const TokenBatch b = prefill_batch(prompt, slot);
+  std::vector<float> logits(size_t(model.config().vocab_size));
+  model.forward(b, {b.size() - 1}, logits.data());
+  return logits;
+}
+
+// Feeds one token at `position` of `slot` and returns the next logits (the KV-cache path).
+inline std::vector<float> decode_logits(Model& model, int32_t token, int position, int slot) {
+  const TokenBatch b{{token}, {position}, {slot}};
+  std::vector<float> logits(size_t(model.config().vocab_size));
+  model.forward(b, {0}, logits.data());
+  return logits;
+}
+
 // One sequence in slot 0 from position 0, with every position's logits requested.
 inline TokenBatch prompt_batch(const std::vector<int32_t>& tokens, std::vector<int>* rows) {
   if (rows)

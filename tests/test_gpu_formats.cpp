@@ -289,8 +289,8 @@ TEST_CASE("CUDA logits equal the CPU's per quantized format on every fixture mod
           double worst = 0;
           for (size_t i = 0; i < prompt.size(); ++i) {
             if (!test::decode_checked(i, prompt.size())) continue;  // its KV entry stays the prefill's
-            auto cd = decode_step(*cpu_model, prompt[i], int(i), 0);
-            auto gd = decode_step(*gpu_model, prompt[i], int(i), 0);
+            auto cd = test::decode_logits(*cpu_model, prompt[i], int(i), 0);
+            auto gd = test::decode_logits(*gpu_model, prompt[i], int(i), 0);
             worst = std::max(worst, nmse(gd, cd));
           }
           INFO("prompt " << p << " decode worst nmse " << worst);

@@ -411,7 +411,7 @@ TEST_CASE("GPU sampling draws the CPU sampler's token for the same (seed, step)"
       int mismatches = 0;
       const int steps = vocab > 32000 ? test::sized(6, 3, 2) : test::sized(60, 24, 8);
       for (int step = 0; step < steps; ++step) {
-        const int32_t gpu_id = be.gpu.sample_on_device(*buf, 1, vocab, cases[c], history, uint64_t(step));
+        const int32_t gpu_id = be.gpu.sample(*buf, 1, vocab, cases[c], history, uint64_t(step));
         const int32_t cpu_id = sample_token(logits, cases[c], history, uint64_t(step));
         mismatches += gpu_id != cpu_id;
       }
@@ -424,7 +424,7 @@ TEST_CASE("GPU sampling draws the CPU sampler's token for the same (seed, step)"
   auto buf = be.gpu.alloc(10, "logits");
   be.gpu.upload(*buf, 0, 10, dead.data());
   SamplingParams p;
-  CHECK_THROWS_AS(be.gpu.sample_on_device(*buf, 0, 10, p, {}, 0), InputError);
+  CHECK_THROWS_AS(be.gpu.sample(*buf, 0, 10, p, {}, 0), InputError);
 }
 
 TEST_CASE("GPU sampling histograms follow sampling_distribution (chi-square)", "[gpu]") {
@@ -447,7 +447,7 @@ TEST_CASE("GPU sampling histograms follow sampling_distribution (chi-square)", "
     sp.repetition_penalty = 1.1f;
     auto probs = sampling_distribution(logits, sp, history);
     std::vector<int> counts(size_t(vocab), 0);
-    for (int step = 0; step < draws; ++step) ++counts[size_t(be.gpu.sample_on_device(*buf, 0, vocab, sp, history, uint64_t(step)))];
+    for (int step = 0; step < draws; ++step) ++counts[size_t(be.gpu.sample(*buf, 0, vocab, sp, history, uint64_t(step)))];
     int zero_hits = 0;
     const double stat = chi_square(counts, probs, draws, &zero_hits);
     const int df = int(std::count_if(probs.begin(), probs.end(), [](double q) { return q > 0; })) - 1;
@@ -548,7 +548,7 @@ TEST_CASE("replays check positions, and only growing a graph's own workspace dro
   be.gpu.upload(*lb, 0, logits.size(), logits.data());
   SamplingParams greedy;
   greedy.temperature = 0;
-  CHECK(be.gpu.sample_on_device(*lb, 0, int(logits.size()), greedy, {}, 0) == 96);
+  CHECK(be.gpu.sample(*lb, 0, int(logits.size()), greedy, {}, 0) == 96);
   CHECK(be.gpu.has_recording(&s, 1));
   // So does the prefill path's dequantize scratch (a 4-bit weight over 17 tokens).
   auto q4 = be.gpu.upload_linear(quantize(Format::NF4, wv.data(), s.qkv_dim(), dim, QuantOptions{}), {});
@@ -593,6 +593,6 @@ TEST_CASE("GPU sampling refuses NaN logits as the CPU sampler does", "[gpu]") {
       }
       INFO("all NaN " << all_nan << " temperature " << temperature);
       REQUIRE(!cpu_error.empty());
-      CHECK_THROWS_WITH(be.gpu.sample_on_device(*buf, 0, vocab, p, {}, 0), cpu_error);
+      CHECK_THROWS_WITH(be.gpu.sample(*buf, 0, vocab, p, {}, 0), cpu_error);
     }
 }

@@ -86,8 +86,8 @@ TEST_CASE("CUDA logits equal the CPU's for every fixture model (f32 and bf16)", 
           float worst_golden = 0;
           for (size_t i = 0; i < prompt.size(); ++i) {
             if (!test::decode_checked(i, prompt.size())) continue;  // its KV entry stays the prefill's
-            auto c = decode_step(*cpu_model, prompt[i], int(i), 0);
-            auto d = decode_step(*gpu_model, prompt[i], int(i), 0);
+            auto c = test::decode_logits(*cpu_model, prompt[i], int(i), 0);
+            auto d = test::decode_logits(*gpu_model, prompt[i], int(i), 0);
             worst = std::max(worst, nmse(d, c));
             worst_golden = std::max(worst_golden, max_abs_diff(d, g.logits[p].data() + i * vocab));
           }
@@ -133,7 +133,7 @@ TEST_CASE("GPU sampling of a model's logits equals the CPU sampler", "[gpu]") {
   opts.max_context = 64;
   auto model = Model::load(dirs.front(), gpu, opts);
   Golden g = read_golden(dirs.front());
-  auto logits = prefill(*model, g.prompts.front(), 0);
+  auto logits = test::prefill_logits(*model, g.prompts.front(), 0);
   auto buf = gpu.alloc(logits.size(), "logits");
   gpu.upload(*buf, 0, logits.size(), logits.data());
   SamplingParams sp;
@@ -143,7 +143,7 @@ TEST_CASE("GPU sampling of a model's logits equals the CPU sampler", "[gpu]") {
   sp.seed = 7;
   int mismatches = 0;
   for (uint64_t step = 0; step < 50; ++step)
-    mismatches += gpu.sample_on_device(*buf, 0, int(logits.size()), sp, g.prompts.front(), step) !=
+    mismatches += gpu.sample(*buf, 0, int(logits.size()), sp, g.prompts.front(), step) !=
                   sample_token(logits, sp, g.prompts.front(), step);
   CHECK(mismatches == 0);
 }
@@ -199,7 +199,7 @@ std::vector<int32_t> greedy(Model& model, const std::vector<int32_t>& prompt, in
 std::vector<float> logits_after(Model& model, std::vector<int32_t> prompt, const std::vector<int32_t>& generated,
                                 size_t k) {
   prompt.insert(prompt.end(), generated.begin(), generated.begin() + std::ptrdiff_t(k));
-  return prefill(model, prompt, 0);
+  return test::prefill_logits(model, prompt, 0);
 }
 
 }  // namespace
@@ -256,8 +256,8 @@ TEST_CASE("stories260K f32 logits on CUDA are within 1e-4 of the CPU's", "[gpu]"
   const auto on_cpu = prefill_all_rows(*cpu_model, prompt), on_gpu = prefill_all_rows(*gpu_model, prompt);
   CHECK(max_abs_diff(on_cpu, on_gpu.data()) < 1e-4f);
   for (size_t i = 0; i < prompt.size(); ++i) {
-    auto c = decode_step(*cpu_model, prompt[i], int(i), 0);
-    auto d = decode_step(*gpu_model, prompt[i], int(i), 0);
+    auto c = test::decode_logits(*cpu_model, prompt[i], int(i), 0);
+    auto d = test::decode_logits(*gpu_model, prompt[i], int(i), 0);
     INFO("decode step " << i);
     CHECK(max_abs_diff(c, d.data()) < 1e-4f);
   }
@@ -325,7 +325,7 @@ TEST_CASE("device sampling equals sampler.h on a 128,256-token vocabulary", "[gp
       sp.seed = 1000 + seed;
       const uint64_t step = seed * 7;
       ++draws;
-      mismatches += gpu.sample_on_device(*buf, 0, vocab, sp, history, step) != sample_token(logits, sp, history, step);
+      mismatches += gpu.sample(*buf, 0, vocab, sp, history, step) != sample_token(logits, sp, history, step);
     }
   WARN(mismatches << " of " << draws << " device draws differ from sampler.h");
   CHECK(mismatches == 0);

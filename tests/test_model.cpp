@@ -10,6 +10,8 @@
 #include <fstream>
 #include <functional>
 #include <map>
+#include <optional>
+#include <span>
 #include <sstream>
 
 #include <nlohmann/json.hpp>
@@ -73,7 +75,7 @@ TEST_CASE("CPU logits equal transformers' within 1e-4", "[model]") {
         // Decode: one token at a time through the KV cache.
         float worst = 0;
         for (size_t i = 0; i < prompt.size(); ++i) {
-          auto step = decode_step(*model, prompt[i], int(i), 0);
+          auto step = test::decode_logits(*model, prompt[i], int(i), 0);
           worst = std::max(worst, max_abs_diff(step.data(), g.logits[p].data() + i * size_t(vocab), size_t(vocab)));
         }
         INFO("prompt " << p << " decode");
@@ -148,15 +150,6 @@ TEST_CASE("forward_sample draws what forward + sample_token draw", "[model][samp
   sp.seed = 7;
   std::vector<int32_t> prompt;
   for (int i = 0; i < 20; ++i) prompt.push_back(int32_t(1 + (i * 37) % 500));
-  auto prompt_batch = [&](int slot) {
-    TokenBatch b;
-    for (size_t i = 0; i < prompt.size(); ++i) {
-      b.tokens.push_back(prompt[i]);
-      b.positions.push_back(int32_t(i));
-      b.slots.push_back(slot);
-    }
-    return b;
-  };
   auto reference = [&](const TokenBatch& b, const std::vector<int>& rows, std::span<const SampleSpec> specs) {
     std::vector<float> logits(rows.size() * vocab);
     model->forward(b, rows, logits.data());
@@ -171,15 +164,15 @@ TEST_CASE("forward_sample draws what forward + sample_token draw", "[model][samp
     INFO("rows " << rows.front() << ".." << rows.back());
     std::vector<SampleSpec> specs;
     for (size_t i = 0; i < rows.size(); ++i) specs.push_back({sp, prompt, uint64_t(5 + i)});
-    const auto expected = reference(prompt_batch(0), rows, specs);
-    CHECK(model->forward_sample(prompt_batch(0), rows, specs) == expected);
+    const auto expected = reference(prefill_batch(prompt, 0), rows, specs);
+    CHECK(model->forward_sample(prefill_batch(prompt, 0), rows, specs) == expected);
     differing_draws += expected.size() > 1 && expected[0] != expected[1];
   }
   CHECK(differing_draws > 0);  // different rows and steps did draw different ids
 
   // Decode steps over two slots, fed with the sampled ids.
-  (void)model->forward_sample(prompt_batch(0), {19}, std::vector<SampleSpec>{{sp, prompt, 0}});
-  (void)model->forward_sample(prompt_batch(1), {19}, std::vector<SampleSpec>{{sp, prompt, 0}});
+  (void)model->forward_sample(prefill_batch(prompt, 0), {19}, std::vector<SampleSpec>{{sp, prompt, 0}});
+  (void)model->forward_sample(prefill_batch(prompt, 1), {19}, std::vector<SampleSpec>{{sp, prompt, 0}});
   TokenBatch step{{5, 9}, {20, 20}, {0, 1}};
   std::vector<int32_t> sampled;
   for (int s = 0; s < 6; ++s) {
@@ -257,6 +250,12 @@ class RecordingCpuBackend final : public Backend {
   }
   void activation(const DeviceBuffer& gu, Activation a, int hidden, DeviceBuffer& out) override {
     op([&gu, a, hidden, &out, this] { cpu.activation(gu, a, hidden, out); });
+  }
+  void head(const DeviceBuffer& x, const std::vector<int>& rows, const DeviceNorm& w, NormKind k, float eps, int dim,
+            const DeviceLinear& h, DeviceBuffer& gathered, DeviceBuffer& normed, DeviceBuffer& logits) override {
+    op([&x, rows, &w, k, eps, dim, &h, &gathered, &normed, &logits, this] {
+      cpu.head(x, rows, w, k, eps, dim, h, gathered, normed, logits);
+    });
   }
   void synchronize() override {}
   int32_t sample(const DeviceBuffer& l, size_t row, int vocab, const SamplingParams& p, std::span<const int32_t> h,
@@ -358,4 +357,52 @@ TEST_CASE("recorded decode steps replay to the same logits; a refused recording 
       CHECK_FALSE(rec.has_recording(owner, 1));
     }
   }
+}
+
+// The stop rules of every generation loop (generate/generate.h take_token), in their order: a
+// stop id, then the caller's interrupt, then a stop string, then max_new_tokens, then the context.
+TEST_CASE("take_token applies the stop rules in order", "[model][generate]") {
+  CpuBackend backend(1);
+  LoadOptions opts;
+  opts.max_context = 8;
+  auto model = Model::load(test::data_dir() + "/models/llama-gqa-tied", backend, opts);
+  GenerationRequest req;
+  req.prompt = {1, 2, 3};
+  req.max_new_tokens = 3;
+  req.stop_ids = {7};
+  bool stop_string = false;
+  req.stop_after = [&stop_string](std::span<const int32_t>) { return stop_string; };
+  auto taken = [&](int32_t tok, bool keep_going, bool matched, int position = 3) {
+    Sequence s(req, 0);
+    s.position = position;
+    stop_string = matched;
+    const bool done = take_token(*model, s, tok, keep_going);
+    CHECK(s.result.tokens == std::vector<int32_t>{tok});
+    CHECK(s.history.back() == tok);
+    return done ? std::optional<StopReason>(s.result.stop) : std::nullopt;
+  };
+  CHECK(taken(7, false, true) == StopReason::eos);
+  CHECK(taken(5, false, true) == StopReason::interrupted);
+  CHECK(taken(5, true, true) == StopReason::stop_string);
+  CHECK(taken(5, true, false) == std::nullopt);
+  CHECK(taken(5, true, false, 8) == StopReason::context);  // the next token would go past the cache
+  Sequence s(req, 0);
+  for (int32_t tok : {4, 5}) CHECK_FALSE(take_token(*model, s, tok));
+  CHECK(take_token(*model, s, 6));
+  CHECK(s.result.stop == StopReason::length);
+  CHECK(s.result.tokens == std::vector<int32_t>{4, 5, 6});
+
+  // generate() is prefill, decode_step and take_token: the same tokens as the loop written out.
+  req.stop_after = nullptr;
+  req.stop_ids = {};
+  req.max_new_tokens = 4;
+  req.sampling.temperature = 0.9f;
+  req.sampling.seed = 3;
+  const GenerationResult g = generate(*model, req, [](int32_t) { return true; });
+  Sequence by_hand(req, 0);
+  Sequence* const one[] = {&by_hand};
+  for (int32_t tok = prefill(*model, by_hand); !take_token(*model, by_hand, tok);) tok = decode_step(*model, one)[0];
+  CHECK(g.tokens == by_hand.result.tokens);
+  CHECK(g.tokens.size() == 4);
+  CHECK(g.stop == StopReason::length);
 }

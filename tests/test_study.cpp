@@ -44,6 +44,8 @@ namespace fs = std::filesystem;
 using lowbit::test::data_dir;
 using lowbit::test::lowbit_bin;
 using lowbit::test::root_dir;
+using lowbit::test::run_lowbit;
+using lowbit::test::RunResult;
 using nlohmann::json;
 using namespace lowbit;
 using namespace lowbit::study;
@@ -83,19 +85,6 @@ int wait_for(pid_t pid) {
   int status = 0;
   waitpid(pid, &status, 0);
   return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
-
-struct Run {
-  int code;
-  std::string log;
-};
-
-Run run_lowbit(std::vector<std::string> args, const fs::path& dir) {
-  static int counter = 0;
-  fs::path log = dir / ("log" + std::to_string(counter++));
-  args.insert(args.begin(), lowbit_bin());
-  int code = wait_for(spawn(args, log));
-  return {code, slurp(log)};
 }
 
 size_t count_lines(const fs::path& p) {
@@ -434,17 +423,15 @@ TEST_CASE("lowbit batch: killed with SIGKILL, resumed, equals an uninterrupted r
   // A torn last line, as a kill during write() would leave it: resume must cut it off.
   { std::ofstream(out, std::ios::app) << "{\"id\": \"r0\", \"text\": \"tor"; }
 
-  Run resumed = run_lowbit({"batch", "-m", stories(), "-t", "1", "--input", input.string(), "--output", out.string(),
-                            "--resume", "--batch-size", "3"},
-                           dir);
-  INFO(resumed.log);
+  RunResult resumed = run_lowbit({"batch", "-m", stories(), "-t", "1", "--input", input.string(), "--output", out.string(),
+                            "--resume", "--batch-size", "3"});
+  INFO(resumed.log());
   REQUIRE(resumed.code == 0);
-  CHECK(resumed.log.find("torn") != std::string::npos);
+  CHECK(resumed.log().find("torn") != std::string::npos);
   CHECK(results_by_id(out) == expected);
 
   // Resuming a complete file does nothing.
-  Run again = run_lowbit({"batch", "-m", stories(), "--input", input.string(), "--output", out.string(), "--resume"},
-                         dir);
+  RunResult again = run_lowbit({"batch", "-m", stories(), "--input", input.string(), "--output", out.string(), "--resume"});
   CHECK(again.code == 0);
   CHECK(count_lines(out) == 120);
 }
@@ -465,8 +452,7 @@ TEST_CASE("lowbit batch: SIGTERM stops with exit 130 and a whole, resumable file
   CHECK(code == 130);
   size_t done = results_by_id(out).size();  // every line whole, no duplicates
   CHECK(done < 120);
-  Run resumed = run_lowbit({"batch", "-m", stories(), "--input", input.string(), "--output", out.string(), "--resume"},
-                           dir);
+  RunResult resumed = run_lowbit({"batch", "-m", stories(), "--input", input.string(), "--output", out.string(), "--resume"});
   CHECK(resumed.code == 0);
   CHECK(results_by_id(out).size() == 120);
 }
@@ -506,7 +492,7 @@ TEST_CASE("lowbit sweep: SIGINT leaves whole lines, --resume completes it to the
     a.insert(a.begin(), lowbit_bin());
     return a;
   };
-  REQUIRE(run_lowbit(args(full, false), dir).code == 0);
+  REQUIRE(run_lowbit(args(full, false)).code == 0);
   const auto expected = sweep_runs(full);
   // bf16 + nf4 + int8, 2 prompts, 3 T x 2 top-k: per format and prompt one greedy record standing for
   // 4 grid points (T 0 x 2 top-k, T 0.7 and 1 at top-k 1) and 2 sampled ones.
@@ -529,25 +515,25 @@ TEST_CASE("lowbit sweep: SIGINT leaves whole lines, --resume completes it to the
   CHECK(before < expected.size());
   { std::ofstream(out, std::ios::app) << "{\"model\": \"tor"; }  // a write cut by a kill
 
-  Run resumed = run_lowbit(args(out, true), dir);
-  INFO(resumed.log);
+  RunResult resumed = run_lowbit(args(out, true));
+  INFO(resumed.log());
   REQUIRE(resumed.code == 0);
-  CHECK(resumed.log.find("torn") != std::string::npos);
+  CHECK(resumed.log().find("torn") != std::string::npos);
   CHECK(sweep_runs(out) == expected);
 
   // A complete file: nothing to do, nothing loaded.
-  Run noop = run_lowbit(args(out, true), dir);
+  RunResult noop = run_lowbit(args(out, true));
   CHECK(noop.code == 0);
-  CHECK(noop.log.find("0 to go") != std::string::npos);
-  CHECK(noop.log.find("loaded") == std::string::npos);
+  CHECK(noop.log().find("0 to go") != std::string::npos);
+  CHECK(noop.log().find("loaded") == std::string::npos);
   CHECK(count_lines(out) == expected.size());
 
   // Another model's runs file is refused rather than mixed.
   std::vector<std::string> other = args(out, true);
   other[2] = (fs::path(stories()) / ".").string();
-  Run mixed = run_lowbit(other, dir);
+  RunResult mixed = run_lowbit(other);
   CHECK(mixed.code == 1);
-  CHECK(mixed.log.find("resume with the same -m") != std::string::npos);
+  CHECK(mixed.log().find("resume with the same -m") != std::string::npos);
 }
 
 TEST_CASE("lowbit batch --shard I/N: shards are disjoint and cover the input", "[study][batch][cli]") {
@@ -558,9 +544,8 @@ TEST_CASE("lowbit batch --shard I/N: shards are disjoint and cover the input", "
   size_t total = 0;
   for (int i = 0; i < 3; ++i) {
     fs::path out = dir / ("shard" + std::to_string(i) + ".jsonl");
-    Run r = run_lowbit({"batch", "-m", stories(), "--input", input.string(), "--output", out.string(), "--shard",
-                        std::to_string(i) + "/3"},
-                       dir);
+    RunResult r = run_lowbit({"batch", "-m", stories(), "--input", input.string(), "--output", out.string(), "--shard",
+                        std::to_string(i) + "/3"});
     REQUIRE(r.code == 0);
     auto part = results_by_id(out);
     CHECK(part.size() == (i == 0 ? 4u : 3u));  // indices 0,3,6,9 | 1,4,7 | 2,5,8
@@ -570,7 +555,7 @@ TEST_CASE("lowbit batch --shard I/N: shards are disjoint and cover the input", "
   CHECK(total == 10);
   CHECK(all.size() == 10);  // disjoint
   fs::path whole = dir / "whole.jsonl";
-  REQUIRE(run_lowbit({"batch", "-m", stories(), "--input", input.string(), "--output", whole.string()}, dir).code == 0);
+  REQUIRE(run_lowbit({"batch", "-m", stories(), "--input", input.string(), "--output", whole.string()}).code == 0);
   CHECK(results_by_id(whole) == all);
 }
 
@@ -579,24 +564,23 @@ TEST_CASE("lowbit batch errors: malformed input line, bad flags, existing output
   fs::path input = dir / "in.jsonl";
   { std::ofstream(input) << "{\"id\": 1, \"prompt\": \"a\"}\n\n{\"id\": 2, \"prompt\": \"b\"\n"; }
   fs::path out = dir / "out.jsonl";
-  Run bad = run_lowbit({"batch", "-m", stories(), "--input", input.string(), "--output", out.string()}, dir);
+  RunResult bad = run_lowbit({"batch", "-m", stories(), "--input", input.string(), "--output", out.string()});
   CHECK(bad.code == 1);
-  CHECK(bad.log.find(input.string() + ":3:") != std::string::npos);
+  CHECK(bad.log().find(input.string() + ":3:") != std::string::npos);
   { std::ofstream(input) << "{\"id\": 1, \"prompt\": \"a\", \"top_p\": 2}\n"; }
-  Run range = run_lowbit({"batch", "-m", stories(), "--input", input.string(), "--output", out.string()}, dir);
+  RunResult range = run_lowbit({"batch", "-m", stories(), "--input", input.string(), "--output", out.string()});
   CHECK(range.code == 1);
-  CHECK(range.log.find(input.string() + ":1:") != std::string::npos);
+  CHECK(range.log().find(input.string() + ":1:") != std::string::npos);
   for (const char* shard : {"3/3", "1", "a/2", "-1/2", "0/0"}) {
-    Run r = run_lowbit({"batch", "-m", stories(), "--input", input.string(), "--output", out.string(), "--shard", shard},
-                       dir);
-    INFO(shard << ": " << r.log);
+    RunResult r = run_lowbit({"batch", "-m", stories(), "--input", input.string(), "--output", out.string(), "--shard", shard});
+    INFO(shard << ": " << r.log());
     CHECK(r.code == 2);
-    CHECK(r.log.find("--shard") != std::string::npos);
+    CHECK(r.log().find("--shard") != std::string::npos);
   }
   { std::ofstream(out) << "{\"id\": 9}\n"; }
-  Run exists = run_lowbit({"batch", "-m", stories(), "--input", input.string(), "--output", out.string()}, dir);
+  RunResult exists = run_lowbit({"batch", "-m", stories(), "--input", input.string(), "--output", out.string()});
   CHECK(exists.code == 2);
-  CHECK(exists.log.find("--resume") != std::string::npos);
+  CHECK(exists.log().find("--resume") != std::string::npos);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -651,11 +635,10 @@ TEST_CASE("plot helpers: ticks, labels, escaping", "[study][report]") {
 TEST_CASE("lowbit sweep + report: records, quality fields, an HTML page a browser renders", "[study][report][cli]") {
   fs::path dir = temp_dir("report");
   fs::path runs = dir / "runs.jsonl", html = dir / "report.html", png = dir / "report.png";
-  Run sweep = run_lowbit({"sweep", "-m", stories(), "--quant", "nf4,W8A8", "--temperature", "0:1:0.5", "--top-k",
+  RunResult sweep = run_lowbit({"sweep", "-m", stories(), "--quant", "nf4,W8A8", "--temperature", "0:1:0.5", "--top-k",
                           "1,40", "-n", "24", "-p", "Once upon a time", "-p", "The <b>dog</b> & \"cat\"", "-o",
-                          runs.string()},
-                         dir);
-  INFO(sweep.log);
+                          runs.string()});
+  INFO(sweep.log());
   REQUIRE(sweep.code == 0);
   std::vector<json> records;
   for (auto& r : read_jsonl(runs.string(), false)) records.push_back(r.value);
@@ -690,8 +673,8 @@ TEST_CASE("lowbit sweep + report: records, quality fields, an HTML page a browse
   // nf4's weights are 0.33 MB smaller than bf16's; the rest of the backend's memory is the same.
   CHECK(peak_of("bf16") - peak_of("nf4") > 0.25e6);
 
-  Run report = run_lowbit({"report", runs.string(), "-o", html.string()}, dir);
-  INFO(report.log);
+  RunResult report = run_lowbit({"report", runs.string(), "-o", html.string()});
+  INFO(report.log());
   REQUIRE(report.code == 0);
   const std::string page = slurp(html);
   CHECK(page.find("&lt;b&gt;dog&lt;/b&gt; &amp; &quot;cat&quot;") != std::string::npos);  // escaped prompt
@@ -767,8 +750,8 @@ TEST_CASE("lowbit sweep: greedy points run once and stand for every grid point; 
           "[study][sweep][cli]") {
   fs::path dir = temp_dir("greedy");
   fs::path runs = dir / "runs.jsonl";
-  Run sweep = run_lowbit(sweep_args(runs, {}), dir);
-  INFO(sweep.log);
+  RunResult sweep = run_lowbit(sweep_args(runs, {}));
+  INFO(sweep.log());
   REQUIRE(sweep.code == 0);
   const auto records = records_of(runs);
   // Per format and prompt: 1 greedy record (T 0 x top-k 1,40 x 2 seeds + T 0.8 x top-k 1 x 2 seeds)
@@ -791,7 +774,7 @@ TEST_CASE("lowbit sweep: greedy points run once and stand for every grid point; 
   REQUIRE(top_k_one.code == 0);
   CHECK(json::parse(top_k_one.out)["token_ids"] == (*nf4_greedy)["token_ids"]);
   // The report counts grid points (8 per format and prompt) and computed runs separately.
-  Run report = run_lowbit({"report", runs.string(), "-o", (dir / "r.html").string()}, dir);
+  RunResult report = run_lowbit({"report", runs.string(), "-o", (dir / "r.html").string()});
   REQUIRE(report.code == 0);
   const std::string page = slurp(dir / "r.html");
   CHECK(page.find("32 grid points (12 computed runs") != std::string::npos);
@@ -803,9 +786,8 @@ TEST_CASE("lowbit sweep: a top-k 1 point whose logits tie for the top is run on 
   // id; top-k 1 keeps every tied token and samples among them, so it differs from greedy.
   fs::path dir = temp_dir("tie");
   const fs::path model = dir / "m";
-  Run made = run_lowbit({"make-model", "--preset", "tiny-llama", "--layers", "1", "--dtype", "f32", "-o",
-                         (dir / "src").string(), "--tokenizer-from", stories() + "/tokenizer.json"},
-                        dir);
+  RunResult made = run_lowbit({"make-model", "--preset", "tiny-llama", "--layers", "1", "--dtype", "f32", "-o",
+                         (dir / "src").string(), "--tokenizer-from", stories() + "/tokenizer.json"});
   REQUIRE(made.code == 0);
   fs::create_directories(model);
   for (const char* f : {"config.json", "generation_config.json", "tokenizer.json"})
@@ -826,12 +808,11 @@ TEST_CASE("lowbit sweep: a top-k 1 point whose logits tie for the top is run on 
     write_safetensors((model / "model.safetensors").string(), tensors);
   }
   fs::path runs = dir / "runs.jsonl";
-  Run sweep = run_lowbit({"sweep", "-m", model.string(), "--quant", "bf16", "--temperature", "0,1", "--top-k", "1",
-                          "--seed", "0,1", "-n", "8", "-p", "Once", "-o", runs.string()},
-                         dir);
-  INFO(sweep.log);
+  RunResult sweep = run_lowbit({"sweep", "-m", model.string(), "--quant", "bf16", "--temperature", "0,1", "--top-k", "1",
+                          "--seed", "0,1", "-n", "8", "-p", "Once", "-o", runs.string()});
+  INFO(sweep.log());
   REQUIRE(sweep.code == 0);
-  CHECK(sweep.log.find("tie for the top") != std::string::npos);
+  CHECK(sweep.log().find("tie for the top") != std::string::npos);
   const auto records = records_of(runs);
   REQUIRE(records.size() == 3);  // T 0 (2 seeds) once; T 1 top-k 1: each seed alone
   CHECK(records[0]["greedy"] == true);
@@ -848,15 +829,15 @@ TEST_CASE("lowbit sweep: a top-k 1 point whose logits tie for the top is run on 
 TEST_CASE("lowbit sweep: an existing runs file needs --resume or --force", "[study][sweep][cli]") {
   fs::path dir = temp_dir("overwrite");
   fs::path runs = dir / "runs.jsonl";
-  REQUIRE(run_lowbit(sweep_args(runs, {}), dir).code == 0);
+  REQUIRE(run_lowbit(sweep_args(runs, {})).code == 0);
   const std::string finished = slurp(runs);
-  Run again = run_lowbit(sweep_args(runs, {"--quant", "int8"}), dir);
+  RunResult again = run_lowbit(sweep_args(runs, {"--quant", "int8"}));
   CHECK(again.code == 2);
-  CHECK(again.log.find("--resume continues it, --force starts it over") != std::string::npos);
-  CHECK(again.log.find("loaded") == std::string::npos);
+  CHECK(again.log().find("--resume continues it, --force starts it over") != std::string::npos);
+  CHECK(again.log().find("loaded") == std::string::npos);
   CHECK(slurp(runs) == finished);  // untouched
-  CHECK(run_lowbit(sweep_args(runs, {"--resume", "--force"}), dir).code == 2);
-  Run force = run_lowbit(sweep_args(runs, {"--force", "--temperature", "0"}), dir);
+  CHECK(run_lowbit(sweep_args(runs, {"--resume", "--force"})).code == 2);
+  RunResult force = run_lowbit(sweep_args(runs, {"--force", "--temperature", "0"}));
   REQUIRE(force.code == 0);
   CHECK(grid_points(runs).size() == 2 * 2 * 4);  // only the new grid: T 0 x 2 top-k x 2 seeds
 }
@@ -864,16 +845,17 @@ TEST_CASE("lowbit sweep: an existing runs file needs --resume or --force", "[stu
 TEST_CASE("lowbit sweep: one format resident at a time, scores equal a resident reference", "[study][sweep][cli]") {
   fs::path dir = temp_dir("passes");
   fs::path two_pass = dir / "two.jsonl", kept = dir / "kept.jsonl";
-  Run a = run_lowbit(sweep_args(two_pass, {"--quant", "nf4,int8"}), dir);
-  INFO(a.log);
+  RunResult a = run_lowbit(sweep_args(two_pass, {"--quant", "nf4,int8"}));
+  INFO(a.log());
   REQUIRE(a.code == 0);
   // bf16 first, then each format with bf16 reloaded to score its runs.
   std::vector<std::string> loads;
-  for (size_t p = 0; (p = a.log.find(" as ", p)) != std::string::npos; ++p)
-    loads.push_back(a.log.substr(p + 4, a.log.find(' ', p + 4) - p - 4));
+  const std::string log = a.log();
+  for (size_t p = 0; (p = log.find(" as ", p)) != std::string::npos; ++p)
+    loads.push_back(log.substr(p + 4, log.find(' ', p + 4) - p - 4));
   CHECK(loads == std::vector<std::string>{"bf16", "nf4", "bf16", "int8", "bf16"});
   CHECK(!fs::exists(dir / "two.jsonl.unscored"));
-  Run b = run_lowbit(sweep_args(kept, {"--quant", "nf4,int8", "--keep-reference"}), dir);
+  RunResult b = run_lowbit(sweep_args(kept, {"--quant", "nf4,int8", "--keep-reference"}));
   REQUIRE(b.code == 0);
   CHECK(grid_points(two_pass) == grid_points(kept));
 
@@ -891,11 +873,11 @@ TEST_CASE("lowbit sweep: one format resident at a time, scores equal a resident 
   }
   main_part.close();
   unscored.close();
-  Run c = run_lowbit(sweep_args(resumed, {"--quant", "nf4,int8", "--resume"}), dir);
-  INFO(c.log);
+  RunResult c = run_lowbit(sweep_args(resumed, {"--quant", "nf4,int8", "--resume"}));
+  INFO(c.log());
   REQUIRE(c.code == 0);
-  CHECK(c.log.find("0 runs to compute") != std::string::npos);
-  CHECK(c.log.find("as int8") == std::string::npos);
+  CHECK(c.log().find("0 runs to compute") != std::string::npos);
+  CHECK(c.log().find("as int8") == std::string::npos);
   CHECK(grid_points(resumed) == grid_points(two_pass));
   CHECK(!fs::exists(dir / "resumed.jsonl.unscored"));
 }
@@ -903,15 +885,15 @@ TEST_CASE("lowbit sweep: one format resident at a time, scores equal a resident 
 TEST_CASE("lowbit sweep --shard I/N: shards cover the grid once; report merges them", "[study][sweep][report][cli]") {
   fs::path dir = temp_dir("sweep-shard");
   fs::path whole = dir / "whole.jsonl";
-  REQUIRE(run_lowbit(sweep_args(whole, {}), dir).code == 0);
+  REQUIRE(run_lowbit(sweep_args(whole, {})).code == 0);
   std::map<std::string, std::string> merged;
   size_t total = 0;
   std::vector<std::string> files;
   for (int i = 0; i < 3; ++i) {
     fs::path out = dir / ("shard" + std::to_string(i) + ".jsonl");
     files.push_back(out.string());
-    Run r = run_lowbit(sweep_args(out, {"--shard", std::to_string(i) + "/3"}), dir);
-    INFO(r.log);
+    RunResult r = run_lowbit(sweep_args(out, {"--shard", std::to_string(i) + "/3"}));
+    INFO(r.log());
     REQUIRE(r.code == 0);
     const auto part = grid_points(out);
     CHECK(!part.empty());
@@ -923,26 +905,25 @@ TEST_CASE("lowbit sweep --shard I/N: shards cover the grid once; report merges t
   std::vector<std::string> report{"report"};
   report.insert(report.end(), files.begin(), files.end());
   report.insert(report.end(), {"-o", (dir / "merged.html").string()});
-  Run r = run_lowbit(report, dir);
-  INFO(r.log);
+  RunResult r = run_lowbit(report);
+  INFO(r.log());
   REQUIRE(r.code == 0);
   CHECK(slurp(dir / "merged.html").find("32 grid points") != std::string::npos);
   // The same shard twice is an overlap, not twice the data.
-  Run twice = run_lowbit({"report", files[0], files[0], "-o", (dir / "bad.html").string()}, dir);
+  RunResult twice = run_lowbit({"report", files[0], files[0], "-o", (dir / "bad.html").string()});
   CHECK(twice.code == 1);
-  CHECK(twice.log.find("the files overlap") != std::string::npos);
-  CHECK(run_lowbit(sweep_args(dir / "x.jsonl", {"--shard", "3/3"}), dir).code == 2);
+  CHECK(twice.log().find("the files overlap") != std::string::npos);
+  CHECK(run_lowbit(sweep_args(dir / "x.jsonl", {"--shard", "3/3"})).code == 2);
 }
 
 TEST_CASE("lowbit sweep: min-p and repetition-penalty axes, stop strings, log-probs, provenance",
           "[study][sweep][cli]") {
   fs::path dir = temp_dir("axes");
   fs::path runs = dir / "runs.jsonl";
-  Run s = run_lowbit({"sweep", "-m", stories(), "--quant", "nf4", "--temperature", "0,0.9", "--top-k", "40",
+  RunResult s = run_lowbit({"sweep", "-m", stories(), "--quant", "nf4", "--temperature", "0,0.9", "--top-k", "40",
                       "--min-p", "0,0.1", "--repeat-penalty", "1,1.5", "-n", "40", "-p", "Once upon a time",
-                      "--stop", ".", "--logprobs", "-o", runs.string()},
-                     dir);
-  INFO(s.log);
+                      "--stop", ".", "--logprobs", "-o", runs.string()});
+  INFO(s.log());
   REQUIRE(s.code == 0);
   const auto records = records_of(runs);
   std::set<std::pair<double, double>> axes_seen;
@@ -999,13 +980,12 @@ TEST_CASE("report: several models side by side, prompt id collisions, batch outp
   fs::path a = dir / "a.jsonl", b = dir / "b.jsonl";
   const fs::path other = dir / "other-model";
   fs::copy(data_dir() + "/models/llama-gqa-tied", other, fs::copy_options::recursive);
-  REQUIRE(run_lowbit(sweep_args(a, {}), dir).code == 0);
+  REQUIRE(run_lowbit(sweep_args(a, {})).code == 0);
   REQUIRE(run_lowbit({"sweep", "-m", other.string(), "--quant", "nf4", "--temperature", "0,0.8", "--top-k", "40", "-n",
-                      "8", "-p", "Once upon a time", "-o", b.string()},
-                     dir)
+                      "8", "-p", "Once upon a time", "-o", b.string()})
               .code == 0);
-  Run two = run_lowbit({"report", a.string(), b.string(), "-o", (dir / "two.html").string()}, dir);
-  INFO(two.log);
+  RunResult two = run_lowbit({"report", a.string(), b.string(), "-o", (dir / "two.html").string()});
+  INFO(two.log());
   REQUIRE(two.code == 0);
   const std::string page = slurp(dir / "two.html");
   CHECK(page.find("<h2>Model " + stories()) != std::string::npos);
@@ -1015,30 +995,29 @@ TEST_CASE("report: several models side by side, prompt id collisions, batch outp
   // Two sweeps of one model whose prompt 0 differ: an error, not a merge.
   fs::path c = dir / "c.jsonl";
   REQUIRE(run_lowbit({"sweep", "-m", stories(), "--quant", "nf4", "--temperature", "0", "--top-k", "40", "-n", "8",
-                      "--seed", "7", "-p", "The sun was", "-o", c.string()},
-                     dir)
+                      "--seed", "7", "-p", "The sun was", "-o", c.string()})
               .code == 0);
-  Run collide = run_lowbit({"report", a.string(), c.string(), "-o", (dir / "x.html").string()}, dir);
+  RunResult collide = run_lowbit({"report", a.string(), c.string(), "-o", (dir / "x.html").string()});
   CHECK(collide.code == 1);
-  CHECK(collide.log.find("prompt id 0 is \"The sun was\" here but \"Once upon a time\"") != std::string::npos);
+  CHECK(collide.log().find("prompt id 0 is \"The sun was\" here but \"Once upon a time\"") != std::string::npos);
 
   // A batch output is not a sweep.
   fs::path input = dir / "in.jsonl", batch_out = dir / "batch.jsonl";
   write_text(input, "{\"id\": 1, \"prompt\": \"Once\", \"max_new_tokens\": 4}\n");
-  REQUIRE(run_lowbit({"batch", "-m", stories(), "--input", input.string(), "-o", batch_out.string()}, dir).code == 0);
-  Run not_sweep = run_lowbit({"report", batch_out.string(), "-o", (dir / "y.html").string()}, dir);
+  REQUIRE(run_lowbit({"batch", "-m", stories(), "--input", input.string(), "-o", batch_out.string()}).code == 0);
+  RunResult not_sweep = run_lowbit({"report", batch_out.string(), "-o", (dir / "y.html").string()});
   CHECK(not_sweep.code == 1);
-  CHECK(not_sweep.log.find(batch_out.string() + ":1: not a `lowbit sweep` run") != std::string::npos);
-  CHECK(not_sweep.log.find("`lowbit batch` output") != std::string::npos);
+  CHECK(not_sweep.log().find(batch_out.string() + ":1: not a `lowbit sweep` run") != std::string::npos);
+  CHECK(not_sweep.log().find("`lowbit batch` output") != std::string::npos);
 
   // A torn last line: a warning naming file and line; the page still renders.
   fs::path torn = dir / "torn.jsonl";
   fs::copy_file(a, torn);
   const size_t lines = count_lines(torn);
   { std::ofstream(torn, std::ios::app) << "{\"model\": \"tor"; }
-  Run t = run_lowbit({"report", torn.string(), "-o", (dir / "t.html").string()}, dir);
+  RunResult t = run_lowbit({"report", torn.string(), "-o", (dir / "t.html").string()});
   CHECK(t.code == 0);
-  CHECK(t.log.find("warning: " + torn.string() + ":" + std::to_string(lines + 1) + ": a torn last line") !=
+  CHECK(t.log().find("warning: " + torn.string() + ":" + std::to_string(lines + 1) + ": a torn last line") !=
         std::string::npos);
 }
 
@@ -1046,7 +1025,7 @@ TEST_CASE("report: facets by top-k without top-k 1, spread everywhere, provenanc
           "[study][report]") {
   fs::path dir = temp_dir("report-page");
   fs::path runs = dir / "runs.jsonl";
-  REQUIRE(run_lowbit(sweep_args(runs, {"--top-k", "1,10,40"}), dir).code == 0);
+  REQUIRE(run_lowbit(sweep_args(runs, {"--top-k", "1,10,40"})).code == 0);
   const std::string page = render_report(read_report_runs({runs.string()}));
   CHECK(page.find("ROUGE-L F1 vs the bf16 text (top-k 10)") != std::string::npos);
   CHECK(page.find("ROUGE-L F1 vs the bf16 text (top-k 40)") != std::string::npos);
@@ -1085,20 +1064,20 @@ TEST_CASE("lowbit batch: output checked before loading, long prompts get error r
   fs::path dir = temp_dir("batch13");
   fs::path input = dir / "in.jsonl", out = dir / "out.jsonl";
   write_text(input, "{\"id\": 1, \"prompt\": \"Once\", \"max_new_tokens\": 4}\n");
-  Run unwritable = run_lowbit({"batch", "-m", stories(), "--input", input.string(), "-o", "/nonexistent/dir/out.jsonl"}, dir);
+  RunResult unwritable = run_lowbit({"batch", "-m", stories(), "--input", input.string(), "-o", "/nonexistent/dir/out.jsonl"});
   CHECK(unwritable.code == 1);
-  CHECK(unwritable.log.find("/nonexistent/dir/out.jsonl: cannot open for writing") != std::string::npos);
-  CHECK(unwritable.log.find("loaded") == std::string::npos);
+  CHECK(unwritable.log().find("/nonexistent/dir/out.jsonl: cannot open for writing") != std::string::npos);
+  CHECK(unwritable.log().find("loaded") == std::string::npos);
 
   std::string longp;
   for (int i = 0; i < 200; ++i) longp += "Once upon a time ";
   write_text(input, "{\"id\": 1, \"prompt\": \"Once\", \"max_new_tokens\": 4, \"temperature\": 0.7}\n"
                     "{\"id\": 2, \"prompt\": \"" + longp + "\", \"max_new_tokens\": 4}\n"
                     "{\"id\": 3, \"prompt\": \"The dog\", \"max_new_tokens\": 40, \"stop\": [\".\", \"!\"]}\n");
-  Run r = run_lowbit({"batch", "-m", stories(), "--input", input.string(), "-o", out.string(), "--logprobs"}, dir);
-  INFO(r.log);
+  RunResult r = run_lowbit({"batch", "-m", stories(), "--input", input.string(), "-o", out.string(), "--logprobs"});
+  INFO(r.log());
   REQUIRE(r.code == 0);
-  CHECK(r.log.find(input.string() + ":2: the prompt has") != std::string::npos);
+  CHECK(r.log().find(input.string() + ":2: the prompt has") != std::string::npos);
   std::map<int, json> by_id;
   for (const json& j : records_of(out)) by_id[j["id"].get<int>()] = j;
   REQUIRE(by_id.size() == 3);
@@ -1113,7 +1092,7 @@ TEST_CASE("lowbit batch: output checked before loading, long prompts get error r
   CHECK(by_id[1]["provenance"]["lowbit_commit"].is_string());
   // --truncate keeps the prompt's end instead.
   fs::path truncated = dir / "truncated.jsonl";
-  REQUIRE(run_lowbit({"batch", "-m", stories(), "--input", input.string(), "-o", truncated.string(), "--truncate"}, dir)
+  REQUIRE(run_lowbit({"batch", "-m", stories(), "--input", input.string(), "-o", truncated.string(), "--truncate"})
               .code == 0);
   for (const json& j : records_of(truncated))
     if (j["id"] == 2) {
@@ -1125,18 +1104,18 @@ TEST_CASE("lowbit batch: output checked before loading, long prompts get error r
   // An unknown key names the line and the key, with the nearest known one.
   write_text(input, "{\"id\": 1, \"prompt\": \"a\"}\n{\"id\": 2, \"prompt\": \"b\", \"temprature\": 0.5}\n");
   fs::path out2 = dir / "out2.jsonl";
-  Run typo = run_lowbit({"batch", "-m", stories(), "--input", input.string(), "-o", out2.string()}, dir);
+  RunResult typo = run_lowbit({"batch", "-m", stories(), "--input", input.string(), "-o", out2.string()});
   CHECK(typo.code == 1);
-  CHECK(typo.log.find(input.string() + ":2: unknown key \"temprature\" (did you mean temperature?)") !=
+  CHECK(typo.log().find(input.string() + ":2: unknown key \"temprature\" (did you mean temperature?)") !=
         std::string::npos);
-  CHECK(typo.log.find("loaded") == std::string::npos);
+  CHECK(typo.log().find("loaded") == std::string::npos);
 
   // An empty input: an empty output file and a warning, exit 0.
   write_text(input, "\n");
   fs::path out3 = dir / "out3.jsonl";
-  Run empty = run_lowbit({"batch", "-m", stories(), "--input", input.string(), "-o", out3.string()}, dir);
+  RunResult empty = run_lowbit({"batch", "-m", stories(), "--input", input.string(), "-o", out3.string()});
   CHECK(empty.code == 0);
   CHECK(fs::exists(out3));
   CHECK(fs::file_size(out3) == 0);
-  CHECK(empty.log.find("no records") != std::string::npos);
+  CHECK(empty.log().find("no records") != std::string::npos);
 }

@@ -245,12 +245,22 @@ TEST_CASE("bad tokenizer files throw InputError naming the file", "[tokenizer]")
   CHECK(message_of(nfkc).find("NFKC") != std::string::npos);
 }
 
+// The text is every corpus entry that Hugging Face itself decodes back to the same text
+// (golden.json: decode(encode(text)) == text; llama2's Metaspace, for one, adds a space after a
+// special token), joined by newlines and repeated past 16 KB: decoding its ids gives it back.
 TEST_CASE("encoding tens of KB round-trips (timings printed, not asserted)", "[tokenizer]") {
-  const nlohmann::json corpus = read_json(tokenizers_dir() / "corpus.json");
-  std::string text;
-  for (const auto& entry : corpus) text += entry.get<std::string>() + "\n";
-  while (text.size() < 16 * 1024) text += text;
   for (const char* name : {"llama2", "llama3", "falcon"}) {
+    const nlohmann::json golden = read_json(tokenizers_dir() / name / "golden.json");
+    std::string text;
+    size_t entries = 0;
+    for (const auto& c : golden.at("cases"))
+      if (c.at("decoded_plain") == c.at("text")) {
+        text += c.at("text").get<std::string>() + "\n";
+        ++entries;
+      }
+    INFO(name << ": " << entries << " of " << golden.at("cases").size() << " corpus entries round-trip in HF");
+    REQUIRE(entries * 2 > golden.at("cases").size());
+    while (text.size() < 16 * 1024) text += text;
     const auto load_start = std::chrono::steady_clock::now();
     const Tokenizer tok = load(name);
     const auto start = std::chrono::steady_clock::now();
@@ -260,6 +270,6 @@ TEST_CASE("encoding tens of KB round-trips (timings printed, not asserted)", "[t
     const double encode_ms = std::chrono::duration<double, std::milli>(end - start).count();
     WARN(name << ": load " << load_ms << " ms; encode " << text.size() << " bytes -> " << ids.size()
               << " ids in " << encode_ms << " ms");
-    CHECK(tok.decode(ids, false) == tok.decode(tok.encode(text, false), false));
+    CHECK(tok.decode(ids, false) == text);
   }
 }

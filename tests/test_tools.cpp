@@ -1,5 +1,5 @@
 // The tool commands and the library code behind them: sliding-window perplexity (against a
-// hand computation from decode_step logits), KL and top-1 agreement against a base model, the
+// hand computation fed one token at a time), KL and top-1 agreement against a base model, the
 // streaming safetensors writer and shard planner, `lowbit make-model` (tiny presets load, give
 // finite logits, are deterministic), and `lowbit bench` / `lowbit ppl` end to end.
 #include <catch2/catch.hpp>
@@ -26,6 +26,7 @@
 #include "io/safetensors.h"
 #include "io/safetensors_stream_writer.h"
 #include "model/model.h"
+#include "test_fixtures.h"
 #include "test_util.h"
 #include "tokenizer/tokenizer.h"
 
@@ -46,33 +47,8 @@ fs::path scratch_dir(const std::string& name) {
   return dir;
 }
 
-struct CommandResult {
-  int exit_code = -1;
-  std::string out;
-};
-
-// LOWBIT_BIN when set (meson test sets it); else the lowbit built next to this test binary
-// (<build>/tests/test_tools -> <build>/lowbit), so a run from any build folder tests its own binary.
-std::string lowbit_binary() {
-  if (std::getenv("LOWBIT_BIN")) return test::lowbit_bin();
-  std::error_code ec;
-  const fs::path sibling = fs::canonical("/proc/self/exe", ec).parent_path().parent_path() / "lowbit";
-  return !ec && fs::exists(sibling) ? sibling.string() : test::lowbit_bin();
-}
-
-// Runs the lowbit binary with `args`; stdout captured, stderr discarded.
-CommandResult run_lowbit(const std::string& args) {
-  const std::string cmd = lowbit_binary() + " " + args + " 2>/dev/null";
-  CommandResult r;
-  FILE* pipe = ::popen(cmd.c_str(), "r");
-  REQUIRE(pipe != nullptr);
-  char buf[4096];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof(buf), pipe)) > 0) r.out.append(buf, n);
-  const int status = ::pclose(pipe);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
-}
+using test::run_lowbit;
+using test::RunResult;
 
 std::vector<int32_t> random_tokens(size_t n, int vocab, uint64_t seed) {
   std::mt19937_64 rng(seed);
@@ -83,7 +59,7 @@ std::vector<int32_t> random_tokens(size_t n, int vocab, uint64_t seed) {
 }
 
 // Mean NLL computed the long way: HF's loop written out again, every window fed one token at a
-// time through decode_step (the KV-cache path, not the batched prefill), log-softmax in long double.
+// time through decode_logits (the KV-cache path, not the batched prefill), log-softmax in long double.
 double hand_mean_nll(Model& model, const std::vector<int32_t>& tokens, int window, int stride) {
   const int64_t n = int64_t(tokens.size());
   long double total = 0;
@@ -92,7 +68,7 @@ double hand_mean_nll(Model& model, const std::vector<int32_t>& tokens, int windo
     const int64_t end = std::min(begin + window, n);
     const int64_t trg_len = end - prev_end;  // HF: the last trg_len tokens are labels
     for (int64_t i = begin; i + 1 < end; ++i) {
-      std::vector<float> logits = decode_step(model, tokens[size_t(i)], int(i - begin), 0);
+      std::vector<float> logits = test::decode_logits(model, tokens[size_t(i)], int(i - begin), 0);
       const int64_t target = i + 1;
       if (target < end - trg_len) continue;
       long double max = logits[0];
@@ -100,6 +76,41 @@ double hand_mean_nll(Model& model, const std::vector<int32_t>& tokens, int windo
       long double sum = 0;
       for (float v : logits) sum += std::exp(static_cast<long double>(v) - max);
       total -= static_cast<long double>(logits[size_t(tokens[size_t(target)])]) - max - std::log(sum);
+      ++count;
+    }
+    prev_end = end;
+    if (end == n) break;
+  }
+  REQUIRE(count == n - 1);
+  return double(total / count);
+}
+
+// Mean KL(base || model) over the same predictions, computed the long way like hand_mean_nll:
+// both models fed every window token by token, each row's log-softmax and KL in long double.
+double hand_mean_kl(Model& model, Model& base, const std::vector<int32_t>& tokens, int window, int stride) {
+  const int64_t n = int64_t(tokens.size());
+  auto log_softmax_long = [](const std::vector<float>& logits) {
+    long double max = logits[0];
+    for (float v : logits) max = std::max<long double>(max, v);
+    long double sum = 0;
+    for (float v : logits) sum += std::exp(static_cast<long double>(v) - max);
+    std::vector<long double> out;
+    for (float v : logits) out.push_back(static_cast<long double>(v) - max - std::log(sum));
+    return out;
+  };
+  long double total = 0;
+  int64_t count = 0, prev_end = 0;
+  for (int64_t begin = 0; begin < n; begin += stride) {
+    const int64_t end = std::min(begin + window, n);
+    const int64_t trg_len = end - prev_end;
+    for (int64_t i = begin; i + 1 < end; ++i) {
+      const std::vector<long double> lp = log_softmax_long(test::decode_logits(model, tokens[size_t(i)], int(i - begin), 0));
+      const std::vector<long double> base_lp =
+          log_softmax_long(test::decode_logits(base, tokens[size_t(i)], int(i - begin), 0));
+      if (i + 1 < end - trg_len) continue;
+      long double kl = 0;
+      for (size_t v = 0; v < lp.size(); ++v) kl += std::exp(base_lp[v]) * (base_lp[v] - lp[v]);
+      total += kl;
       ++count;
     }
     prev_end = end;
@@ -156,7 +167,7 @@ TEST_CASE("log_softmax is stable for huge logits", "[tools]") {
   CHECK(out[2] == Approx(-1000.0 - std::log(2.0)));
 }
 
-TEST_CASE("perplexity equals a hand computation from decode_step logits", "[tools]") {
+TEST_CASE("perplexity equals a hand computation from token-by-token logits", "[tools]") {
   CpuBackend backend(0);
   for (const char* name : {"llama-gqa-tied", "falcon-40b-style"}) {
     DYNAMIC_SECTION(name) {
@@ -316,12 +327,12 @@ TEST_CASE("make-model tiny presets load, give finite logits and are deterministi
       const std::string preset = std::string(arch_preset).substr(arch.size() + 1);
       const fs::path dir = scratch_dir(preset);
       auto make = [&](const fs::path& out, int seed) {
-        return run_lowbit(fmt::format("make-model --arch {} --preset {} --out {} --seed {} --tokenizer-from ''", arch,
-                                      preset, out.string(), seed));
+        return run_lowbit({"make-model", "--arch", arch, "--preset", preset, "--out", out.string(), "--seed",
+                           std::to_string(seed), "--tokenizer-from", ""});
       };
-      REQUIRE(make(dir / "a", 7).exit_code == 0);
-      REQUIRE(make(dir / "b", 7).exit_code == 0);
-      REQUIRE(make(dir / "c", 8).exit_code == 0);
+      REQUIRE(make(dir / "a", 7).code == 0);
+      REQUIRE(make(dir / "b", 7).code == 0);
+      REQUIRE(make(dir / "c", 8).code == 0);
       CHECK(slurp(dir / "a/model.safetensors") == slurp(dir / "b/model.safetensors"));
       CHECK(slurp(dir / "a/model.safetensors") != slurp(dir / "c/model.safetensors"));
       CHECK(fs::file_size(dir / "a/model.safetensors") < 8u << 20);
@@ -339,8 +350,8 @@ TEST_CASE("make-model tiny presets load, give finite logits and are deterministi
         CHECK(store.get("lm_head.weight").shape == std::vector<int64_t>{512, 128});
       } else {
         CHECK(cfg.arch == Arch::Falcon);
-        CHECK(cfg.multi_query);
-        CHECK(cfg.parallel_attn);
+        CHECK(cfg.qkv_layout == QkvLayout::stacked);  // multi_query
+        CHECK(cfg.parallel_attention);
         CHECK(cfg.tie_word_embeddings);
         CHECK(store.get("transformer.h.3.self_attention.query_key_value.weight").shape ==
               std::vector<int64_t>{(4 + 2) * 32, 128});
@@ -357,7 +368,7 @@ TEST_CASE("make-model tiny presets load, give finite logits and are deterministi
       opts.max_context = 32;
       auto model = Model::load((dir / "a").string(), backend, opts);
       const auto tokens = random_tokens(12, cfg.vocab_size, 5);
-      const auto logits = prefill(*model, tokens, 0);
+      const auto logits = test::prefill_logits(*model, tokens, 0);
       for (float v : logits) REQUIRE(std::isfinite(v));
       const PerplexityResult r = compute_perplexity(*model, tokens, 12, 6);
       CHECK(std::isfinite(r.perplexity));
@@ -375,53 +386,81 @@ TEST_CASE("make-model tiny presets load, give finite logits and are deterministi
 
 TEST_CASE("make-model rejects bad flags", "[tools]") {
   const std::string out = (scratch_dir("make-bad") / "x").string();
-  auto make = [&](const std::string& flags) { return run_lowbit(fmt::format("make-model {} --out {}", flags, out)).exit_code; };
-  CHECK(make("--arch llama --preset nope") == 2);
-  CHECK(make("--arch falcon --preset tiny-llama") == 2);
-  CHECK(make("--arch llama --preset tiny-llama --dtype f8") == 2);
-  CHECK(make("--arch llama --preset tiny-llama --layers 0") == 2);
-  REQUIRE(make("--arch llama --preset tiny-llama --layers 1") == 0);
+  auto make = [&](std::vector<std::string> flags) {
+    flags.insert(flags.begin(), "make-model");
+    flags.insert(flags.end(), {"--out", out});
+    return run_lowbit(flags).code;
+  };
+  CHECK(make({"--arch", "llama", "--preset", "nope"}) == 2);
+  CHECK(make({"--arch", "falcon", "--preset", "tiny-llama"}) == 2);
+  CHECK(make({"--arch", "llama", "--preset", "tiny-llama", "--dtype", "f8"}) == 2);
+  CHECK(make({"--arch", "llama", "--preset", "tiny-llama", "--layers", "0"}) == 2);
+  REQUIRE(make({"--arch", "llama", "--preset", "tiny-llama", "--layers", "1"}) == 0);
   // Not empty any more: refuses without --force.
-  CHECK(make("--arch llama --preset tiny-llama --layers 1") == 2);
-  CHECK(make("--arch llama --preset tiny-llama --layers 1 --force") == 0);
+  CHECK(make({"--arch", "llama", "--preset", "tiny-llama", "--layers", "1"}) == 2);
+  CHECK(make({"--arch", "llama", "--preset", "tiny-llama", "--layers", "1", "--force"}) == 0);
   CHECK(load_config(out).n_layers == 1);
 }
 
 TEST_CASE("ppl command prints perplexity, KL and agreement", "[tools]") {
   const fs::path dir = scratch_dir("ppl");
-  REQUIRE(run_lowbit("make-model --arch llama --preset tiny-llama --layers 2 --tokenizer-from '' --out " +
-                     (dir / "m").string()).exit_code == 0);
+  REQUIRE(run_lowbit({"make-model", "--arch", "llama", "--preset", "tiny-llama", "--layers", "2", "--tokenizer-from", "",
+                      "--out", (dir / "m").string()})
+              .code == 0);
   {
     std::ofstream text(dir / "text.txt");
     for (int i = 0; i < 20; ++i) text << "Lily and Ben went to the park. They saw a big red ball. ";
   }
-  const std::string base = "ppl -m " + (dir / "m").string() + " --device cpu -f " + (dir / "text.txt").string();
-  const CommandResult r = run_lowbit(base + " --quant bf16 --kl-base f32 --ctx-window 64 --json");
-  REQUIRE(r.exit_code == 0);
+  auto ppl = [&](std::vector<std::string> flags) {
+    flags.insert(flags.begin(), {"ppl", "-m", (dir / "m").string(), "--device", "cpu", "-f", (dir / "text.txt").string()});
+    return run_lowbit(flags);
+  };
+  // nf4 against f32 (make-model writes bf16 weights, so bf16 against f32 would be exact: KL 0).
+  const RunResult r = ppl({"--quant", "nf4", "--kl-base", "f32", "--ctx-window", "64", "--json"});
+  INFO(r.err);
+  REQUIRE(r.code == 0);
   const auto j = nlohmann::json::parse(r.out);
   CHECK(j.at("tokens_scored").get<int64_t>() == j.at("tokens").get<int64_t>() - 1);
   CHECK(j.at("stride").get<int>() == 32);
   CHECK(j.at("perplexity").get<double>() > 1);
-  CHECK(j.at("mean_kl").get<double>() >= 0);
+  {
+    // The perplexity and KL the command prints, computed again here the long way: both formats
+    // loaded in this process as the command loads them (KV cache sized to the window).
+    CpuBackend backend(0);
+    LoadOptions f32;
+    f32.max_context = 64;
+    LoadOptions nf4 = f32;
+    nf4.format = Format::NF4;
+    auto quantized = Model::load((dir / "m").string(), backend, nf4);
+    auto base_model = Model::load((dir / "m").string(), backend, f32);
+    const Tokenizer tok = Tokenizer::from_file((dir / "m" / "tokenizer.json").string());
+    const std::vector<int32_t> tokens = tok.encode(slurp(dir / "text.txt"), true);
+    REQUIRE(j.at("tokens").get<size_t>() == tokens.size());
+    const double kl = hand_mean_kl(*quantized, *base_model, tokens, 64, 32);
+    CHECK(kl > 0);  // 4-bit weights move the distribution
+    CHECK(j.at("mean_kl").get<double>() == Approx(kl).epsilon(1e-6));
+    CHECK(j.at("perplexity").get<double>() == Approx(std::exp(hand_mean_nll(*quantized, tokens, 64, 32))).epsilon(1e-9));
+  }
   CHECK(j.at("top1_agreement").get<double>() > 0.5);
-  CHECK(j.at("quant") == "bf16");
+  CHECK(j.at("quant") == "nf4");
 
-  const CommandResult text = run_lowbit(base + " --quant f32");
-  REQUIRE(text.exit_code == 0);
+  const RunResult text = ppl({"--quant", "f32"});
+  REQUIRE(text.code == 0);
   CHECK(text.out.find("perplexity:") != std::string::npos);
-  CHECK(run_lowbit(base + " --stride 0").exit_code == 2);
-  CHECK(run_lowbit(base + " --ctx-window 1").exit_code == 2);
-  CHECK(run_lowbit(base + " --ctx-window 64 --stride 64").exit_code == 2);
-  CHECK(run_lowbit(base + " --kl-base q3").exit_code == 2);
-  CHECK(run_lowbit("ppl -m " + (dir / "m").string() + " -f " + (dir / "missing.txt").string()).exit_code == 1);
-  CHECK(run_lowbit("ppl -m " + (dir / "nothing").string() + " -f " + (dir / "text.txt").string()).exit_code == 1);
+  CHECK(ppl({"--stride", "0"}).code == 2);
+  CHECK(ppl({"--ctx-window", "1"}).code == 2);
+  CHECK(ppl({"--ctx-window", "64", "--stride", "64"}).code == 2);
+  CHECK(ppl({"--kl-base", "q3"}).code == 2);
+  CHECK(run_lowbit({"ppl", "-m", (dir / "m").string(), "-f", (dir / "missing.txt").string()}).code == 1);
+  CHECK(run_lowbit({"ppl", "-m", (dir / "nothing").string(), "-f", (dir / "text.txt").string()}).code == 1);
 }
 
 TEST_CASE("bench runs end to end and reports every field", "[tools]") {
   const std::string model = fixture("llama-gqa-tied");
-  const CommandResult r = run_lowbit("bench -m " + model +
-                                     " --device cpu --quant f32,bf16 --batch 1,2 --prompt-len 8 --gen 4 --repeats 1 --json");
-  REQUIRE(r.exit_code == 0);
+  const RunResult r = run_lowbit({"bench", "-m", model, "--device", "cpu", "--quant", "f32,bf16", "--batch", "1,2",
+                                  "--prompt-len", "8", "--gen", "4", "--repeats", "1", "--json"});
+  INFO(r.err);
+  REQUIRE(r.code == 0);
   const auto j = nlohmann::json::parse(r.out);
   CHECK(j.at("device").get<std::string>().rfind("cpu", 0) == 0);
   CHECK(j.at("copy_bandwidth_gbs").get<double>() > 0);
@@ -435,9 +474,9 @@ TEST_CASE("bench runs end to end and reports every field", "[tools]") {
     CHECK((row.at("batch_size") == 1 || row.at("batch_size") == 2));
     if (row.at("quant") == "bf16") CHECK(row.at("decode_speedup_vs_bf16").get<double>() == 1.0);
   }
-  CHECK(run_lowbit("bench -m " + model + " --quant f32,q9").exit_code == 2);
-  CHECK(run_lowbit("bench -m " + model + " --quant f32 --batch 0").exit_code == 2);
-  CHECK(run_lowbit("bench -m " + model + " --quant f32 --prompt-len 8,x").exit_code == 2);
-  CHECK(run_lowbit("bench -m " + model + " --quant f32 --prompt-len 250 --gen 10").exit_code == 2);
-  CHECK(run_lowbit("bench -m " + fixture("missing") + " --quant f32").exit_code == 1);
+  CHECK(run_lowbit({"bench", "-m", model, "--quant", "f32,q9"}).code == 2);
+  CHECK(run_lowbit({"bench", "-m", model, "--quant", "f32", "--batch", "0"}).code == 2);
+  CHECK(run_lowbit({"bench", "-m", model, "--quant", "f32", "--prompt-len", "8,x"}).code == 2);
+  CHECK(run_lowbit({"bench", "-m", model, "--quant", "f32", "--prompt-len", "250", "--gen", "10"}).code == 2);
+  CHECK(run_lowbit({"bench", "-m", fixture("missing"), "--quant", "f32"}).code == 1);
 }

@@ -12,8 +12,8 @@
 #include <string>
 #include <vector>
 
+#include "backend/op_kinds.h"
 #include "formats/format.h"
-#include "model/config.h"
 #include "sampler/sampler.h"
 
 namespace lowbit {
@@ -118,7 +118,7 @@ class Backend {
 
   // Precomputes rotary inverse frequencies (head_dim/2 values, already scaled per config).
   virtual void set_rope(std::vector<float> inv_freq) = 0;
-  // Tokens, positions and slots of the next ops (uploaded once per forward).
+  // Tokens, positions and slots of the next ops: the model uploads each forward's batch once.
   virtual void set_batch(const TokenBatch& batch) = 0;
 
   // --- ops on the current batch (n = batch size) -------------------------------------------
@@ -129,7 +129,7 @@ class Backend {
   // residual += delta, then out = norm(residual): the pre-norm transformer's residual step.
   virtual void add_norm(DeviceBuffer& residual, const DeviceBuffer& delta, const DeviceNorm& w, NormKind kind,
                         float eps, int dim, DeviceBuffer& out) = 0;
-  // dst[i, :] = src[rows[i], :] for rows of `dim` values (before a set_batch of rows.size()).
+  // dst[i, :] = src[rows[i], :] for rows of `dim` values.
   virtual void gather_rows(const DeviceBuffer& src, const std::vector<int>& rows, int dim, DeviceBuffer& dst) = 0;
   // x += y over n*dim values.
   virtual void add(DeviceBuffer& x, const DeviceBuffer& y, int dim) = 0;
@@ -146,6 +146,13 @@ class Backend {
                          DeviceBuffer& out) = 0;
   // SwiGLU: out[t, i] = silu(gu[t, i]) * gu[t, hidden + i]; GELU: out[t, i] = gelu(gu[t, i]).
   virtual void activation(const DeviceBuffer& gu, Activation act, int hidden, DeviceBuffer& out) = 0;
+  // The output head on the rows whose logits are wanted, given explicitly (rows.size() rows, not
+  // the batch's n): gathered[i, :] = x[rows[i], :], normed = norm(gathered) with `w`, logits[i, :]
+  // = head normed[i, :] (+ bias), as gather_rows, norm and matmul compute them. gathered and
+  // normed are scratch of at least rows.size() * dim floats.
+  virtual void head(const DeviceBuffer& x, const std::vector<int>& rows, const DeviceNorm& w, NormKind kind, float eps,
+                    int dim, const DeviceLinear& head, DeviceBuffer& gathered, DeviceBuffer& normed,
+                    DeviceBuffer& logits) = 0;
   // Makes sure every op issued so far has finished (no-op on the CPU).
   virtual void synchronize() = 0;
 

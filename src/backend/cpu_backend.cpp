@@ -197,11 +197,16 @@ void CpuBackend::embed(const DeviceLinear& table, DeviceBuffer& out) {
 }
 
 void CpuBackend::norm(const DeviceBuffer& x, const DeviceNorm& w, NormKind kind, float eps, int dim, DeviceBuffer& out) {
+  norm_rows(x, w, kind, eps, dim, batch_.size(), out);
+}
+
+void CpuBackend::norm_rows(const DeviceBuffer& x, const DeviceNorm& w, NormKind kind, float eps, int dim, int n,
+                           DeviceBuffer& out) {
   const auto& nw = static_cast<const CpuNorm&>(w);
   const float* xs = data(x);
   float* ys = data(out);
   pool_.parallel_for(
-      batch_.size(), [&](int64_t b, int64_t e) {
+      n, [&](int64_t b, int64_t e) {
         for (int64_t t = b; t < e; ++t) norm_row(xs + t * dim, nw, kind, eps, dim, ys + t * dim);
       },
       4 * dim);
@@ -225,9 +230,18 @@ void CpuBackend::add(DeviceBuffer& x, const DeviceBuffer& y, int dim) {
   for (size_t i = 0; i < n; ++i) xs[i] += ys[i];
 }
 
-void CpuBackend::matmul(const DeviceLinear& w, const DeviceBuffer& x, DeviceBuffer& y) {
+void CpuBackend::head(const DeviceBuffer& x, const std::vector<int>& rows, const DeviceNorm& w, NormKind kind, float eps,
+                      int dim, const DeviceLinear& head, DeviceBuffer& gathered, DeviceBuffer& normed,
+                      DeviceBuffer& logits) {
+  gather_rows(x, rows, dim, gathered);
+  norm_rows(gathered, w, kind, eps, dim, int(rows.size()), normed);
+  matmul_rows(head, normed, int(rows.size()), logits);
+}
+
+void CpuBackend::matmul(const DeviceLinear& w, const DeviceBuffer& x, DeviceBuffer& y) { matmul_rows(w, x, batch_.size(), y); }
+
+void CpuBackend::matmul_rows(const DeviceLinear& w, const DeviceBuffer& x, int n, DeviceBuffer& y) {
   const auto& l = static_cast<const CpuLinear&>(w);
-  const int n = batch_.size();
   const float* bias = l.bias.empty() ? nullptr : l.bias.data();
   if (l.weight.is_single()) {
     // --cpu-bf16-activations: the opt-in bf16-activation GEMM for bf16 weights (never one token).

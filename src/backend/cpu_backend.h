@@ -68,6 +68,8 @@ class CpuBackend final : public Backend {
   void attention(const DeviceBuffer& qkv, KvCache& cache, int layer, const AttentionShape& shape,
                  DeviceBuffer& out) override;
   void activation(const DeviceBuffer& gu, Activation act, int hidden, DeviceBuffer& out) override;
+  void head(const DeviceBuffer& x, const std::vector<int>& rows, const DeviceNorm& w, NormKind kind, float eps, int dim,
+            const DeviceLinear& head, DeviceBuffer& gathered, DeviceBuffer& normed, DeviceBuffer& logits) override;
   void synchronize() override {}
   int32_t sample(const DeviceBuffer& logits, size_t row, int vocab, const SamplingParams& params,
                  std::span<const int32_t> history, uint64_t step) override;
@@ -75,9 +77,11 @@ class CpuBackend final : public Backend {
   double copy_bandwidth_gbs() override;
   size_t peak_memory_bytes() const override { return budget_.peak(); }
 
-  ThreadPool& pool() { return pool_; }
-
  private:
+  // norm and matmul on the first n rows (the batch's n, or the head's rows).
+  void norm_rows(const DeviceBuffer& x, const DeviceNorm& w, NormKind kind, float eps, int dim, int n, DeviceBuffer& out);
+  void matmul_rows(const DeviceLinear& w, const DeviceBuffer& x, int n, DeviceBuffer& y);
+
   ThreadPool pool_;
   MemoryBudget budget_;
   bool bf16_activations_;

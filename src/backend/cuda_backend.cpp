@@ -104,8 +104,9 @@ bool env_switch_on(const char* name) {
 }  // namespace
 
 // A pinned host buffer a batch upload is copied from, with the event that marks the copy done:
-// the host writes a slot again only after its previous copy has left it. A ring of a few slots
-// lets the two set_batch calls of one forward (model.cpp) not wait on each other.
+// the host writes a slot again only after its previous copy has left it. The model uploads one
+// batch per forward; a ring of a few slots lets the next forward's upload be staged while an
+// earlier copy may still be in flight (a forward whose results stay on the device, say).
 struct CudaBackend::StagingSlot {
   PinnedMemory host;
   cudaEvent_t copied = nullptr;
@@ -127,11 +128,6 @@ std::string CudaBackend::description() const {
   const cudaDeviceProp& p = ctx_.properties();
   return fmt::format("cuda: {}, sm_{}{}, {:.1f} GiB", p.name, p.major, p.minor,
                      double(p.totalGlobalMem) / double(size_t(1) << 30));
-}
-
-void CudaBackend::check(cudaError_t err, const char* what) const {
-  if (err != cudaSuccess)
-    throw DeviceError(fmt::format("launching {} failed: {} ({})", what, cudaGetErrorName(err), cudaGetErrorString(err)));
 }
 
 std::unique_ptr<DeviceBuffer> CudaBackend::alloc(size_t n_floats, const std::string& what) {
@@ -294,7 +290,7 @@ float* CudaBackend::ensure_workspace(DeviceMemory& mem, size_t bytes, const char
   // Round up to 1 MiB so that a slowly growing batch does not reallocate every step.
   const size_t rounded = (bytes + (size_t(1) << 20) - 1) & ~((size_t(1) << 20) - 1);
   mem = ctx_.allocate(rounded, what);
-  if (zeroed) check(cudaMemsetAsync(mem.as<uint8_t>(), 0, rounded, ctx_.stream()), what);
+  if (zeroed) cuda_check(cudaMemsetAsync(mem.as<uint8_t>(), 0, rounded, ctx_.stream()), what);
   return mem.as<float>();
 }
 
@@ -343,20 +339,25 @@ void CudaBackend::embed(const DeviceLinear& table, DeviceBuffer& out) {
     if (id < 0 || id >= t.rows())
       throw InputError(fmt::format("token id {} is outside the vocabulary (size {})", id, t.rows()));
   require_floats(out, size_t(batch_.size()) * size_t(t.cols()), "embed", "the output");
-  check(kernels::launch_embedding(t.codes(), t.format() == Format::BF16, device_tokens(), batch_.size(),
+  cuda_check(kernels::launch_embedding(t.codes(), t.format() == Format::BF16, device_tokens(), batch_.size(),
                                   int(t.cols()), data(out), ctx_.stream()),
         "embedding");
 }
 
 void CudaBackend::norm(const DeviceBuffer& x, const DeviceNorm& w, NormKind kind, float eps, int dim, DeviceBuffer& out) {
+  norm_rows(x, w, kind, eps, dim, batch_.size(), out);
+}
+
+void CudaBackend::norm_rows(const DeviceBuffer& x, const DeviceNorm& w, NormKind kind, float eps, int dim, int rows,
+                            DeviceBuffer& out) {
   const auto& nw = static_cast<const CudaNorm&>(w);
-  const size_t n = size_t(batch_.size()) * size_t(dim);
+  const size_t n = size_t(rows) * size_t(dim);
   require_floats(x, n, "norm", "the input");
   require_floats(out, n, "norm", "the output");
   // x is only read when no residual delta is given.
-  check(kernels::launch_norm(const_cast<float*>(data(x)), nullptr, nw.weight.as<float>(), nw.bias_or_null(),
+  cuda_check(kernels::launch_norm(const_cast<float*>(data(x)), nullptr, nw.weight.as<float>(), nw.bias_or_null(),
                              kind == NormKind::RMSNorm ? kernels::NormKindGpu::rms : kernels::NormKindGpu::layer, eps,
-                             batch_.size(), dim, data(out), ctx_.stream()),
+                             rows, dim, data(out), ctx_.stream()),
         "norm");
 }
 
@@ -367,7 +368,7 @@ void CudaBackend::add_norm(DeviceBuffer& residual, const DeviceBuffer& delta, co
   require_floats(residual, n, "add_norm", "the residual");
   require_floats(delta, n, "add_norm", "the delta");
   require_floats(out, n, "add_norm", "the output");
-  check(kernels::launch_norm(data(residual), data(delta), nw.weight.as<float>(), nw.bias_or_null(),
+  cuda_check(kernels::launch_norm(data(residual), data(delta), nw.weight.as<float>(), nw.bias_or_null(),
                              kind == NormKind::RMSNorm ? kernels::NormKindGpu::rms : kernels::NormKindGpu::layer, eps,
                              batch_.size(), dim, data(out), ctx_.stream()),
         "add_norm");
@@ -394,12 +395,23 @@ void CudaBackend::add(DeviceBuffer& x, const DeviceBuffer& y, int dim) {
   const size_t n = size_t(batch_.size()) * size_t(dim);
   require_floats(x, n, "add", "x");
   require_floats(y, n, "add", "y");
-  check(kernels::launch_add(data(x), data(y), n, ctx_.stream()), "add");
+  cuda_check(kernels::launch_add(data(x), data(y), n, ctx_.stream()), "add");
+}
+
+void CudaBackend::head(const DeviceBuffer& x, const std::vector<int>& rows, const DeviceNorm& w, NormKind kind,
+                       float eps, int dim, const DeviceLinear& head, DeviceBuffer& gathered, DeviceBuffer& normed,
+                       DeviceBuffer& logits) {
+  gather_rows(x, rows, dim, gathered);
+  norm_rows(gathered, w, kind, eps, dim, int(rows.size()), normed);
+  matmul_rows(head, normed, int(rows.size()), logits);
 }
 
 void CudaBackend::matmul(const DeviceLinear& w, const DeviceBuffer& x, DeviceBuffer& y) {
+  matmul_rows(w, x, batch_.size(), y);
+}
+
+void CudaBackend::matmul_rows(const DeviceLinear& w, const DeviceBuffer& x, int n, DeviceBuffer& y) {
   const auto& l = static_cast<const CudaLinear&>(w);
-  const int n = batch_.size();
   const int rows = int(l.rows()), cols = int(l.cols());
   require_floats(x, size_t(n) * size_t(cols), "matmul", "the input");
   require_floats(y, size_t(n) * size_t(rows), "matmul", "the output");
@@ -412,7 +424,7 @@ void CudaBackend::gemm_bf16(const void* w_bf16, int rows, int cols, const float*
   const size_t elems = size_t(n) * size_t(cols);
   auto* xb = reinterpret_cast<uint16_t*>(
       ensure_workspace(gemm_input_bf16_, elems * sizeof(uint16_t), "bf16 activations for the GEMM"));
-  check(kernels::launch_to_bf16(x, elems, xb, ctx_.stream()), "fp32 -> bf16 conversion");
+  cuda_check(kernels::launch_to_bf16(x, elems, xb, ctx_.stream()), "fp32 -> bf16 conversion");
   // Column-major view as in matmul(): Y^T [rows, n] = op_T(W) x X^T.
   LOWBIT_CUBLAS_CHECK(cublasGemmEx(ctx_.cublas(), CUBLAS_OP_T, CUBLAS_OP_N, rows, n, cols, &alpha, w_bf16, CUDA_R_16BF,
                                    cols, xb, CUDA_R_16BF, cols, &beta, y, CUDA_R_32F, rows, CUBLAS_COMPUTE_32F,
@@ -455,7 +467,7 @@ void CudaBackend::matmul_layer(const CudaLinear& l, const float* x, int n, float
       const float* xt = x + size_t(t0) * size_t(cols);
       float* yt = y + size_t(t0) * size_t(rows);
       for (const CudaWeightPart& p : l.parts)
-        check(k->gemv(part_view(p), bias != nullptr ? bias + p.first_row : nullptr, xt, m, yt + p.first_row, ws,
+        cuda_check(k->gemv(part_view(p), bias != nullptr ? bias + p.first_row : nullptr, xt, m, yt + p.first_row, ws,
                       ctx_.stream()),
               "gemv");
     }
@@ -480,10 +492,10 @@ void CudaBackend::matmul_layer(const CudaLinear& l, const float* x, int n, float
     auto* wb = reinterpret_cast<uint16_t*>(ensure_workspace(
         dequantized_bf16_, size_t(rows) * size_t(cols) * sizeof(uint16_t), "a dequantized bf16 weight for the GEMM"));
     for (const CudaWeightPart& p : l.parts)
-      check(k->dequantize(part_view(p), wb + size_t(p.first_row) * size_t(cols), ctx_.stream()), "dequantize to bf16");
+      cuda_check(k->dequantize(part_view(p), wb + size_t(p.first_row) * size_t(cols), ctx_.stream()), "dequantize to bf16");
     gemm_bf16(wb, rows, cols, x, n, y);
   }
-  if (bias != nullptr) check(kernels::launch_add_bias(y, bias, n, rows, ctx_.stream()), "bias add");
+  if (bias != nullptr) cuda_check(kernels::launch_add_bias(y, bias, n, rows, ctx_.stream()), "bias add");
 }
 
 // W8A8 prefill: per-token int8 activations, int8 x int8 -> int32 on the tensor cores (IMMA via
@@ -504,14 +516,14 @@ bool CudaBackend::matmul_w8a8_int8_gemm(const DeviceQuantizedPlanes& w, const fl
   auto* xq = reinterpret_cast<int8_t*>(base);
   auto* x_scale = reinterpret_cast<float*>(base + xq_bytes);
   auto* acc = reinterpret_cast<int32_t*>(base + xq_bytes + scale_bytes);
-  check(kernels::launch_w8a8_quantize_activations(x, n, cols, xq, x_scale, ctx_.stream()), "W8A8 activation quantization");
+  cuda_check(kernels::launch_w8a8_quantize_activations(x, n, cols, xq, x_scale, ctx_.stream()), "W8A8 activation quantization");
   const int32_t alpha = 1, beta = 0;
   const cublasStatus_t status =
       cublasGemmEx(ctx_.cublas(), CUBLAS_OP_T, CUBLAS_OP_N, rows, n, cols, &alpha, w.codes.get(), CUDA_R_8I, cols, xq,
                    CUDA_R_8I, cols, &beta, acc, CUDA_R_32I, rows, CUBLAS_COMPUTE_32I, CUBLAS_GEMM_DEFAULT);
   if (status == CUBLAS_STATUS_NOT_SUPPORTED) return false;
   cublas_check(status, "cublasGemmEx (int8 x int8 -> int32)");
-  check(kernels::launch_w8a8_rescale(acc, w.scales.as<float>(), x_scale, bias, n, rows, y, ctx_.stream()),
+  cuda_check(kernels::launch_w8a8_rescale(acc, w.scales.as<float>(), x_scale, bias, n, rows, y, ctx_.stream()),
         "W8A8 rescale");
   return true;
 }
@@ -520,7 +532,7 @@ void CudaBackend::rope(DeviceBuffer& qkv, const AttentionShape& s) {
   if (inv_freq_.bytes() < size_t(s.head_dim / 2) * sizeof(float))
     throw DeviceError("rope: set_rope() was not called with head_dim/2 frequencies");
   require_floats(qkv, size_t(batch_.size()) * size_t(s.qkv_dim()), "rope", "qkv");
-  check(kernels::launch_rope(data(qkv), device_positions(), inv_freq_.as<float>(), batch_.size(), s.n_heads,
+  cuda_check(kernels::launch_rope(data(qkv), device_positions(), inv_freq_.as<float>(), batch_.size(), s.n_heads,
                              s.n_kv_heads, s.head_dim, s.qkv_dim(), ctx_.stream()),
         "rope");
 }
@@ -553,11 +565,11 @@ void CudaBackend::attention(const DeviceBuffer& qkv, KvCache& cache, int layer, 
   g.bf16_cache = kv.dtype() == KvDtype::bf16;
   void* k_layer = kv.keys.as<uint8_t>() + kv.layer_offset(layer);
   void* v_layer = kv.values.as<uint8_t>() + kv.layer_offset(layer);
-  check(kernels::launch_kv_store(data(qkv), device_positions(), device_slots(), n, g, k_layer, v_layer, ctx_.stream()),
+  cuda_check(kernels::launch_kv_store(data(qkv), device_positions(), device_slots(), n, g, k_layer, v_layer, ctx_.stream()),
         "kv store");
   if (one_slot && n > 1) {
     // A prompt chunk: query tiles share K/V tiles.
-    check(kernels::launch_attention_prefill(data(qkv), k_layer, v_layer, device_positions(), device_slots(), n, g,
+    cuda_check(kernels::launch_attention_prefill(data(qkv), k_layer, v_layer, device_positions(), device_slots(), n, g,
                                             data(out), ctx_.stream()),
           "attention (prefill)");
   } else {
@@ -565,7 +577,7 @@ void CudaBackend::attention(const DeviceBuffer& qkv, KvCache& cache, int layer, 
                                         "the attention workspace");
     auto* counters = reinterpret_cast<int*>(ensure_workspace(
         attention_counters_, kernels::decode_counters(n, g) * sizeof(int), "the attention counters", true));
-    check(kernels::launch_attention_decode(data(qkv), k_layer, v_layer, device_positions(), device_slots(), n, g,
+    cuda_check(kernels::launch_attention_decode(data(qkv), k_layer, v_layer, device_positions(), device_slots(), n, g,
                                            workspace, counters, data(out), ctx_.stream()),
           "attention (decode)");
   }
@@ -576,20 +588,20 @@ void CudaBackend::activation(const DeviceBuffer& gu, Activation act, int hidden,
   require_floats(out, size_t(n) * size_t(hidden), "activation", "the output");
   if (act == Activation::SwiGLU) {
     require_floats(gu, size_t(n) * 2 * size_t(hidden), "activation", "the input");
-    check(kernels::launch_swiglu(data(gu), n, hidden, data(out), ctx_.stream()), "swiglu");
+    cuda_check(kernels::launch_swiglu(data(gu), n, hidden, data(out), ctx_.stream()), "swiglu");
   } else {
     require_floats(gu, size_t(n) * size_t(hidden), "activation", "the input");
-    check(kernels::launch_gelu(data(gu), size_t(n) * size_t(hidden), data(out), ctx_.stream()), "gelu");
+    cuda_check(kernels::launch_gelu(data(gu), size_t(n) * size_t(hidden), data(out), ctx_.stream()), "gelu");
   }
 }
 
 void CudaBackend::synchronize() { ctx_.synchronize(); }
 
-int32_t CudaBackend::sample_on_device(const DeviceBuffer& logits, size_t row, int vocab, const SamplingParams& params,
-                                      std::span<const int32_t> history, uint64_t step) {
+int32_t CudaBackend::sample(const DeviceBuffer& logits, size_t row, int vocab, const SamplingParams& params,
+                            std::span<const int32_t> history, uint64_t step) {
   validate(params);
   if (vocab <= 0 || (row + 1) * size_t(vocab) > logits.size())
-    throw DeviceError(fmt::format("sample_on_device: row {} of {} logits outside a buffer of {}", row, vocab,
+    throw DeviceError(fmt::format("sample: row {} of {} logits outside a buffer of {}", row, vocab,
                                   logits.size()));
   float* workspace = ensure_workspace(sampling_workspace_, kernels::sampling_workspace_bytes(vocab), "sampling scores");
   int32_t* device_history = nullptr;
@@ -609,7 +621,7 @@ int32_t CudaBackend::sample_on_device(const DeviceBuffer& logits, size_t row, in
   p.repetition_penalty = params.repetition_penalty;
   p.seed = params.seed;
   p.step = step;
-  check(kernels::launch_sample(data(logits) + row * size_t(vocab), vocab, device_history,
+  cuda_check(kernels::launch_sample(data(logits) + row * size_t(vocab), vocab, device_history,
                                device_history != nullptr ? int(history.size()) : 0, p, workspace, result,
                                ctx_.stream()),
         "sampling");
@@ -699,11 +711,6 @@ void CudaBackend::drop_recordings(const void* owner) {
       ++it;
     }
   }
-}
-
-int32_t CudaBackend::sample(const DeviceBuffer& logits, size_t row, int vocab, const SamplingParams& params,
-                            std::span<const int32_t> history, uint64_t step) {
-  return sample_on_device(logits, row, vocab, params, history, step);
 }
 
 double CudaBackend::copy_bandwidth_gbs() {

@@ -64,17 +64,16 @@ class CudaBackend final : public Backend {
   void attention(const DeviceBuffer& qkv, KvCache& cache, int layer, const AttentionShape& shape,
                  DeviceBuffer& out) override;
   void activation(const DeviceBuffer& gu, Activation act, int hidden, DeviceBuffer& out) override;
+  void head(const DeviceBuffer& x, const std::vector<int>& rows, const DeviceNorm& w, NormKind kind, float eps, int dim,
+            const DeviceLinear& head, DeviceBuffer& gathered, DeviceBuffer& normed, DeviceBuffer& logits) override;
   void synchronize() override;
 
   // Copies n floats from the host into dst at offset (tests, and inputs computed on the host).
   void upload(DeviceBuffer& dst, size_t offset, size_t n, const float* src);
 
-  // Samples one token from logits[row * vocab .. + vocab) with sampler.h's semantics and
-  // uniform01(params.seed, step): the same id as sample_token() on the downloaded row (up to
-  // the parallel rounding described in kernels/sampling.cuh). Waits for the result.
-  int32_t sample_on_device(const DeviceBuffer& logits, size_t row, int vocab, const SamplingParams& params,
-                           std::span<const int32_t> history, uint64_t step);
-
+  // Samples one token from logits[row * vocab .. + vocab) on the device with sampler.h's
+  // semantics and uniform01(params.seed, step): the same id as sample_token() on the downloaded
+  // row (up to the parallel rounding described in kernels/sampling.cuh). Waits for the result.
   int32_t sample(const DeviceBuffer& logits, size_t row, int vocab, const SamplingParams& params,
                  std::span<const int32_t> history, uint64_t step) override;
 
@@ -106,8 +105,6 @@ class CudaBackend final : public Backend {
                                                            int64_t cols, const QuantOptions& opts,
                                                            std::vector<float> bias);
 
-  CudaContext& context() { return ctx_; }
-
  private:
   struct StagingSlot;
   void ensure_batch_capacity(int n);
@@ -117,7 +114,9 @@ class CudaBackend final : public Backend {
   // Destroys the graphs whose kernels read or write `mem` (they hold its address).
   void drop_graphs_using(const DeviceMemory& mem);
   void check_batch_in_cache(int n_slots, int max_context) const;
-  void check(cudaError_t err, const char* what) const;
+  // norm and matmul on the first n rows (the batch's n, or the head's rows).
+  void norm_rows(const DeviceBuffer& x, const DeviceNorm& w, NormKind kind, float eps, int dim, int n, DeviceBuffer& out);
+  void matmul_rows(const DeviceLinear& w, const DeviceBuffer& x, int n, DeviceBuffer& y);
   // y [n, rows] = W x^T from a bf16 [rows, cols] weight on the device (cuBLAS, fp32 accumulate).
   void gemm_bf16(const void* w_bf16, int rows, int cols, const float* x, int n, float* y);
   void matmul_layer(const CudaLinear& l, const float* x, int n, float* y);

@@ -114,10 +114,4 @@ DeviceMemory CudaContext::allocate(size_t bytes, const std::string& what) {
 
 void CudaContext::synchronize() { LOWBIT_CUDA_CHECK(cudaStreamSynchronize(stream_)); }
 
-bool CudaContext::capturing() const {
-  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
-  LOWBIT_CUDA_CHECK(cudaStreamIsCapturing(stream_, &status));
-  return status == cudaStreamCaptureStatusActive;
-}
-
 }  // namespace lowbit

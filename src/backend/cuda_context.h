@@ -86,19 +86,16 @@ class CudaContext {
   const cudaDeviceProp& properties() const { return props_; }
   cudaStream_t stream() const { return stream_; }
   cublasHandle_t cublas() const { return cublas_; }
+  // Created with the context but not called by any kernel yet: kept for the FP8 prompt GEMMs
+  // (cublasLtMatmul), which only cuBLASLt offers.
   cublasLtHandle_t cublas_lt() const { return cublas_lt_; }
 
   // Device memory of `bytes`, zero-filled. `what` names it in the out-of-memory error:
   // "out of GPU memory allocating <what>: need N MiB, M MiB free".
   DeviceMemory allocate(size_t bytes, const std::string& what);
-  size_t bytes_in_use() const { return bytes_in_use_; }
   size_t peak_bytes_in_use() const { return peak_bytes_in_use_; }
-  size_t max_bytes() const { return opts_.max_bytes; }
-  void set_max_bytes(size_t max_bytes) { opts_.max_bytes = max_bytes; }
 
   void synchronize();
-  // True while the stream is being captured into a CUDA graph.
-  bool capturing() const;
 
  private:
   friend class DeviceMemory;

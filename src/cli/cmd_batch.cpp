@@ -200,7 +200,7 @@ int batch(const BatchFlags& f) {
     return 0;
   }
 
-  Session s = open_session(f.model, f.batch_size);
+  Session s = open_session(f.model, generation, f.batch_size);
   const std::vector<int32_t> stop_ids = s.stop_ids();
   const std::string quant(format_name(s.model->options().format));
   const ModelIdentity identity = model_identity(f.model.model_dir);
@@ -216,18 +216,11 @@ int batch(const BatchFlags& f) {
     Job& job = jobs[i];
     job.req.prompt = s.tokenizer->encode(job.prompt, job.messages.is_null());
     job.req.stop_ids = stop_ids;
-    std::string error;
-    if (job.req.prompt.empty()) {
-      error = "the prompt encodes to no tokens";
-    } else if (int(job.req.prompt.size()) >= ctx) {
-      if (f.truncate) {
-        job.truncated_from = job.req.prompt.size();
-        job.req.prompt.erase(job.req.prompt.begin(), job.req.prompt.end() - (ctx - 1));
-      } else {
-        error = fmt::format("the prompt has {} tokens but the context holds {} (use --ctx, or --truncate)",
-                            job.req.prompt.size(), ctx);
-      }
+    if (f.truncate && int(job.req.prompt.size()) >= ctx) {
+      job.truncated_from = job.req.prompt.size();
+      job.req.prompt.erase(job.req.prompt.begin(), job.req.prompt.end() - (ctx - 1));
     }
+    const std::string error = prompt_problem(job.req.prompt.size(), ctx, "use --ctx, or --truncate");
     if (!error.empty()) {
       spdlog::warn("{}:{}: {}; wrote an error record", f.input, job.line, error);
       Record j;

@@ -28,6 +28,7 @@
 #include "study/report.h"
 #include "core/error.h"
 #include "core/parallel.h"
+#include "generate/generate.h"
 #include "model/model.h"
 
 namespace lowbit::cli {
@@ -115,27 +116,28 @@ Timing run_once(Model& model, const std::vector<std::vector<int32_t>>& prompts, 
   auto t0 = Clock::now();
   model.forward(batch, rows, logits.data());  // forward downloads the logits: it has synchronized
   t.prefill_s = seconds_since(t0);
-  TokenBatch step;
+  // Decode as generation runs it (generate/generate.h): greedy, no stop ids, gen steps after the
+  // first token; every step one token per slot, picked on the backend (only ids come back),
+  // recorded and replayed where the backend can (CUDA graphs).
+  std::vector<GenerationRequest> requests(static_cast<size_t>(b));
+  std::vector<Sequence> seqs;
   for (int s = 0; s < b; ++s) {
-    step.tokens.push_back(argmax(logits.data() + size_t(s) * size_t(vocab), vocab));
-    step.positions.push_back(p);
-    step.slots.push_back(s);
+    GenerationRequest& req = requests[size_t(s)];
+    req.prompt = prompts[size_t(s)];
+    req.sampling.temperature = 0;
+    req.max_new_tokens = gen + 1;
+    seqs.emplace_back(req, s);
+  }
+  std::vector<Sequence*> active;
+  for (Sequence& s : seqs) {
+    take_token(model, s, argmax(logits.data() + size_t(s.slot) * size_t(vocab), vocab));
+    active.push_back(&s);
   }
   t.ttft_s = seconds_since(t0);
-  std::vector<int> all_rows(static_cast<size_t>(b));
-  for (int s = 0; s < b; ++s) all_rows[size_t(s)] = s;
-  // Decode as generation runs it: greedy picks on the backend (only ids come back), the step
-  // recorded and replayed where the backend can (CUDA graphs).
-  SamplingParams greedy;
-  greedy.temperature = 0;
-  const std::vector<SampleSpec> specs(static_cast<size_t>(b), SampleSpec{greedy, {}, 0});
   t0 = Clock::now();
   for (int g = 0; g < gen; ++g) {
-    const std::vector<int32_t> ids = model.forward_sample(step, all_rows, specs);
-    for (int s = 0; s < b; ++s) {
-      step.tokens[size_t(s)] = ids[size_t(s)];
-      ++step.positions[size_t(s)];
-    }
+    const std::vector<int32_t> ids = decode_step(model, active);
+    for (size_t s = 0; s < active.size(); ++s) take_token(model, *active[s], ids[s]);
   }
   t.decode_s = seconds_since(t0);
   return t;
@@ -156,6 +158,7 @@ int run_bench(const BenchFlags& f) {
   const std::vector<int> prompt_lens = parse_int_list("-p/--n-prompt", f.prompt_list, 1, 1 << 20);
   if (f.gen < 1) throw UsageError(fmt::format("-n/--n-gen {}: must be >= 1", f.gen));
   if (f.repeats < 1) throw UsageError(fmt::format("-r/--repetitions {}: must be >= 1", f.repeats));
+  validate_model_flags(f.model);
   if (!std::filesystem::is_directory(f.model.model_dir))
     throw InputError(fmt::format("{}: model folder not found", f.model.model_dir));
   const ModelConfig cfg = load_config(f.model.model_dir);
@@ -190,14 +193,14 @@ int run_bench(const BenchFlags& f) {
   for (auto& prompt : all_prompts)
     for (int i = 0; i < max_prompt; ++i) prompt.push_back(token(rng));
 
+  LoadOptions bench_opts = load_options(f.model, backend->name());
+  bench_opts.n_slots = max_batch;
+  bench_opts.max_context = max_prompt + f.gen;  // the KV cache holds what the benchmark uses, no more
+  bench_opts.progress = !f.json;
   std::vector<Row> rows;
   for (Format format : formats) {
-    ModelFlags mf = f.model;
-    mf.quant = std::string(format_name(format));
-    LoadOptions opts = load_options(mf, backend->name());
-    opts.n_slots = max_batch;
-    opts.max_context = max_prompt + f.gen;  // the KV cache holds what the benchmark uses, no more
-    opts.progress = !f.json;
+    LoadOptions opts = bench_opts;
+    opts.format = format;
     auto t0 = Clock::now();
     std::unique_ptr<Model> model = Model::load(f.model.model_dir, *backend, opts);
     const double load_s = seconds_since(t0);

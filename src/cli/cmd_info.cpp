@@ -24,9 +24,9 @@ struct InfoFlags {
 
 std::string arch_name(const ModelConfig& c) {
   if (c.arch == Arch::Llama) return "llama";
-  return std::string("falcon") + (c.new_decoder_architecture ? " (new decoder architecture)"
-                                  : c.parallel_attn          ? " (parallel attention)"
-                                                             : " (sequential)");
+  return std::string("falcon") + (c.qkv_layout == QkvLayout::per_kv_group ? " (new decoder architecture)"
+                                  : c.parallel_attention                   ? " (parallel attention)"
+                                                                           : " (sequential)");
 }
 
 int info(const InfoFlags& flags) {
@@ -51,8 +51,9 @@ int info(const InfoFlags& flags) {
     j["model"] = f.model_dir;
     j["architecture"] = c.arch == Arch::Llama ? "llama" : "falcon";
     j["model_type"] = c.model_type;
-    j["new_decoder_architecture"] = c.new_decoder_architecture;
-    j["parallel_attn"] = c.parallel_attn;
+    // config.json's names for the two Falcon switches, as read back from the plain flags.
+    j["new_decoder_architecture"] = c.qkv_layout == QkvLayout::per_kv_group;
+    j["parallel_attn"] = c.parallel_attention;
     j["layers"] = c.n_layers;
     j["hidden_size"] = c.hidden_size;
     j["intermediate_size"] = c.intermediate_size;

@@ -79,7 +79,7 @@ int run_ppl(const PplFlags& f) {
     ModelFlags flags = f.model;
     flags.ctx = window;
     flags.quant = quant;
-    Session s = open_session(flags);
+    Session s = open_session(flags, GenerationDefaults{});  // perplexity generates nothing
     const std::vector<int32_t> tokens = s.tokenizer->encode(text, true);
     if (tokens.size() < 2)
       throw InputError(
@@ -87,7 +87,7 @@ int run_ppl(const PplFlags& f) {
 
     std::unique_ptr<Model> base;
     if (base_format) {
-      LoadOptions opts = load_options(flags, s.backend->name());
+      LoadOptions opts = s.model->options();
       opts.format = *base_format;
       opts.progress = true;
       base = Model::load(flags.model_dir, *s.backend, opts);

@@ -130,7 +130,7 @@ int run_chat(const RunFlags& f) {
     if (t.text.empty() && t.origin != "-p") throw InputError(fmt::format("{}: the prompt is empty", t.origin));
     first = t.text;
   }
-  Session s = open_session(f.model);
+  Session s = open_session(f.model, defaults);
   spdlog::info("chat template: {}; seed {}, temperature {}, top-k {}, top-p {}", chat_family_name(tmpl.family()),
                sp.seed, sp.temperature, sp.top_k, sp.top_p);
   std::vector<ChatMessage> conv;
@@ -142,8 +142,7 @@ int run_chat(const RunFlags& f) {
     conv.push_back({"user", first});
     std::string rendered;
     std::vector<int32_t> prompt = chat_prompt(tmpl, *s.tokenizer, conv, &rendered);
-    if (int(prompt.size()) >= ctx)
-      throw InputError(fmt::format("the chat prompt has {} tokens but the context holds {} (use --ctx)", prompt.size(), ctx));
+    if (const std::string problem = prompt_problem(prompt.size(), ctx); !problem.empty()) throw InputError(problem);
     ChatAnswer a = answer(s, prompt, sp, max_new, !f.json);
     const GenerationResult& r = a.result;
     if (f.json) {
@@ -233,19 +232,18 @@ int run(const RunFlags& f) {
   // generation is asked for with an explicit -p "".
   if (text.empty() && prompt_text.origin != "-p")
     throw InputError(fmt::format("{}: the prompt is empty (-p \"\" generates from BOS alone)", prompt_text.origin));
-  Session s = open_session(f.model);
+  Session s = open_session(f.model, defaults);
   std::vector<int32_t> prompt = s.tokenizer->encode(text, true);
-  if (prompt.empty()) throw InputError("the prompt encodes to no tokens and the tokenizer adds no BOS");
   const int ctx = s.model->max_context();
   size_t truncated_from = 0;
-  if (int(prompt.size()) >= ctx) {
-    if (!f.truncate)
-      throw InputError(fmt::format("the prompt has {} tokens but the context holds {} (use --ctx, or --truncate)",
-                                   prompt.size(), ctx));
+  if (f.truncate && int(prompt.size()) >= ctx) {
     truncated_from = prompt.size();
     prompt.erase(prompt.begin(), prompt.end() - (ctx - 1));  // keep the most recent tokens
     spdlog::warn("prompt truncated to its last {} tokens", prompt.size());
   }
+  // Checked before anything is printed (generate() checks again).
+  if (const std::string problem = prompt_problem(prompt.size(), ctx, "use --ctx, or --truncate"); !problem.empty())
+    throw InputError(problem);
   spdlog::info("seed {}, temperature {}, top-k {}, top-p {}, min-p {}, repeat-penalty {}, max-new-tokens {}", sp.seed,
                sp.temperature, sp.top_k, sp.top_p, sp.min_p, sp.repetition_penalty, max_new);
 

@@ -245,6 +245,7 @@ class Sweep {
   ReferenceRun& reference_of(const Prompt& p, size_t point);
 
   const SweepFlags& f_;
+  GenerationDefaults generation_;  // generation_config.json, read once
   std::vector<Format> formats_;
   bool implicit_reference_ = false;
   std::vector<study::SweepSetting> grid_;
@@ -287,11 +288,11 @@ void Sweep::parse() {
   formats_.erase(std::remove(formats_.begin(), formats_.end(), Format::BF16), formats_.end());
   formats_.insert(formats_.begin(), Format::BF16);
 
-  const GenerationDefaults generation = load_generation_defaults(f_.model.model_dir);
+  generation_ = load_generation_defaults(f_.model.model_dir);
   const std::string max_new =
       !f_.max_new_tokens.empty() ? f_.max_new_tokens
-                                 : std::to_string(generation.max_new_tokens > 0 ? generation.max_new_tokens
-                                                                                : kSweepDefaultMaxNewTokens);
+                                 : std::to_string(generation_.max_new_tokens > 0 ? generation_.max_new_tokens
+                                                                                 : kSweepDefaultMaxNewTokens);
   study::SweepAxes axes;
   axes.temperature = study::parse_float_list("--temperature", f_.temperature);
   axes.top_k = study::parse_int_list("--top-k", f_.top_k);
@@ -323,10 +324,8 @@ void Sweep::parse() {
   const int context = f_.model.ctx > 0 ? f_.model.ctx : cfg.max_position_embeddings;
   for (Prompt& p : prompts_) {
     p.tokens = tok.encode(p.text, p.messages.is_null());
-    if (p.tokens.empty()) throw InputError(fmt::format("prompt {}: encodes to no tokens", p.id.dump()));
-    if (int(p.tokens.size()) >= context)
-      throw InputError(fmt::format("prompt {}: {} tokens but the context holds {} (use --ctx)", p.id.dump(),
-                                   p.tokens.size(), context));
+    if (const std::string problem = prompt_problem(p.tokens.size(), context); !problem.empty())
+      throw InputError(fmt::format("prompt {}: {}", p.id.dump(), problem));
   }
   identity_ = model_identity(f_.model.model_dir);
   unscored_path_ = f_.output + ".unscored";
@@ -384,7 +383,7 @@ Session& Sweep::reference() {
     flags.quant = "bf16";
     if (progress_) progress_->clear();
     rss_resettable_ = study::reset_peak_rss();
-    ref_.emplace(open_session(flags));
+    ref_.emplace(open_session(flags, generation_));
   }
   return *ref_;
 }
@@ -630,7 +629,7 @@ int Sweep::run() {
       flags.quant = std::string(format_name(formats_[fi]));
       progress_->clear();
       rss_resettable_ = study::reset_peak_rss();
-      Session s = open_session(flags);
+      Session s = open_session(flags, generation_);
       if (score_now) {
         if (!generate_format(fi, s, true, *out_)) return stop();
         continue;

@@ -36,6 +36,9 @@ void add_model_flags(CLI::App& app, ModelFlags& f) {
   app.add_option("--block-size", f.block_size, "nf4/fp4 block size")->capture_default_str();
   app.add_option("--int8-threshold", f.int8_threshold, "LLM.int8 outlier threshold (0 = no decomposition)")
       ->capture_default_str();
+  app.add_option("--w4-group", f.w4_group,
+                 "W4A16 group size: columns sharing one scale (and zero point) along the input dimension")
+      ->capture_default_str();
   app.add_flag("--w4-symmetric", f.w4_symmetric, "W4A16: symmetric groups (no zero point)");
   app.add_option("--keep-head", f.keep_head,
                  "keep the output head in 16-bit (true, as transformers+bitsandbytes do) or quantize it (false)")
@@ -117,40 +120,44 @@ void resolve_model_dir(ModelFlags& f) {
   throw UsageError(fmt::format("-m/--model: not given, and the bundled model is not in {} (give -m DIR)", looked));
 }
 
+namespace {
+Format quant_format(const std::string& quant) {
+  try {
+    return parse_format(quant);
+  } catch (const UsageError& e) {
+    throw UsageError(fmt::format("--quant: {}", e.what()));
+  }
+}
+}  // namespace
+
 void validate_model_flags(const ModelFlags& f) {
   if (f.device != "auto" && f.device != "cpu" && f.device != "cuda")
     throw UsageError(fmt::format("--device: unknown device '{}' (use auto, cpu or cuda)", f.device));
-  load_options(f, "cpu");
-}
-
-LoadOptions load_options(const ModelFlags& f, const std::string& backend_name) {
-  LoadOptions o;
-  if (f.quant == "auto") {
-    o.format = backend_name == "cpu" ? Format::F32 : Format::BF16;
-  } else {
-    try {
-      o.format = parse_format(f.quant);
-    } catch (const UsageError& e) {
-      throw UsageError(fmt::format("--quant: {}", e.what()));
-    }
-  }
+  if (f.quant != "auto") quant_format(f.quant);
   if (f.block_size < 16 || f.block_size > 4096 || (f.block_size & (f.block_size - 1)) != 0)
     throw UsageError(fmt::format("--block-size {}: must be a power of two from 16 to 4096", f.block_size));
+  if (f.w4_group < 1) throw UsageError(fmt::format("--w4-group {}: must be >= 1", f.w4_group));
   if (!(f.int8_threshold >= 0)) throw UsageError(fmt::format("--int8-threshold {}: must be >= 0", f.int8_threshold));
   if (f.ctx < 0) throw UsageError(fmt::format("--ctx {}: must be >= 0", f.ctx));
   if (f.threads < 0) throw UsageError(fmt::format("--threads {}: must be >= 0", f.threads));
   if (!(f.memory_cap_mib >= 0)) throw UsageError(fmt::format("--memory-cap {}: must be >= 0 (MiB)", f.memory_cap_mib));
+  if (f.kv_cache != "auto" && f.kv_cache != "f32" && f.kv_cache != "bf16")
+    throw UsageError(fmt::format("--kv-cache: unknown storage '{}' (use auto, f32 or bf16)", f.kv_cache));
+}
+
+LoadOptions load_options(const ModelFlags& f, const std::string& backend_name) {
+  LoadOptions o;
+  o.format = f.quant != "auto" ? quant_format(f.quant) : backend_name == "cpu" ? Format::F32 : Format::BF16;
   o.quant.block_size = f.block_size;
   o.quant.int8_threshold = f.int8_threshold;
   o.quant.w4_symmetric = f.w4_symmetric;
+  o.quant.w4_group = f.w4_group;
   o.keep_head = f.keep_head;
   o.max_context = f.ctx;
   if (f.kv_cache == "auto")
     o.kv_cache = backend_name == "cpu" ? KvDtype::f32 : KvDtype::bf16;
-  else if (f.kv_cache == "f32" || f.kv_cache == "bf16")
-    o.kv_cache = f.kv_cache == "bf16" ? KvDtype::bf16 : KvDtype::f32;
   else
-    throw UsageError(fmt::format("--kv-cache: unknown storage '{}' (use auto, f32 or bf16)", f.kv_cache));
+    o.kv_cache = f.kv_cache == "bf16" ? KvDtype::bf16 : KvDtype::f32;
   return o;
 }
 

@@ -27,6 +27,7 @@ struct ModelFlags {
   int block_size = 64;
   float int8_threshold = 6.0f;
   bool w4_symmetric = false;
+  int w4_group = 128;
   bool keep_head = true;
   double memory_cap_mib = 0;  // 0 = no cap
   std::string kv_cache = "auto";  // auto: f32 on the CPU, bf16 on CUDA
@@ -57,9 +58,10 @@ void resolve_model_dir(ModelFlags& f);
 // The places resolve_model_dir looks, in order.
 std::vector<std::string> bundled_model_candidates();
 
-// Throws UsageError naming the first bad flag (format name, device, sizes) without loading anything.
+// Throws UsageError naming the first bad flag (format name, device, sizes, KV storage) without
+// loading anything. Every command calls it once, first.
 void validate_model_flags(const ModelFlags& f);
-// Validates the flags and resolves "auto" values for the chosen backend.
+// The load options of flags validate_model_flags accepted, "auto" values resolved for the backend.
 LoadOptions load_options(const ModelFlags& f, const std::string& backend_name);
 // --ctx beyond the model's max_position_embeddings: positions the model was never trained on.
 // Allowed (as llama.cpp allows it) with a warning naming both numbers.

@@ -4,6 +4,7 @@
 #include <chrono>
 #include <csignal>
 #include <filesystem>
+#include <utility>
 
 #include <spdlog/spdlog.h>
 
@@ -34,13 +35,12 @@ std::vector<int32_t> Session::stop_ids() const {
   return {};
 }
 
-Session open_session(const ModelFlags& flags, int n_slots) {
+Session open_session(const ModelFlags& flags, GenerationDefaults generation, int n_slots) {
   namespace fs = std::filesystem;
   if (!fs::is_directory(flags.model_dir))
     throw InputError(fmt::format("{}: model folder not found", flags.model_dir));
   Session s;
   auto t0 = std::chrono::steady_clock::now();
-  validate_model_flags(flags);
   s.backend = make_backend(flags.device, flags.threads, size_t(flags.memory_cap_mib * 1024.0 * 1024.0),
                            flags.cpu_bf16_activations, flags.cuda_fast_prefill);
   LoadOptions opts = load_options(flags, s.backend->name());
@@ -49,7 +49,7 @@ Session open_session(const ModelFlags& flags, int n_slots) {
   const std::string tok_path = (fs::path(flags.model_dir) / "tokenizer.json").string();
   if (!fs::exists(tok_path)) throw InputError(fmt::format("{}: tokenizer.json is missing", flags.model_dir));
   s.tokenizer.emplace(Tokenizer::from_file(tok_path));
-  s.generation = load_generation_defaults(flags.model_dir);
+  s.generation = std::move(generation);
   s.model = Model::load(flags.model_dir, *s.backend, opts);
   s.load_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const ModelConfig& c = s.model->config();

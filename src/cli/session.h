@@ -21,7 +21,9 @@ struct Session {
   std::vector<int32_t> stop_ids() const;  // generation_config eos, else config eos, else tokenizer eos
 };
 
-Session open_session(const ModelFlags& flags, int n_slots = 1);
+// Loads the backend, tokenizer and model of flags that validate_model_flags accepted, with the
+// generation defaults the command read (load_generation_defaults) before loading anything.
+Session open_session(const ModelFlags& flags, GenerationDefaults generation, int n_slots = 1);
 
 // SIGINT sets a flag that generation loops poll; the handler is the one piece of process-wide
 // state, as a signal handler can reach nothing else.

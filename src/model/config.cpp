@@ -228,14 +228,16 @@ void read_falcon(const ConfigReader& config, const std::string& model_type, Mode
     out.intermediate_size = config.check_positive("ffn_hidden_size", *ffn);
   else  // transformers' default, computed wide so a huge hidden_size is refused, not wrapped
     out.intermediate_size = config.check_positive("hidden_size", 4 * int64_t(out.hidden_size));
-  out.multi_query = config.opt_bool("multi_query").value_or(true);
-  out.parallel_attn = config.opt_bool("parallel_attn").value_or(true);
+  // transformers' FalconConfig switches, turned into the layer's plain flags here and nowhere else.
+  const bool multi_query = config.opt_bool("multi_query").value_or(true);
+  const bool parallel_attn = config.opt_bool("parallel_attn").value_or(true);
   out.linear_bias = config.opt_bool("bias").value_or(false);
   const std::optional<bool> new_arch = config.opt_bool("new_decoder_architecture");
-  out.new_decoder_architecture = new_arch ? *new_arch : model_type == "RefinedWeb";
-  if (out.new_decoder_architecture) {
-    // The 40B layout always runs attention and MLP in parallel.
-    out.parallel_attn = true;
+  if (new_arch ? *new_arch : model_type == "RefinedWeb") {
+    // The 40B layout: grouped KV heads in the fused QKV, attention and MLP always in parallel,
+    // with their own LayerNorms (ln_attn, ln_mlp) unless num_ln_in_parallel_attn is 1.
+    out.qkv_layout = QkvLayout::per_kv_group;
+    out.parallel_attention = true;
     std::optional<int64_t> kv = config.opt_int("num_kv_heads");
     const char* kv_field = "num_kv_heads";
     if (!kv) {
@@ -243,12 +245,16 @@ void read_falcon(const ConfigReader& config, const std::string& model_type, Mode
       kv_field = "n_head_kv";
     }
     out.n_kv_heads = kv ? config.check_positive(kv_field, *kv) : out.n_heads;
-    out.n_ln_per_layer = config.positive_int_or("num_ln_in_parallel_attn", 2);
-    if (out.n_ln_per_layer > 2)
-      config.fail("num_ln_in_parallel_attn", "must be 1 or 2, got " + std::to_string(out.n_ln_per_layer));
+    const int n_ln = config.positive_int_or("num_ln_in_parallel_attn", 2);
+    if (n_ln > 2) config.fail("num_ln_in_parallel_attn", "must be 1 or 2, got " + std::to_string(n_ln));
+    out.mlp_has_norm = n_ln == 2;
   } else {
-    out.n_kv_heads = out.multi_query ? 1 : out.n_heads;
-    out.n_ln_per_layer = 1;
+    out.qkv_layout = multi_query ? QkvLayout::stacked : QkvLayout::per_head;
+    out.n_kv_heads = multi_query ? 1 : out.n_heads;
+    // parallel_attn: one input_layernorm shared by attention and MLP; else a sequential layer
+    // with post_attention_layernorm before the MLP.
+    out.parallel_attention = parallel_attn;
+    out.mlp_has_norm = !parallel_attn;
   }
   if (auto activation = config.opt_string("activation"); activation && *activation != "gelu")
     config.fail("activation", "is \"" + *activation + "\"; lowbit supports Falcon with gelu only");

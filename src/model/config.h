@@ -1,15 +1,24 @@
 // One model description for every supported architecture, read from config.json. The model code
-// branches on these fields (norm kind, activation, parallel attention), never on names.
+// branches on these fields (norm kind, activation, parallel attention), never on names; the
+// architecture's raw config.json switches are turned into them once, in config.cpp.
 #pragma once
 #include <cstdint>
 #include <string>
 #include <vector>
 
+#include "backend/op_kinds.h"
+
 namespace lowbit {
 
 enum class Arch { Llama, Falcon };
-enum class NormKind { RMSNorm, LayerNorm };
-enum class Activation { SwiGLU, GELU };  // SwiGLU: silu(gate) * up; GELU: exact erf gelu
+
+// How the rows of Falcon's fused query_key_value are ordered (Llama: separate q, k, v tensors).
+enum class QkvLayout {
+  separate,      // Llama: q_proj, k_proj, v_proj
+  stacked,       // Falcon multi_query: [q heads | k | v]
+  per_head,      // Falcon, neither: per head h: q_h, k_h, v_h
+  per_kv_group,  // Falcon new_decoder_architecture: per kv group g: its q heads, k_g, v_g
+};
 
 struct RopeScaling {
   enum class Type { None, Linear, Llama3 } type = Type::None;
@@ -39,12 +48,14 @@ struct ModelConfig {
   bool tie_word_embeddings = false;
   bool attention_bias = false;  // Llama: q/k/v/o biases
   bool mlp_bias = false;        // Llama: gate/up/down biases
-  // Falcon
-  bool parallel_attn = false;            // attention and MLP read the same normed input
-  bool new_decoder_architecture = false; // 40B-style: grouped KV in the fused QKV, two LayerNorms
-  bool multi_query = false;
-  bool linear_bias = false;              // Falcon "bias": every Linear has a bias
-  int n_ln_per_layer = 1;                // Falcon: 2 = separate ln_attn and ln_mlp
+  // A decoder layer, x its input:
+  //   sequential (Llama, Falcon with parallel_attn false): x += attn(norm1(x)); x += mlp(norm2(x))
+  //   parallel, one norm (Falcon 7B):                       h = norm1(x); x += attn(h) + mlp(h)
+  //   parallel, two norms (Falcon 40B):                     x += attn(norm1(x)) + mlp(norm2(x))
+  bool parallel_attention = false;  // attention and MLP both read x; their outputs are added together
+  bool mlp_has_norm = true;         // the MLP has its own norm (false: it reads the attention's normed input)
+  QkvLayout qkv_layout = QkvLayout::separate;
+  bool linear_bias = false;         // Falcon "bias": every Linear has a bias
   // Special tokens from config.json (-1 when absent); eos may list several ids.
   int32_t bos_token_id = -1;
   std::vector<int32_t> eos_token_ids;

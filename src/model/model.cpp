@@ -28,6 +28,16 @@ TensorNames names_for(const ModelConfig& cfg) {
   return {"transformer.word_embeddings.weight", "transformer.ln_f", "lm_head.weight", "transformer.h.{}."};
 }
 
+// The checkpoint prefixes of layer i's norms; `mlp` is empty when the MLP shares the attention's.
+struct LayerNormNames {
+  std::string attn, mlp;
+};
+LayerNormNames layer_norm_names(const ModelConfig& cfg, const TensorNames& nm, int i) {
+  if (!cfg.parallel_attention) return {nm.layer(i, "input_layernorm"), nm.layer(i, "post_attention_layernorm")};
+  if (cfg.mlp_has_norm) return {nm.layer(i, "ln_attn"), nm.layer(i, "ln_mlp")};
+  return {nm.layer(i, "input_layernorm"), ""};
+}
+
 // Loads tensors from the store, checking shapes, and uploads them in the chosen format. Tracks
 // which tensors were used so that leftovers can be reported.
 class WeightLoader {
@@ -122,21 +132,21 @@ std::vector<float> concat_rows(std::initializer_list<const std::vector<float>*> 
 
 // Where each row of Falcon's fused query_key_value goes in lowbit's [q heads | k heads | v heads]
 // order: result[checkpoint row] = output row.
-//  new_decoder_architecture: per kv group g: (n_heads/n_kv) q heads, then k_g, then v_g;
-//  multi_query: already [q heads | k | v];
-//  neither: per head h: q_h, k_h, v_h (view (n_heads, 3, head_dim)).
+//  per_kv_group: per kv group g: (n_heads/n_kv) q heads, then k_g, then v_g;
+//  stacked: already [q heads | k | v];
+//  per_head: per head h: q_h, k_h, v_h (view (n_heads, 3, head_dim)).
 std::vector<int32_t> falcon_qkv_row_order(const ModelConfig& cfg) {
   const int hd = cfg.head_dim, nh = cfg.n_heads, nkv = cfg.n_kv_heads;
   std::vector<int> src_head_rows;  // source head index (in head_dim rows) for each destination head
   std::vector<int> q(static_cast<size_t>(nh)), k(static_cast<size_t>(nkv)), v(static_cast<size_t>(nkv));
-  if (cfg.new_decoder_architecture) {
+  if (cfg.qkv_layout == QkvLayout::per_kv_group) {
     int r = nh / nkv;
     for (int g = 0; g < nkv; ++g) {
       for (int j = 0; j < r; ++j) q[size_t(g * r + j)] = g * (r + 2) + j;
       k[size_t(g)] = g * (r + 2) + r;
       v[size_t(g)] = g * (r + 2) + r + 1;
     }
-  } else if (cfg.multi_query) {
+  } else if (cfg.qkv_layout == QkvLayout::stacked) {
     for (int h = 0; h < nh; ++h) q[size_t(h)] = h;
     k[0] = nh;
     v[0] = nh + 1;
@@ -154,7 +164,7 @@ std::vector<int32_t> falcon_qkv_row_order(const ModelConfig& cfg) {
   return order;
 }
 
-// The identity order (multi_query checkpoints are already [q | k | v]) is no order at all.
+// The identity order (stacked checkpoints are already [q | k | v]) is no order at all.
 std::vector<int32_t> unless_identity(std::vector<int32_t> order) {
   for (size_t i = 0; i < order.size(); ++i)
     if (order[i] != int32_t(i)) return order;
@@ -190,7 +200,6 @@ std::unique_ptr<Model> Model::load(const std::string& dir, Backend& backend, con
   const Format fmt_ = opts.format;
   const bool is_llama = cfg.arch == Arch::Llama;
   const bool norm_bias = cfg.norm == NormKind::LayerNorm;
-  const bool sequential = !(cfg.parallel_attn || cfg.new_decoder_architecture);
 
   // Tensor by tensor from the mmap: each is converted to fp32, quantized, uploaded and freed, so
   // peak host memory is about one unquantized tensor (q/k/v or gate/up: one fused group) plus
@@ -200,10 +209,11 @@ std::unique_ptr<Model> Model::load(const std::string& dir, Backend& backend, con
   // and Falcon's query_key_value keeps its row order, its rows placed after quantization.
   for (int i = 0; i < cfg.n_layers; ++i) {
     LayerWeights L;
+    const LayerNormNames norms = layer_norm_names(cfg, nm, i);
+    L.attn_norm = ld.norm(norms.attn, dim, norm_bias);
+    if (!norms.mlp.empty()) L.mlp_norm = ld.norm(norms.mlp, dim, norm_bias);
     if (is_llama) {
       const bool ab = cfg.attention_bias, mb = cfg.mlp_bias;
-      L.attn_norm = ld.norm(nm.layer(i, "input_layernorm"), dim, false);
-      L.mlp_norm = ld.norm(nm.layer(i, "post_attention_layernorm"), dim, false);
       auto q = ld.read(nm.layer(i, "self_attn.q_proj.weight"), {qd, dim});
       auto k = ld.read(nm.layer(i, "self_attn.k_proj.weight"), {kvd, dim});
       auto v = ld.read(nm.layer(i, "self_attn.v_proj.weight"), {kvd, dim});
@@ -222,13 +232,6 @@ std::unique_ptr<Model> Model::load(const std::string& dir, Backend& backend, con
                            ld.read_optional(nm.layer(i, "mlp.down_proj.bias"), {dim}, mb));
     } else {
       const bool b = cfg.linear_bias;
-      if (cfg.n_ln_per_layer == 2) {
-        L.attn_norm = ld.norm(nm.layer(i, "ln_attn"), dim, norm_bias);
-        L.mlp_norm = ld.norm(nm.layer(i, "ln_mlp"), dim, norm_bias);
-      } else {
-        L.attn_norm = ld.norm(nm.layer(i, "input_layernorm"), dim, norm_bias);
-        if (sequential) L.mlp_norm = ld.norm(nm.layer(i, "post_attention_layernorm"), dim, norm_bias);
-      }
       const int64_t qkv_rows = qd + 2 * kvd;
       auto qkv = ld.read(nm.layer(i, "self_attention.query_key_value.weight"), {qkv_rows, dim});
       auto qkv_b = ld.read_optional(nm.layer(i, "self_attention.query_key_value.bias"), {qkv_rows}, b);
@@ -284,7 +287,6 @@ WeightPlan Model::plan(const std::string& dir, const LoadOptions& opts) {
   const int64_t qd = cfg.q_dim(), kvd = cfg.kv_dim();
   const Format small = opts.format == Format::F32 ? Format::F32 : Format::BF16;
   const bool norm_bias = cfg.norm == NormKind::LayerNorm;
-  const bool sequential = !(cfg.parallel_attn || cfg.new_decoder_architecture);
   WeightPlan p;
   // A linear layer as the backend holds it (formats/format.h): each part quantized on its own;
   // the row-wise formats stack their parts (row maps applied), the blockwise 4-bit ones keep
@@ -316,10 +318,11 @@ WeightPlan Model::plan(const std::string& dir, const LoadOptions& opts) {
   };
   for (int i = 0; i < cfg.n_layers; ++i) {
     const Format f = opts.format;
+    const LayerNormNames norms = layer_norm_names(cfg, nm, i);
+    norm(norms.attn, norm_bias);
+    if (!norms.mlp.empty()) norm(norms.mlp, norm_bias);
     if (cfg.arch == Arch::Llama) {
       const bool ab = cfg.attention_bias, mb = cfg.mlp_bias;
-      norm(nm.layer(i, "input_layernorm"), false);
-      norm(nm.layer(i, "post_attention_layernorm"), false);
       for (const auto& [leaf, n] : {std::pair{"q_proj", qd}, {"k_proj", kvd}, {"v_proj", kvd}, {"o_proj", dim}})
         bias_check(nm.layer(i, fmt::format("self_attn.{}.bias", leaf)), n, ab);
       for (const auto& [leaf, n] : {std::pair{"gate_proj", hidden}, {"up_proj", hidden}, {"down_proj", dim}})
@@ -334,13 +337,6 @@ WeightPlan Model::plan(const std::string& dir, const LoadOptions& opts) {
       p.linear_bytes += linear({{nm.layer(i, "mlp.down_proj.weight"), dim}}, hidden, f, mb, false);
     } else {
       const bool b = cfg.linear_bias;
-      if (cfg.n_ln_per_layer == 2) {
-        norm(nm.layer(i, "ln_attn"), norm_bias);
-        norm(nm.layer(i, "ln_mlp"), norm_bias);
-      } else {
-        norm(nm.layer(i, "input_layernorm"), norm_bias);
-        if (sequential) norm(nm.layer(i, "post_attention_layernorm"), norm_bias);
-      }
       const int64_t qkv_rows = qd + 2 * kvd;
       bias_check(nm.layer(i, "self_attention.query_key_value.bias"), qkv_rows, b);
       bias_check(nm.layer(i, "self_attention.dense.bias"), dim, b);
@@ -479,20 +475,21 @@ void Model::forward_chunk(const TokenBatch& batch, const std::vector<int>& logit
                                    slot, opts_.n_slots, max_context_));
   }
   const bool recordable = be.can_record() && is_decode_step(batch, logit_rows) && !unrecordable_sizes_.count(n);
+  // The one upload of this forward's tokens, positions and slots: the ops (and a recording, which
+  // reads them from where set_batch puts them) all use it.
+  be.set_batch(batch);
   bool done = false;
   if (recordable && be.has_recording(this, n)) {
-    be.set_batch(batch);
     be.replay(this, n);
     done = true;
   } else if (recordable && decode_sizes_seen_.count(n)) {
     // Second decode step of this size: every buffer it needs exists now, so record it. A
     // recording the device refuses (DeviceError) costs speed, not the run: the step runs eagerly
     // and this size is never recorded again.
-    be.set_batch(batch);  // uploaded now; the recording reads it from where set_batch puts it
     try {
       be.begin_recording(this, n);
       try {
-        run_ops(batch, logit_rows);
+        run_ops(logit_rows);
       } catch (...) {
         be.abort_recording();
         throw;
@@ -506,28 +503,27 @@ void Model::forward_chunk(const TokenBatch& batch, const std::vector<int>& logit
     }
   }
   if (!done) {
-    run_ops(batch, logit_rows);
+    run_ops(logit_rows);
     if (recordable) decode_sizes_seen_.insert(n);
   }
   if (!logit_rows.empty()) consume(*logits_);
 }
 
-// One pre-norm decoder layer per iteration:
+// One pre-norm decoder layer per iteration (ModelConfig::parallel_attention, mlp_has_norm):
 //   sequential (Llama, Falcon without parallel_attn):  x += attn(norm1(x)); x += mlp(norm2(x))
 //   parallel (Falcon 7B, one LayerNorm):                 h = norm1(x); x += attn(h) + mlp(h)
 //   parallel, two LayerNorms (Falcon 40B):              x += attn(ln_attn(x)) + mlp(ln_mlp(x))
-void Model::run_ops(const TokenBatch& batch, const std::vector<int>& logit_rows) {
+void Model::run_ops(const std::vector<int>& logit_rows) {
   Backend& be = backend_;
   const ModelConfig& c = config_;
   const int dim = c.hidden_size, hidden = c.intermediate_size;
   const float eps = c.norm_eps;
-  be.set_batch(batch);
   be.embed(*w_.embedding, *x_);
   for (int l = 0; l < c.n_layers; ++l) {
     const LayerWeights& L = w_.layers[size_t(l)];
-    const bool sequential = !(c.parallel_attn || c.new_decoder_architecture);
+    const bool sequential = !c.parallel_attention;
     be.norm(*x_, *L.attn_norm, c.norm, eps, dim, *xn_);
-    if (!sequential && L.mlp_norm) be.norm(*x_, *L.mlp_norm, c.norm, eps, dim, *mlp_in_);
+    if (!sequential && c.mlp_has_norm) be.norm(*x_, *L.mlp_norm, c.norm, eps, dim, *mlp_in_);
     be.matmul(*L.wqkv, *xn_, *qkv_);
     be.rope(*qkv_, shape_);
     be.attention(*qkv_, *cache_, l, shape_, *attn_);
@@ -535,7 +531,7 @@ void Model::run_ops(const TokenBatch& batch, const std::vector<int>& logit_rows)
     const DeviceBuffer* mlp_in = mlp_in_.get();
     if (sequential) {
       be.add_norm(*x_, *attn_out_, *L.mlp_norm, c.norm, eps, dim, *mlp_in_);
-    } else if (!L.mlp_norm) {
+    } else if (!c.mlp_has_norm) {
       mlp_in = xn_.get();
     }
     be.matmul(*L.w_up, *mlp_in, *gu_);
@@ -545,17 +541,8 @@ void Model::run_ops(const TokenBatch& batch, const std::vector<int>& logit_rows)
     be.add(*x_, *mlp_out_, dim);
   }
   // Only the rows whose logits are wanted go through the final norm and the head.
-  TokenBatch last;
-  for (int r : logit_rows) {
-    last.tokens.push_back(batch.tokens[size_t(r)]);
-    last.positions.push_back(batch.positions[size_t(r)]);
-    last.slots.push_back(batch.slots[size_t(r)]);
-  }
-  if (last.size() == 0) return;
-  be.gather_rows(*x_, logit_rows, dim, *xn_);
-  be.set_batch(last);
-  be.norm(*xn_, *w_.final_norm, c.norm, eps, dim, *mlp_in_);
-  be.matmul(*w_.head, *mlp_in_, *logits_);
+  if (logit_rows.empty()) return;
+  be.head(*x_, logit_rows, *w_.final_norm, c.norm, eps, dim, *w_.head, *xn_, *mlp_in_, *logits_);
 }
 
 size_t Model::weight_bytes() const {

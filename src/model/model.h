@@ -103,7 +103,8 @@ class Model {
   // hands them to `consume` (rows.size() rows of vocab_size) unless no row is wanted.
   using LogitsConsumer = std::function<void(const DeviceBuffer& logits)>;
   void forward_chunk(const TokenBatch& batch, const std::vector<int>& logit_rows, const LogitsConsumer& consume);
-  void run_ops(const TokenBatch& batch, const std::vector<int>& logit_rows);
+  // The layers and the head on the batch forward_chunk uploaded (Backend::set_batch, once).
+  void run_ops(const std::vector<int>& logit_rows);
   void check_rows(const TokenBatch& batch, const std::vector<int>& logit_rows) const;
 
   ModelConfig config_;
