@@ -77,6 +77,12 @@ void fp8_dequantize_row(const QuantizedTensor& q, int64_t row, float* out) {
   for (int64_t c = 0; c < q.cols; ++c) out[c] = e4m3_to_f32(in[c]) * scale;
 }
 
+// out[i] = value of code in[i], through the table (a plain loop the compiler keeps in registers).
+void decode_e4m3_row(const uint8_t* __restrict__ in, int64_t n, const double* __restrict__ table,
+                     double* __restrict__ out) {
+  for (int64_t i = 0; i < n; ++i) out[i] = table[in[i]];
+}
+
 // sum_i a[i] * b[i] in fp64: exact for e4m3 operands (see the top), so the partial sums'
 // order, which lets the compiler vectorize, changes nothing.
 LOWBIT_VECTOR_CLONES double dot_exact(const double* a, const double* b, int64_t n) {
@@ -99,14 +105,13 @@ void fp8_matmul(const QuantizedTensor& q, const float* x, int64_t n_tokens, cons
     std::vector<uint8_t> codes(static_cast<size_t>(cols));
     for (int64_t t = begin; t < end; ++t) {
       x_scale[size_t(t)] = quantize_e4m3_row(x + t * cols, cols, codes.data());
-      for (int64_t c = 0; c < cols; ++c) xv[size_t(t * cols + c)] = value[codes[size_t(c)]];
+      decode_e4m3_row(codes.data(), cols, value.data(), xv.data() + t * cols);
     }
   }, 4 * cols);
   pool.parallel_for(rows, [&](int64_t begin, int64_t end) {
     std::vector<double> wv(size_t(cols > 0 ? cols : 1));
     for (int64_t r = begin; r < end; ++r) {
-      const uint8_t* codes = q.codes.data() + r * cols;
-      for (int64_t c = 0; c < cols; ++c) wv[size_t(c)] = value[codes[c]];
+      decode_e4m3_row(q.codes.data() + r * cols, cols, value.data(), wv.data());
       for (int64_t t = 0; t < n_tokens; ++t) {
         const float sum = float(dot_exact(xv.data() + t * cols, wv.data(), cols));
         y[t * rows + r] = sum * (q.scales[size_t(r)] * x_scale[size_t(t)]);
