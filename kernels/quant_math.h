@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 
 #ifdef __CUDACC__
 #define LOWBIT_HD __host__ __device__ __forceinline__
@@ -110,5 +111,51 @@ LOWBIT_HD int8_t w8a8_activation(float x, float x_scale) {
 LOWBIT_HD float w8a8_rescale(int32_t acc, float w_scale, float x_scale) {
   return mul_rn(float(acc), mul_rn(w_scale, x_scale));
 }
+
+// --- e4m3 rows (W8A8-fp8, src/formats/format_w8a8_fp8.cpp) -------------------------------------
+// The software conversions of the sm_80 build (sm_89 and sm_90 convert in hardware, cuda_fp8.h);
+// pinned to core/fp8.h, the CPU reference, by tests/test_kernel_math.cpp.
+// e4m3 byte -> fp32 (s eeee mmm, bias 7; exponent 0: m * 2^-9; 0x7f / 0xff: NaN).
+LOWBIT_HD float e4m3_value(uint32_t byte) {
+  const uint32_t mag = byte & 0x7fu, sign = (byte & 0x80u) << 24;
+  float v;
+  if (mag < 0x08u) {
+    v = float(mag) * 0.001953125f;  // zero and the subnormals m * 2^-9, exact
+  } else {
+    const uint32_t bits = mag == 0x7fu ? 0x7fc00000u : (mag << 20) + (120u << 23);  // rebias 7 -> 127
+    memcpy(&v, &bits, 4);
+  }
+  return sign ? -v : v;
+}
+// fp32 -> e4m3 as cvt.rn.satfinite.e4m3x2.f32: nearest even; |v| past 448 (and +-inf) -> +-448;
+// NaN -> 0x7f (the hardware's canonical NaN, unsigned; the CPU keeps torch's sign of NaN: both
+// are NaN and make the same NaN outputs).
+LOWBIT_HD uint8_t e4m3_code(float v) {
+  uint32_t u;
+  memcpy(&u, &v, 4);
+  const uint32_t a = u & 0x7fffffffu, sign = (u >> 24) & 0x80u;
+  if (a > 0x7f800000u) return uint8_t(0x7fu);
+  if (a >= 0x43e00000u) return uint8_t(sign | 0x7eu);  // 448 and above
+  float mag;
+  memcpy(&mag, &a, 4);
+  if (a < 0x3c800000u) {  // below 2^-6: subnormal steps of 2^-9, rounded to an integer count
+#ifdef __CUDA_ARCH__
+    return uint8_t(sign | uint32_t(rintf(mag * 512.0f)));
+#else
+    return uint8_t(sign | uint32_t(std::nearbyint(mag * 512.0f)));
+#endif
+  }
+  // Normal: keep 3 of the 23 mantissa bits, nearest even (a carry into the exponent is right).
+  const uint32_t kept = a >> 20, rest = a & 0xfffffu;
+  const uint32_t up = rest > 0x80000u || (rest == 0x80000u && (kept & 1u)) ? 1u : 0u;
+  return uint8_t(sign | (kept + up - (120u << 3)));
+}
+// The scheme's scale of a row or token: absmax / 448, a zero scale replaced by fp32 eps (2^-23).
+LOWBIT_HD float fp8_scale(float absmax) {
+  const float scale = absmax / 448.0f;
+  return scale == 0.0f ? 1.1920928955078125e-07f : scale;
+}
+// W8A8-fp8 sum of e4m3 products -> sum * (w_scale * x_scale) in fp32.
+LOWBIT_HD float fp8_rescale(float sum, float w_scale, float x_scale) { return mul_rn(sum, mul_rn(w_scale, x_scale)); }
 
 }  // namespace lowbit::kernels

@@ -11,7 +11,8 @@
 // straddling blocks), so quantizing a fused q|k|v or a reordered QKV shows up as logit errors
 // of order 1 (measured 2.7-3.1 before lowbit quantized each tensor on its own).
 //
-// The formats that round their activations (int8 and W4A16 to fp16, W8A8 to int8 per token) turn
+// The formats that round their activations (int8 and W4A16 to fp16, W8A8 to int8 and W8A8-fp8 to
+// e4m3 per token) turn
 // an fp32 rounding difference upstream -- lowbit's and torch's sums run in other orders, 1.6e-5
 // apart in f32 logits -- into a different 16- or 8-bit activation whenever a value sits near a
 // rounding point. For them the bound is the reference's own spread: how far its logits move when
@@ -110,7 +111,8 @@ inline void check_golden_quant(Backend& backend, double spread_factor = 1.0, siz
         INFO(name << " " << format_text << " prompt " << j << " greedy");
         CHECK(generate(*model, req, [](int32_t) { return true; }).tokens == greedy);
       }
-      const bool rounds_activations = f == Format::INT8 || f == Format::W4A16 || f == Format::W8A8;
+      const bool rounds_activations =
+          f == Format::INT8 || f == Format::W4A16 || f == Format::W8A8 || f == Format::W8A8_FP8;
       const double sensitivity = expected.at("nudge_sensitivity").get<double>();
       const double bound = rounds_activations ? std::max(1e-4, spread_factor * sensitivity) : 1e-4;
       // The distances, for the record (docs and README quote them).

@@ -4,6 +4,7 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <cfloat>
 #include <cmath>
 #include <cstring>
 #include <tuple>
@@ -17,6 +18,7 @@
 
 #include "backend/cpu_backend.h"
 #include "core/error.h"
+#include "core/fp8.h"
 #include "core/half.h"
 #include "formats/format.h"
 #include "test_fixtures.h"
@@ -31,14 +33,15 @@ using lowbit::test::random_values;
 namespace {
 
 // tests/data/formats: index.json (array name -> dtype, shape, byte offset) + arrays.bin (raw LE).
+// tests/data/formats/fp8.{json,bin} (tools/make_fp8_fixtures.py) has the same layout.
 class Fixtures {
  public:
-  Fixtures() {
+  explicit Fixtures(const std::string& index_name = "index.json", const std::string& blob_name = "arrays.bin") {
     const std::string dir = test::data_dir() + "/formats/";
-    std::ifstream index_file(dir + "index.json");
+    std::ifstream index_file(dir + index_name);
     REQUIRE(index_file.good());
     index_ = json::parse(index_file);
-    std::ifstream blob_file(dir + "arrays.bin", std::ios::binary);
+    std::ifstream blob_file(dir + blob_name, std::ios::binary);
     REQUIRE(blob_file.good());
     blob_.assign(std::istreambuf_iterator<char>(blob_file), std::istreambuf_iterator<char>());
   }
@@ -63,6 +66,11 @@ class Fixtures {
 
 const Fixtures& fixtures() {
   static const Fixtures f;
+  return f;
+}
+
+const Fixtures& fp8_fixtures() {
+  static const Fixtures f("fp8.json", "fp8.bin");
   return f;
 }
 
@@ -108,10 +116,12 @@ std::vector<double> reference_matmul(const std::vector<float>& w, const std::vec
 
 TEST_CASE("parse_format round trip and bad names", "[formats]") {
   for (Format f : all_formats()) REQUIRE(parse_format(format_name(f)) == f);
-  REQUIRE(all_formats().size() == 9);
+  REQUIRE(all_formats().size() == 10);
   REQUIRE(parse_format("NF4-DQ") == Format::NF4_DQ);
   REQUIRE(parse_format("w4a16") == Format::W4A16);
   REQUIRE(parse_format("w8a8") == Format::W8A8);
+  REQUIRE(parse_format("w8a8-FP8") == Format::W8A8_FP8);
+  REQUIRE(format_name(Format::W8A8_FP8) == "W8A8-fp8");
   REQUIRE(parse_format("BF16") == Format::BF16);
   REQUIRE_THROWS_AS(parse_format("q4_0"), UsageError);
   REQUIRE_THROWS_AS(parse_format(""), UsageError);
@@ -418,16 +428,148 @@ TEST_CASE("W8A8 pack/unpack round trip", "[formats]") {
   REQUIRE(again.codes == q.codes);
 }
 
+// W8A8-fp8 against torch 2.15 and compressed-tensors 0.20 (tools/make_fp8_fixtures.py).
+TEST_CASE("fp32 -> e4m3 is torch's cast after the scheme's clamp, byte for byte", "[formats][fp8]") {
+  const auto& fx = fp8_fixtures();
+  const auto input = fx.get<float>("cast.input");
+  const auto raw = fx.get<uint8_t>("cast.raw");
+  const auto scheme = fx.get<uint8_t>("cast.scheme");
+  REQUIRE(input.size() > 20000);
+  REQUIRE(raw.size() == input.size());
+  REQUIRE(scheme.size() == input.size());
+  size_t ties = 0, saturated = 0, subnormal = 0, nans = 0;
+  for (size_t i = 0; i < input.size(); ++i) {
+    INFO("input " << input[i] << " (bits " << std::hex << bits(input[i]) << ")");
+    REQUIRE(int(f32_to_e4m3(input[i])) == int(scheme[i]));
+    REQUIRE(int(f32_to_e4m3(input[i])) == int(raw[i]));  // torch 2.15's cast saturates as the clamp does
+    const float a = std::fabs(input[i]);
+    saturated += a > 448.0f;
+    subnormal += a > 0.0f && a < 0.015625f;
+    nans += std::isnan(a);
+    // A tie: exactly halfway between the two e4m3 neighbours of the result.
+    const float v = std::fabs(e4m3_to_f32(scheme[i]));
+    if (a < 448.0f && !std::isnan(a) && a != v) {
+      const uint8_t other = uint8_t((scheme[i] & 0x7f) + (a > v ? 1 : -1));
+      ties += std::fabs(e4m3_to_f32(other)) - a == a - v;
+    }
+  }
+  // The fixture holds what it claims to: every midpoint (and its negative), inputs past 448, inf,
+  // subnormals and both NaNs.
+  CHECK(ties >= 2 * 125);
+  CHECK(saturated >= 20);
+  CHECK(subnormal >= 30);
+  CHECK(nans == 2);
+  // Spot values: ties to even, saturation, the smallest subnormal, the sign of zero and NaN.
+  CHECK(int(f32_to_e4m3(1.0625f)) == 0x38);   // 1 + 1/16: tie between 1 and 1.125 -> 1 (even)
+  CHECK(int(f32_to_e4m3(1.1875f)) == 0x3a);   // tie between 1.125 and 1.25 -> 1.25 (even)
+  CHECK(int(f32_to_e4m3(464.0f)) == 0x7e);    // past 448: saturated, never NaN
+  CHECK(int(f32_to_e4m3(-INFINITY)) == 0xfe);
+  CHECK(int(f32_to_e4m3(0.0009765625f)) == 0x00);  // 2^-10, halfway to the smallest subnormal
+  CHECK(int(f32_to_e4m3(-0.0f)) == 0x80);
+  CHECK(int(f32_to_e4m3(NAN)) == 0x7f);
+}
+
+TEST_CASE("e4m3 -> fp32 is torch's for all 256 bytes", "[formats][fp8]") {
+  const auto decoded = fp8_fixtures().get<float>("cast.decoded");
+  REQUIRE(decoded.size() == 256);
+  for (int b = 0; b < 256; ++b) {
+    INFO("byte " << b);
+    if (std::isnan(decoded[size_t(b)]))
+      CHECK(std::isnan(e4m3_to_f32(uint8_t(b))));
+    else
+      CHECK(bits(e4m3_to_f32(uint8_t(b))) == bits(decoded[size_t(b)]));
+  }
+  CHECK(e4m3_to_f32(0x7e) == 448.0f);
+  CHECK(e4m3_to_f32(0x01) == 0.001953125f);
+}
+
+TEST_CASE("W8A8-fp8 weights, activations and matmul are compressed-tensors' bit for bit", "[formats][fp8]") {
+  const auto& fx = fp8_fixtures();
+  ThreadPool pool(2);
+  const auto cases = fx.index().at("weights").get<std::vector<std::string>>();
+  REQUIRE(cases.size() == 2);
+  for (const std::string& name : cases) {
+    INFO("case " << name);
+    const auto& shape = fx.index()["arrays"]["weights." + name + ".w"]["shape"];
+    const int64_t rows = shape[0], cols = shape[1];
+    const auto w = fx.get<float>("weights." + name + ".w");
+    const QuantizedTensor q = quantize(Format::W8A8_FP8, w.data(), rows, cols, {});
+    CHECK(q.codes == fx.get<uint8_t>("weights." + name + ".codes"));
+    CHECK(first_bit_difference(q.scales, fx.get<float>("weights." + name + ".scales")) == -1);
+    REQUIRE(weight_bytes(q) == quantized_bytes(Format::W8A8_FP8, rows, cols, {}));
+
+    // The per-token activation quantizer is the per-channel one on the token rows.
+    const auto& xshape = fx.index()["arrays"]["tokens." + name + ".x"]["shape"];
+    const int64_t n_tokens = xshape[0];
+    REQUIRE(int64_t(xshape[1]) == cols);
+    const auto x = fx.get<float>("tokens." + name + ".x");
+    const QuantizedTensor xq = quantize(Format::W8A8_FP8, x.data(), n_tokens, cols, {});
+    CHECK(xq.codes == fx.get<uint8_t>("tokens." + name + ".codes"));
+    CHECK(first_bit_difference(xq.scales, fx.get<float>("tokens." + name + ".scales")) == -1);
+
+    std::vector<float> y(size_t(n_tokens * rows));
+    matmul(q, x.data(), n_tokens, y.data(), pool);
+    CHECK(first_bit_difference(y, fx.get<float>("matmul." + name + ".y")) == -1);
+    // Any one token alone gives its row of the batch (the scales are per token).
+    std::vector<float> y1(static_cast<size_t>(rows));
+    matmul(q, x.data() + (n_tokens - 1) * cols, 1, y1.data(), pool);
+    CHECK(std::equal(y1.begin(), y1.end(), y.begin() + (n_tokens - 1) * rows));
+  }
+}
+
+TEST_CASE("W8A8-fp8 round trip, zero rows and the fixture checks catch mistakes", "[formats][fp8]") {
+  const int64_t rows = 5, cols = 70;
+  auto w = random_values(size_t(rows * cols), 8, 0.1f);
+  std::fill(w.begin() + 2 * cols, w.begin() + 3 * cols, 0.0f);  // an all-zero row
+  const auto q = quantize(Format::W8A8_FP8, w.data(), rows, cols, {});
+  REQUIRE(weight_bytes(q) == size_t(rows * cols + 4 * rows));
+  CHECK(q.scales[2] == FLT_EPSILON);  // compressed-tensors' eps for a zero scale
+  std::vector<float> dq(w.size());
+  dequantize(q, dq.data());
+  for (int64_t i = 0; i < rows * cols; ++i) {
+    // e4m3 keeps 3 mantissa bits: relative error <= 2^-4 above the subnormals, whose spacing is
+    // 2^-9 * scale.
+    const float scale = q.scales[size_t(i / cols)];
+    REQUIRE(std::fabs(dq[size_t(i)] - w[size_t(i)]) <= std::max(std::fabs(w[size_t(i)]) / 16.0f, scale / 1024.0f) * 1.0001f);
+  }
+  for (int64_t c = 0; c < cols; ++c) REQUIRE(dq[size_t(2 * cols + c)] == 0.0f);
+  // Quantizing the dequantized weight again is a fixed point: the absmax maps back to 448.
+  const auto again = quantize(Format::W8A8_FP8, dq.data(), rows, cols, {});
+  CHECK(again.codes == q.codes);
+  // Row r's absmax is the code 0x7e (448) or 0xfe.
+  for (int64_t r = 0; r < rows; ++r) {
+    if (r == 2) continue;
+    int top = 0;
+    for (int64_t c = 0; c < cols; ++c) top = std::max(top, q.codes[size_t(r * cols + c)] & 0x7f);
+    CHECK(top == 0x7e);
+  }
+  // A cast that truncated instead of rounding, or rounded ties away from zero, fails the fixture.
+  const auto& fx = fp8_fixtures();
+  const auto input = fx.get<float>("cast.input");
+  const auto scheme = fx.get<uint8_t>("cast.scheme");
+  size_t truncated_differs = 0, away_differs = 0;
+  for (size_t i = 0; i < input.size(); ++i) {
+    const float a = std::fabs(input[i]);
+    if (!(a < 448.0f) || a < 0.015625f) continue;
+    const uint32_t rebias = f32_to_bits(a) - (120u << 23);
+    truncated_differs += uint8_t(rebias >> 20) != (scheme[i] & 0x7f);
+    away_differs += uint8_t((rebias + 0x80000u) >> 20) != (scheme[i] & 0x7f);
+  }
+  CHECK(truncated_differs > 100);
+  CHECK(away_differs >= 60);  // the midpoints whose lower neighbour is even
+}
+
 TEST_CASE("matmul equals a fp64 matmul on the dequantized weights", "[formats]") {
   ThreadPool pool(2);
   // Bounds on the normalized MSE of the run-time arithmetic against the stored weights, set about
   // 3x above the largest measured value over these shapes: fp32 accumulation 6e-14; fp16
   // activations (W4A16) 5.5e-8; per-token int8 activations (W8A8, LLM.int8) 6.6e-5, which is
-  // (absmax/127)^2/12 relative to E[x^2] for a normal vector (absmax ~ 3.5 sigma).
+  // (absmax/127)^2/12 relative to E[x^2] for a normal vector (absmax ~ 3.5 sigma); per-token e4m3
+  // activations (W8A8-fp8) 1.0e-3: a relative rounding step of 2^-4 to 2^-3, about 7e-4 of E[x^2].
   const std::map<Format, double> bound = {
       {Format::F32, 2e-13},    {Format::BF16, 2e-13},   {Format::NF4, 2e-13},   {Format::FP4, 2e-13},
       {Format::NF4_DQ, 2e-13}, {Format::FP4_DQ, 2e-13}, {Format::W4A16, 2e-7},  {Format::W8A8, 2e-4},
-      {Format::INT8, 2e-4}};
+      {Format::INT8, 2e-4},    {Format::W8A8_FP8, 3e-3}};
   for (auto [rows, cols] : {std::pair<int64_t, int64_t>{33, 200}, {64, 257}, {17, 1024}}) {
     auto w = random_values(size_t(rows * cols), 11, 0.05f);
     for (int64_t n_tokens : {int64_t(1), int64_t(5)}) {

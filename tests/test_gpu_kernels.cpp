@@ -9,6 +9,7 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <cstring>
 #include <cmath>
 #include <limits>
 #include <numeric>
@@ -20,9 +21,13 @@
 #include "backend/cuda_backend.h"
 #include "core/error.h"
 #include "formats/format.h"
+#include "kernels/gemv_fp8.cuh"
 #include "lowbit_config.h"
 #include "sampler/sampler.h"
 #include "test_fixtures.h"
+#if LOWBIT_EMULATED_GPU
+#include "lowbit_emu/control.h"
+#endif
 
 using namespace lowbit;
 
@@ -229,6 +234,98 @@ TEST_CASE("matmul (GEMV for <= 16 tokens, cuBLAS beyond) matches the CPU on the 
           CHECK(be.compare(y, size_t(n) * s.rows) < (f == Format::F32 ? kFp32Nmse : kBf16Nmse));
         }
       }
+}
+
+// W8A8-fp8 (kernels/gemv_fp8.cu) against the CPU backend: the per-token e4m3 activation quantizer
+// byte for byte (hardware conversions on sm_89/sm_90, the emulated intrinsics of
+// emulated_gpu/include/cuda_fp8.h here, the software ones on sm_80), then the GEMV (every
+// instantiation, the 16-byte and the column-by-column paths, prompts in passes of 16) against the
+// CPU's exact sums: only the GPU's fp32 accumulation differs.
+TEST_CASE("W8A8-fp8 activation quantizer and GEMV match the CPU backend", "[gpu][fp8]") {
+  Backends be;
+  {
+    // Tokens: normal values, all zeros, e4m3 midpoints (absmax 448 x 2^-3: the division is exact,
+    // so these are ties), fp32 subnormals, an outlier, a NaN.
+    const int cols = 96, n = 6;
+    std::vector<float> x = random_values(size_t(n) * cols, 5);
+    std::fill(x.begin() + cols, x.begin() + 2 * cols, 0.0f);
+    for (int c = 0; c < cols; ++c) {
+      const int b = (c * 37) % 126;
+      const float lo = float(b < 8 ? b / 512.0 : std::ldexp(1.0 + (b % 8) / 8.0, b / 8 - 7));
+      const float hi = float(b + 1 < 8 ? (b + 1) / 512.0 : std::ldexp(1.0 + ((b + 1) % 8) / 8.0, (b + 1) / 8 - 7));
+      x[size_t(2 * cols + c)] = float((double(lo) + double(hi)) / 2 * 0.125 * (c % 2 ? -1 : 1));
+      x[size_t(3 * cols + c)] = 1e-39f * float(c - 40);
+    }
+    x[size_t(2 * cols)] = 56.0f;  // 448 / 8: the token's absmax, scale 0.125
+    x[size_t(4 * cols + 3)] = 300.0f;
+    x[size_t(5 * cols + 9)] = NAN;
+    const QuantizedTensor want = quantize(Format::W8A8_FP8, x.data(), n, cols, QuantOptions{});
+    REQUIRE(want.scales[2] == 0.125f);
+    float* dx = nullptr;
+    float* dscale = nullptr;
+    uint8_t* dq = nullptr;
+    REQUIRE(cudaMalloc(reinterpret_cast<void**>(&dx), x.size() * sizeof(float)) == cudaSuccess);
+    REQUIRE(cudaMalloc(reinterpret_cast<void**>(&dscale), size_t(n) * sizeof(float)) == cudaSuccess);
+    REQUIRE(cudaMalloc(reinterpret_cast<void**>(&dq), x.size()) == cudaSuccess);
+    REQUIRE(cudaMemcpy(dx, x.data(), x.size() * sizeof(float), cudaMemcpyHostToDevice) == cudaSuccess);
+    REQUIRE(kernels::launch_fp8_quantize_activations(dx, n, cols, dq, dscale, nullptr) == cudaSuccess);
+    std::vector<uint8_t> codes(x.size());
+    std::vector<float> scales(static_cast<size_t>(n));
+    REQUIRE(cudaMemcpy(codes.data(), dq, codes.size(), cudaMemcpyDeviceToHost) == cudaSuccess);
+    REQUIRE(cudaMemcpy(scales.data(), dscale, scales.size() * sizeof(float), cudaMemcpyDeviceToHost) == cudaSuccess);
+    cudaFree(dx);
+    cudaFree(dscale);
+    cudaFree(dq);
+    for (int t = 0; t < n; ++t) {
+      INFO("token " << t);
+      if (t == 5) {  // NaN in the token: NaN scale, every code NaN (0x7f here; the CPU keeps signs)
+        CHECK(std::isnan(scales[size_t(t)]));
+        for (int c = 0; c < cols; ++c) CHECK((codes[size_t(t * cols + c)] & 0x7f) == 0x7f);
+        continue;
+      }
+      CHECK(std::memcmp(&scales[size_t(t)], &want.scales[size_t(t)], sizeof(float)) == 0);
+      for (int c = 0; c < cols; ++c) {
+        INFO("column " << c << " x " << x[size_t(t * cols + c)]);
+        CHECK(int(codes[size_t(t * cols + c)]) == int(want.codes[size_t(t * cols + c)]));
+      }
+    }
+  }
+  struct Shape {
+    int rows, cols;
+  };
+  // 64x64 and 80x160 (rows and cols multiples of 16) take cuBLASLt's e4m3 GEMM for prompts on sm_89+
+  // (the emulated device is an sm_90); the others the fp8 GEMV in passes.
+  for (const Shape& s : {Shape{1, 8}, Shape{7, 3}, Shape{64, 64}, Shape{80, 160}, Shape{257, 1000}, Shape{45, 2048},
+                         Shape{33, 250}})
+    for (bool with_bias : {false, true}) {
+      auto wv = random_values(size_t(s.rows) * s.cols, unsigned(s.rows * 29 + s.cols), 0.05f);
+      auto q = quantize(Format::W8A8_FP8, wv.data(), s.rows, s.cols, QuantOptions{});
+      auto bias = with_bias ? random_values(size_t(s.rows), unsigned(s.rows)) : std::vector<float>{};
+      auto cpu_w = be.cpu.upload_linear(q, bias);
+      auto gpu_w = be.gpu.upload_linear(q, bias);
+      CHECK(gpu_w->bytes() == cpu_w->bytes());
+      const std::vector<int> token_counts = LOWBIT_TEST_SANITIZED ? std::vector<int>{1, 3, 17}
+                                                                  : std::vector<int>{1, 2, 3, 5, 8, 13, 16, 17, 33};
+      for (int n : token_counts) {
+        INFO(s.rows << "x" << s.cols << " bias " << with_bias << " n " << n);
+        const TokenBatch batch = prompt_batch(n);
+        auto x = be.input(random_values(size_t(n) * s.cols, unsigned(n * 5 + s.cols)), s.cols, batch);
+        auto y = be.alloc(size_t(n) * s.rows);
+        be.cpu.matmul(*cpu_w, *x.cpu, *y.cpu);
+#if LOWBIT_EMULATED_GPU
+        const uint64_t gemms_before = lowbit_emu::launch_counts()["cublasLtMatmul"];
+#endif
+        be.gpu.matmul(*gpu_w, *x.gpu, *y.gpu);
+        // The same e4m3 operands and scales: fp32 summation order only (~3e-15 measured).
+        CHECK(be.compare(y, size_t(n) * s.rows) < 1e-10);
+#if LOWBIT_EMULATED_GPU
+        const bool gemm_shape = s.rows % 16 == 0 && s.cols % 16 == 0 && n > 16;
+        CHECK(lowbit_emu::launch_counts()["cublasLtMatmul"] == gemms_before + (gemm_shape ? 1 : 0));
+        // The emulated GEMM sums exactly, as the CPU does: there the prompt path is bit for bit.
+        if (gemm_shape) CHECK(be.read_gpu(*y.gpu, size_t(n) * s.rows) == be.read_cpu(*y.cpu, size_t(n) * s.rows));
+#endif
+      }
+    }
 }
 
 TEST_CASE("rope rotates the q and k heads by each token's position", "[gpu]") {

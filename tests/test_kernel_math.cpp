@@ -6,12 +6,14 @@
 // and must reproduce lowbit::dequantize / lowbit::matmul bit for bit.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
 #include <random>
 #include <vector>
 
+#include "core/fp8.h"
 #include "core/half.h"
 #include "core/parallel.h"
 #include "formats/code_tables.h"
@@ -316,4 +318,93 @@ TEST_CASE("int8 kernels' dequantizers and epilogues reproduce the CPU format bit
     matmul(q, x.data(), n, want.data(), pool);
     check_bits(y, want);
   }
+}
+
+// W8A8-fp8's software conversions (the sm_80 kernels) against core/fp8.h (the CPU reference,
+// pinned to torch in test_formats): every byte decodes alike; fp32 -> e4m3 agrees on every e4m3
+// value, every midpoint and its two fp32 neighbours, values past 448, subnormals, infinities and
+// 2^20 random bit patterns. The one allowed difference: NaN is 0x7f on the GPU (the hardware's
+// canonical NaN), torch keeps its sign (0xff for -NaN).
+TEST_CASE("e4m3 conversions of the kernels equal the CPU format's", "[kernel_math][fp8]") {
+  for (uint32_t b = 0; b < 256; ++b) {
+    INFO("byte " << b);
+    const float want = e4m3_to_f32(uint8_t(b)), got = e4m3_value(b);
+    if (std::isnan(want))
+      CHECK(std::isnan(got));
+    else
+      CHECK(f32_to_bits(got) == f32_to_bits(want));
+  }
+  std::vector<float> inputs;
+  for (int b = 0; b < 126; ++b) {
+    const float lo = e4m3_to_f32(uint8_t(b)), hi = e4m3_to_f32(uint8_t(b + 1));
+    const float mid = float((double(lo) + double(hi)) / 2);
+    for (float v : {lo, mid, std::nextafter(mid, 0.0f), std::nextafter(mid, 1e9f)}) {
+      inputs.push_back(v);
+      inputs.push_back(-v);
+    }
+  }
+  for (float v : {448.0f, 449.0f, 464.0f, 480.0f, 1e30f, INFINITY, -INFINITY, 1e-45f, 1e-40f, 0.0009765625f, -0.0f})
+    inputs.push_back(v);
+  std::mt19937 rng(7);
+  for (int i = 0; i < (1 << 20); ++i) inputs.push_back(bits_to_f32(uint32_t(rng())));
+  size_t nans = 0;
+  for (float v : inputs) {
+    INFO("input " << v << " bits " << std::hex << f32_to_bits(v));
+    const uint8_t want = f32_to_e4m3(v), got = e4m3_code(v);
+    if (std::isnan(v)) {
+      ++nans;
+      CHECK(int(got) == 0x7f);
+      CHECK((want & 0x7f) == 0x7f);
+    } else {
+      REQUIRE(int(got) == int(want));
+    }
+  }
+  CHECK(nans > 1000);  // random bit patterns hit NaNs of both signs
+  CHECK(fp8_scale(0.0f) == std::numeric_limits<float>::epsilon());
+  CHECK(fp8_scale(448.0f) == 1.0f);
+}
+
+// The GPU GEMV's arithmetic written out on the CPU: per-token scale, e4m3 codes through the
+// software conversions, products summed in fp32 (in any order: here column order), the rescale.
+// Against lowbit::matmul (exact sums) it may differ only by the fp32 accumulation's rounding.
+TEST_CASE("W8A8-fp8 kernel arithmetic equals the CPU format up to fp32 summation", "[kernel_math][fp8]") {
+  ThreadPool pool(2);
+  const int rows = 23, cols = 200, n = 3;
+  const auto w = random_values(size_t(rows) * cols, 31, 0.05f);
+  const auto x = random_values(size_t(n) * cols, 32);
+  const QuantizedTensor q = quantize(Format::W8A8_FP8, w.data(), rows, cols, QuantOptions{});
+  for (int r = 0; r < rows; ++r) {
+    float absmax = 0.0f;
+    for (int c = 0; c < cols; ++c) absmax = std::max(absmax, std::fabs(w[size_t(r) * cols + c]));
+    REQUIRE(f32_to_bits(fp8_scale(absmax)) == f32_to_bits(q.scales[size_t(r)]));
+    for (int c = 0; c < cols; ++c) REQUIRE(e4m3_code(w[size_t(r) * cols + c] / q.scales[size_t(r)]) == q.codes[size_t(r) * cols + c]);
+  }
+  std::vector<float> y(size_t(n) * rows), want(y.size());
+  double sum_abs = 0;
+  for (int t = 0; t < n; ++t) {
+    const float* xt = x.data() + size_t(t) * cols;
+    float absmax = 0.0f;
+    for (int c = 0; c < cols; ++c) absmax = std::max(absmax, std::fabs(xt[c]));
+    const float x_scale = fp8_scale(absmax);
+    for (int r = 0; r < rows; ++r) {
+      float acc = 0.0f;
+      for (int c = 0; c < cols; ++c) {
+        const float p = e4m3_value(e4m3_code(xt[c] / x_scale)) * e4m3_value(q.codes[size_t(r) * cols + c]);
+        acc += p;
+        sum_abs += std::fabs(double(p)) * q.scales[size_t(r)] * x_scale;
+      }
+      y[size_t(t) * rows + r] = fp8_rescale(acc, q.scales[size_t(r)], x_scale);
+    }
+  }
+  matmul(q, x.data(), n, want.data(), pool);
+  // fp32 accumulation of `cols` terms: |error| <= cols * 2^-24 * sum |terms| (per output; the
+  // bound below is over all outputs together).
+  double worst = 0, differing = 0;
+  for (size_t i = 0; i < y.size(); ++i) {
+    worst = std::max(worst, std::fabs(double(y[i]) - double(want[i])));
+    differing += y[i] != want[i];
+  }
+  CHECK(worst <= double(cols) * std::ldexp(1.0, -24) * sum_abs);
+  CHECK(worst > 0);  // an fp32 running sum does round here: the CPU's exact sum is not it
+  CHECK(differing < double(y.size()));
 }

@@ -70,15 +70,15 @@ std::vector<int32_t> probe_tokens() {
 
 // Upper bounds on mean KL(bf16 || format) per token over probe_tokens().
 const std::map<std::string, std::map<Format, double>> kMaxKl = {
-    {"falcon-40b-style", {{Format::F32, 9.3e-05}, {Format::INT8, 0.0021}, {Format::NF4, 0.19}, {Format::FP4, 0.33}, {Format::NF4_DQ, 0.19}, {Format::FP4_DQ, 0.33}, {Format::W4A16, 0.19}, {Format::W8A8, 0.0023}}},
-    {"falcon-7b-style", {{Format::F32, 0.00011}, {Format::INT8, 0.0021}, {Format::NF4, 0.19}, {Format::FP4, 0.32}, {Format::NF4_DQ, 0.19}, {Format::FP4_DQ, 0.32}, {Format::W4A16, 0.22}, {Format::W8A8, 0.0022}}},
-    {"falcon-mha-bias", {{Format::F32, 0.00023}, {Format::INT8, 0.0041}, {Format::NF4, 0.38}, {Format::FP4, 0.74}, {Format::NF4_DQ, 0.38}, {Format::FP4_DQ, 0.73}, {Format::W4A16, 0.37}, {Format::W8A8, 0.0041}}},
-    {"llama-gqa-tied", {{Format::F32, 0.00055}, {Format::INT8, 0.0079}, {Format::NF4, 0.86}, {Format::FP4, 1.4}, {Format::NF4_DQ, 0.86}, {Format::FP4_DQ, 1.4}, {Format::W4A16, 0.72}, {Format::W8A8, 0.0092}}},
-    {"falcon-untidy", {{Format::F32, 0.00027}, {Format::INT8, 0.005}, {Format::NF4, 0.39}, {Format::FP4, 0.86}, {Format::NF4_DQ, 0.39}, {Format::FP4_DQ, 0.86}, {Format::W4A16, 0.56}, {Format::W8A8, 0.0051}}},
-    {"llama-untidy", {{Format::F32, 0.0006}, {Format::INT8, 0.012}, {Format::NF4, 1.24}, {Format::FP4, 1.5}, {Format::NF4_DQ, 1.25}, {Format::FP4_DQ, 1.5}, {Format::W4A16, 1.3}, {Format::W8A8, 0.011}}},
-    {"llama-linear-rope-bf16", {{Format::F32, 1.1e-05}, {Format::INT8, 0.0077}, {Format::NF4, 0.74}, {Format::FP4, 1.3}, {Format::NF4_DQ, 0.74}, {Format::FP4_DQ, 1.3}, {Format::W4A16, 0.68}, {Format::W8A8, 0.0079}}},
-    {"llama3-rope", {{Format::F32, 0.00041}, {Format::INT8, 0.008}, {Format::NF4, 0.72}, {Format::FP4, 1.3}, {Format::NF4_DQ, 0.72}, {Format::FP4_DQ, 1.3}, {Format::W4A16, 0.77}, {Format::W8A8, 0.0092}}},
-    {"stories260K", {{Format::F32, 0.00014}, {Format::INT8, 0.0021}, {Format::NF4, 0.24}, {Format::FP4, 0.51}, {Format::NF4_DQ, 0.23}, {Format::FP4_DQ, 0.51}, {Format::W4A16, 0.22}, {Format::W8A8, 0.0028}}},
+    {"falcon-40b-style", {{Format::F32, 9.3e-05}, {Format::INT8, 0.0021}, {Format::NF4, 0.19}, {Format::FP4, 0.33}, {Format::NF4_DQ, 0.19}, {Format::FP4_DQ, 0.33}, {Format::W4A16, 0.19}, {Format::W8A8, 0.0023}, {Format::W8A8_FP8, 0.024}}},
+    {"falcon-7b-style", {{Format::F32, 0.00011}, {Format::INT8, 0.0021}, {Format::NF4, 0.19}, {Format::FP4, 0.32}, {Format::NF4_DQ, 0.19}, {Format::FP4_DQ, 0.32}, {Format::W4A16, 0.22}, {Format::W8A8, 0.0022}, {Format::W8A8_FP8, 0.03}}},
+    {"falcon-mha-bias", {{Format::F32, 0.00023}, {Format::INT8, 0.0041}, {Format::NF4, 0.38}, {Format::FP4, 0.74}, {Format::NF4_DQ, 0.38}, {Format::FP4_DQ, 0.73}, {Format::W4A16, 0.37}, {Format::W8A8, 0.0041}, {Format::W8A8_FP8, 0.045}}},
+    {"llama-gqa-tied", {{Format::F32, 0.00055}, {Format::INT8, 0.0079}, {Format::NF4, 0.86}, {Format::FP4, 1.4}, {Format::NF4_DQ, 0.86}, {Format::FP4_DQ, 1.4}, {Format::W4A16, 0.72}, {Format::W8A8, 0.0092}, {Format::W8A8_FP8, 0.11}}},
+    {"falcon-untidy", {{Format::F32, 0.00027}, {Format::INT8, 0.005}, {Format::NF4, 0.39}, {Format::FP4, 0.86}, {Format::NF4_DQ, 0.39}, {Format::FP4_DQ, 0.86}, {Format::W4A16, 0.56}, {Format::W8A8, 0.0051}, {Format::W8A8_FP8, 0.063}}},
+    {"llama-untidy", {{Format::F32, 0.0006}, {Format::INT8, 0.012}, {Format::NF4, 1.24}, {Format::FP4, 1.5}, {Format::NF4_DQ, 1.25}, {Format::FP4_DQ, 1.5}, {Format::W4A16, 1.3}, {Format::W8A8, 0.011}, {Format::W8A8_FP8, 0.18}}},
+    {"llama-linear-rope-bf16", {{Format::F32, 1.1e-05}, {Format::INT8, 0.0077}, {Format::NF4, 0.74}, {Format::FP4, 1.3}, {Format::NF4_DQ, 0.74}, {Format::FP4_DQ, 1.3}, {Format::W4A16, 0.68}, {Format::W8A8, 0.0079}, {Format::W8A8_FP8, 0.12}}},
+    {"llama3-rope", {{Format::F32, 0.00041}, {Format::INT8, 0.008}, {Format::NF4, 0.72}, {Format::FP4, 1.3}, {Format::NF4_DQ, 0.72}, {Format::FP4_DQ, 1.3}, {Format::W4A16, 0.77}, {Format::W8A8, 0.0092}, {Format::W8A8_FP8, 0.16}}},
+    {"stories260K", {{Format::F32, 0.00014}, {Format::INT8, 0.0021}, {Format::NF4, 0.24}, {Format::FP4, 0.51}, {Format::NF4_DQ, 0.23}, {Format::FP4_DQ, 0.51}, {Format::W4A16, 0.22}, {Format::W8A8, 0.0028}, {Format::W8A8_FP8, 0.034}}},
 };
 
 }  // namespace

@@ -21,7 +21,11 @@ tests/test_quant_model.cpp holds lowbit to. Given a transformers model loaded in
   * bf16: W.to(bfloat16) widened back to fp32;
   * W4A16 and W8A8 have no library reference; they are written here from their definitions
     (lowbit's src/formats/format_w4a16.cpp and format_w8a8.cpp) in numpy fp32, independently of
-    lowbit's code.
+    lowbit's code;
+  * W8A8-fp8: llm-compressor's FP8_DYNAMIC scheme, the weights and the per-token activations
+    quantized by compressed-tensors itself (calculate_qparams on each row's min/max, quantize to
+    float8_e4m3fn), the e4m3 products summed exactly (float64: exact for these shapes) and
+    rounded once to fp32, times fp32(w_scale * x_scale) (format_w8a8_fp8.cpp's definition).
 
 Everything outside the linears stays as lowbit runs it: fp32 norms, fp32 attention; the token
 embedding and the output head rounded to bf16 under every format but f32 (lowbit's defaults:
@@ -32,7 +36,7 @@ import copy
 import numpy as np
 import torch
 
-FORMATS = ["f32", "bf16", "int8", "nf4", "fp4", "nf4-dq", "fp4-dq", "W4A16", "W8A8"]
+FORMATS = ["f32", "bf16", "int8", "nf4", "fp4", "nf4-dq", "fp4-dq", "W4A16", "W8A8", "W8A8-fp8"]
 BLOCK_SIZE = 64
 INT8_THRESHOLD = 6.0
 W4_GROUP = 128
@@ -154,10 +158,41 @@ class W8A8Linear(torch.nn.Module):
         return torch.from_numpy(y.astype(np.float32)).reshape(*shape[:-1], -1)
 
 
+class W8A8Fp8Linear(torch.nn.Module):
+    """FP8_DYNAMIC: e4m3 weights per output channel, e4m3 activations per token (compressed-tensors
+    0.20's quantizers), exact sums of the e4m3 products rounded once to fp32 (format_w8a8_fp8.cpp)."""
+
+    def __init__(self, weight, bias):
+        super().__init__()
+        from compressed_tensors.quantization import preset_name_to_scheme
+        from compressed_tensors.quantization.lifecycle.forward import quantize
+        from compressed_tensors.quantization.utils import calculate_qparams
+        self.scheme = preset_name_to_scheme("FP8_DYNAMIC", ["Linear"])
+        self.quantize = quantize
+        w = weight.detach().float()
+        self.w_scale, zero = calculate_qparams(w.amin(dim=1, keepdim=True), w.amax(dim=1, keepdim=True),
+                                               self.scheme.weights)
+        self.wq = quantize(w, self.w_scale, zero, self.scheme.weights, dtype=torch.float8_e4m3fn).double()
+        self.w_scale = self.w_scale.reshape(1, -1)
+        self.bias = None if bias is None else bias.detach().float()
+
+    def forward(self, x):
+        from compressed_tensors.quantization.utils import compute_dynamic_scales_and_zp
+        shape = x.shape
+        a = x.detach().reshape(1, -1, shape[-1]).float()
+        x_scale, zero = compute_dynamic_scales_and_zp(a, self.scheme.input_activations, module=None)
+        xq = self.quantize(a, x_scale, zero, self.scheme.input_activations, dtype=torch.float8_e4m3fn)[0]
+        acc = (xq.double() @ self.wq.T).float()  # exact in float64, then one rounding to fp32
+        y = acc * (self.w_scale * x_scale.reshape(-1, 1))
+        if self.bias is not None:
+            y = y + self.bias
+        return y.reshape(*shape[:-1], -1)
+
+
 def decoder_linears(model):
     """Every linear inside the decoder layers, of any format (the replacements below included)."""
     layers = model.model.layers if hasattr(model, "model") else model.transformer.h
-    kinds = (torch.nn.Linear, Int8Linear, W4A16Linear, W8A8Linear)
+    kinds = (torch.nn.Linear, Int8Linear, W4A16Linear, W8A8Linear, W8A8Fp8Linear)
     return [m for layer in layers for m in layer.modules() if isinstance(m, kinds)]
 
 
@@ -198,6 +233,8 @@ def reference_model(model, fmt):
                 setattr(parent, name, W4A16Linear(w, b))
             elif fmt == "W8A8":
                 setattr(parent, name, W8A8Linear(w, b))
+            elif fmt == "W8A8-fp8":
+                setattr(parent, name, W8A8Fp8Linear(w, b))
             else:
                 raise ValueError(f"unknown format {fmt}")
     m.eval()

@@ -330,7 +330,7 @@ def nudge_sensitivity(model, prompts, draws=5):
     """How far the logits move when every linear layer's fp32 input is moved by one ulp (up or
     down at random, per element): the spread that fp32 rounding differences upstream -- another
     engine's summation order -- can cause once a format rounds its activations (fp16 for int8
-    and W4A16, int8 per token for W8A8). Largest |change| over `draws` draws and the prompts."""
+    and W4A16, int8 per token for W8A8, e4m3 per token for W8A8-fp8). Largest |change| over `draws` draws and the prompts."""
     g = torch.Generator().manual_seed(0)
 
     def nudge(module, args):
@@ -379,9 +379,11 @@ def quant_goldens(model, prompts):
     """Logits at every position and greedy continuations of each format's reference model; for
     int8, whose result depends on the batch (outlier columns), also the token-by-token logits."""
     import bitsandbytes
+    import compressed_tensors
     out = {"prompts": prompts, "formats": {}, "logits": {},
            "reference": "tools/format_reference.py",
            "bitsandbytes_version": bitsandbytes.__version__,
+           "compressed_tensors_version": compressed_tensors.__version__,
            "transformers_version": transformers.__version__, "torch_version": torch.__version__}
     for fmt in format_reference.FORMATS:
         ref = format_reference.reference_model(model, fmt)

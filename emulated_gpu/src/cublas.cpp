@@ -1,7 +1,8 @@
-// The emulated cuBLAS: cublasGemmEx as a plain column-major reference GEMM, queued on the
-// handle's stream (or captured into a graph) like a kernel. Sums are taken in double (exact for
-// int8 inputs; for fp32 outputs the GPU's tensor cores round differently, so tests compare with
-// tolerances), then stored as the output type (int32 wraps as IMMA's accumulators do).
+// The emulated cuBLAS: cublasGemmEx and cublasLtMatmul as a plain column-major reference GEMM,
+// queued on the handle's stream (or captured into a graph) like a kernel. Sums are taken in double
+// (exact for int8 inputs, and for e4m3 inputs while |sum| < 2^35; for fp32 outputs the GPU's
+// tensor cores round differently, so tests compare with tolerances), then stored as the output
+// type (int32 wraps as IMMA's accumulators do).
 #include <algorithm>
 #include <cstring>
 #include <memory>
@@ -12,6 +13,7 @@
 
 #include "cublasLt.h"
 #include "cublas_v2.h"
+#include "cuda_fp8.h"
 #include "runtime.h"
 
 struct cublasContext {
@@ -22,6 +24,19 @@ struct cublasContext {
 };
 
 struct cublasLtContext {};
+struct cublasLtMatmulDescOpaque {
+  cublasComputeType_t compute;
+  cudaDataType_t scale;
+  cublasOperation_t transa = CUBLAS_OP_N, transb = CUBLAS_OP_N;
+};
+struct cublasLtMatrixLayoutOpaque {
+  cudaDataType type;
+  uint64_t rows, cols;
+  int64_t ld;
+};
+struct cublasLtMatmulPreferenceOpaque {
+  size_t max_workspace = 0;
+};
 
 namespace {
 
@@ -62,6 +77,8 @@ double load(const void* base, cudaDataType t, size_t i) {
     }
     case CUDA_R_8I:
       return static_cast<const int8_t*>(base)[i];
+    case CUDA_R_8F_E4M3:
+      return half_bits_to_float(e4m3_to_half_bits(static_cast<const unsigned char*>(base)[i]));
     default:
       return 0;
   }
@@ -71,12 +88,23 @@ double load(const void* base, cudaDataType t, size_t i) {
 // spans, for the range check.
 size_t span(int rows, int cols, int ld) { return rows == 0 || cols == 0 ? 0 : size_t(cols - 1) * size_t(ld) + size_t(rows); }
 
-void check_operand(const char* which, const void* p, size_t bytes) {
+void check_operand(const char* which, const void* p, size_t bytes, const char* call = "cublasGemmEx") {
   bool overflows = false;
   const Allocation* a = find_allocation(p, bytes, &overflows);
   if (a == nullptr || a->kind != MemoryKind::device)
-    fault(fmt::format("cublasGemmEx: operand {} ({}) is not device memory", which, p));
-  if (overflows) fault(fmt::format("cublasGemmEx: operand {} ({} bytes from {}) runs past its allocation", which, bytes, p));
+    fault(fmt::format("{}: operand {} ({}) is not device memory", call, which, p));
+  if (overflows) fault(fmt::format("{}: operand {} ({} bytes from {}) runs past its allocation", call, which, bytes, p));
+}
+
+// The one cublasLtMatmul combination implemented (see cublasLt.h).
+bool lt_supported(const cublasLtMatmulDescOpaque& op, const cublasLtMatrixLayoutOpaque& a,
+                  const cublasLtMatrixLayoutOpaque& b, const cublasLtMatrixLayoutOpaque& c,
+                  const cublasLtMatrixLayoutOpaque& d) {
+  return op.compute == CUBLAS_COMPUTE_32F && op.scale == CUDA_R_32F && op.transa == CUBLAS_OP_T &&
+         op.transb == CUBLAS_OP_N && a.type == CUDA_R_8F_E4M3 && b.type == CUDA_R_8F_E4M3 && c.type == CUDA_R_32F &&
+         d.type == CUDA_R_32F && a.ld % 16 == 0 && b.ld % 16 == 0 && a.rows == b.rows && c.rows == a.cols &&
+         c.cols == b.cols && d.rows == c.rows && d.cols == c.cols && d.ld == c.ld && a.ld >= int64_t(a.rows) &&
+         b.ld >= int64_t(b.rows) && c.ld >= int64_t(c.rows);
 }
 
 }  // namespace
@@ -217,4 +245,116 @@ cublasStatus_t cublasLtDestroy(cublasLtHandle_t handle) {
   if (handle == nullptr) return CUBLAS_STATUS_NOT_INITIALIZED;
   delete handle;
   return CUBLAS_STATUS_SUCCESS;
+}
+
+cublasStatus_t cublasLtMatmulDescCreate(cublasLtMatmulDesc_t* desc, cublasComputeType_t compute, cudaDataType_t scale) {
+  if (desc == nullptr) return CUBLAS_STATUS_INVALID_VALUE;
+  *desc = new cublasLtMatmulDescOpaque{compute, scale};
+  return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatmulDescDestroy(cublasLtMatmulDesc_t desc) {
+  delete desc;
+  return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatmulDescSetAttribute(cublasLtMatmulDesc_t desc, cublasLtMatmulDescAttributes_t attr,
+                                              const void* buf, size_t bytes) {
+  if (desc == nullptr || buf == nullptr) return CUBLAS_STATUS_INVALID_VALUE;
+  int32_t v = 0;
+  if (bytes != sizeof(v)) return CUBLAS_STATUS_INVALID_VALUE;
+  std::memcpy(&v, buf, sizeof(v));
+  switch (attr) {
+    case CUBLASLT_MATMUL_DESC_TRANSA: desc->transa = cublasOperation_t(v); return CUBLAS_STATUS_SUCCESS;
+    case CUBLASLT_MATMUL_DESC_TRANSB: desc->transb = cublasOperation_t(v); return CUBLAS_STATUS_SUCCESS;
+    case CUBLASLT_MATMUL_DESC_COMPUTE_TYPE: desc->compute = cublasComputeType_t(v); return CUBLAS_STATUS_SUCCESS;
+    case CUBLASLT_MATMUL_DESC_SCALE_TYPE: desc->scale = cudaDataType_t(v); return CUBLAS_STATUS_SUCCESS;
+  }
+  return CUBLAS_STATUS_INVALID_VALUE;
+}
+cublasStatus_t cublasLtMatrixLayoutCreate(cublasLtMatrixLayout_t* layout, cudaDataType type, uint64_t rows,
+                                          uint64_t cols, int64_t ld) {
+  if (layout == nullptr || ld < 1) return CUBLAS_STATUS_INVALID_VALUE;
+  *layout = new cublasLtMatrixLayoutOpaque{type, rows, cols, ld};
+  return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatrixLayoutDestroy(cublasLtMatrixLayout_t layout) {
+  delete layout;
+  return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatmulPreferenceCreate(cublasLtMatmulPreference_t* pref) {
+  if (pref == nullptr) return CUBLAS_STATUS_INVALID_VALUE;
+  *pref = new cublasLtMatmulPreferenceOpaque{};
+  return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatmulPreferenceDestroy(cublasLtMatmulPreference_t pref) {
+  delete pref;
+  return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatmulPreferenceSetAttribute(cublasLtMatmulPreference_t pref,
+                                                    cublasLtMatmulPreferenceAttributes_t attr, const void* buf,
+                                                    size_t bytes) {
+  if (pref == nullptr || buf == nullptr) return CUBLAS_STATUS_INVALID_VALUE;
+  if (attr == CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES) {
+    uint64_t v = 0;
+    if (bytes != sizeof(v)) return CUBLAS_STATUS_INVALID_VALUE;
+    std::memcpy(&v, buf, sizeof(v));
+    pref->max_workspace = size_t(v);
+  }
+  return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t handle, cublasLtMatmulDesc_t desc,
+                                              cublasLtMatrixLayout_t a, cublasLtMatrixLayout_t b,
+                                              cublasLtMatrixLayout_t c, cublasLtMatrixLayout_t d,
+                                              cublasLtMatmulPreference_t pref, int requested,
+                                              cublasLtMatmulHeuristicResult_t results[], int* returned) {
+  if (handle == nullptr) return CUBLAS_STATUS_NOT_INITIALIZED;
+  if (desc == nullptr || a == nullptr || b == nullptr || c == nullptr || d == nullptr || pref == nullptr ||
+      requested < 1 || results == nullptr || returned == nullptr)
+    return CUBLAS_STATUS_INVALID_VALUE;
+  *returned = 0;
+  if (!lt_supported(*desc, *a, *b, *c, *d)) return CUBLAS_STATUS_NOT_SUPPORTED;
+  results[0] = cublasLtMatmulHeuristicResult_t{};
+  results[0].algo.data[0] = 1;  // the reference GEMM
+  results[0].state = CUBLAS_STATUS_SUCCESS;
+  results[0].wavesCount = 1.0f;
+  *returned = 1;
+  return CUBLAS_STATUS_SUCCESS;
+}
+
+cublasStatus_t cublasLtMatmul(cublasLtHandle_t handle, cublasLtMatmulDesc_t desc, const void* alpha, const void* A,
+                              cublasLtMatrixLayout_t a, const void* B, cublasLtMatrixLayout_t b, const void* beta,
+                              const void* C, cublasLtMatrixLayout_t c, void* D, cublasLtMatrixLayout_t d,
+                              const cublasLtMatmulAlgo_t*, void*, size_t, cudaStream_t stream) {
+  if (handle == nullptr) return CUBLAS_STATUS_NOT_INITIALIZED;
+  if (desc == nullptr || a == nullptr || b == nullptr || c == nullptr || d == nullptr || alpha == nullptr ||
+      beta == nullptr)
+    return CUBLAS_STATUS_INVALID_VALUE;
+  if (!lt_supported(*desc, *a, *b, *c, *d)) return CUBLAS_STATUS_NOT_SUPPORTED;
+  // op(A) = A^T: A is stored k x m (column-major, lda), op(B) = B: k x n (ldb); C, D: m x n.
+  const int64_t m = int64_t(c->rows), n = int64_t(c->cols), k = int64_t(a->rows);
+  const int64_t lda = a->ld, ldb = b->ld, ldc = c->ld;
+  if (m == 0 || n == 0) return CUBLAS_STATUS_SUCCESS;
+  Lock lock(api_mutex());
+  check_operand("A", A, span(int(k), int(m), int(lda)), "cublasLtMatmul");
+  check_operand("B", B, span(int(k), int(n), int(ldb)), "cublasLtMatmul");
+  check_operand("D", D, span(int(m), int(n), int(ldc)) * 4, "cublasLtMatmul");
+  float alpha_f, beta_f;
+  std::memcpy(&alpha_f, alpha, 4);
+  std::memcpy(&beta_f, beta, 4);
+  if (beta_f != 0.0f) check_operand("C", C, span(int(m), int(n), int(ldc)) * 4, "cublasLtMatmul");
+  // The layouts may be destroyed as soon as this returns (the library copies what it needs).
+  const cudaDataType a_type = a->type, b_type = b->type;
+  auto run = [=] {
+    count_launch("cublasLtMatmul");
+    for (int64_t j = 0; j < n; ++j)
+      for (int64_t i = 0; i < m; ++i) {
+        double acc = 0;  // exact for e4m3 products (see the top)
+        for (int64_t p = 0; p < k; ++p)
+          acc += load(A, a_type, size_t(i * lda + p)) * load(B, b_type, size_t(j * ldb + p));
+        const size_t ci = size_t(j * ldc + i);
+        const double prior = beta_f != 0.0f ? double(beta_f) * double(static_cast<const float*>(C)[ci]) : 0.0;
+        static_cast<float*>(D)[ci] = float(double(alpha_f) * acc + prior);
+      }
+  };
+  const cudaError_t e = enqueue(resolve(stream), Op{fmt::format("cublasLtMatmul {}x{}x{}", m, n, k), run});
+  return e == cudaSuccess ? CUBLAS_STATUS_SUCCESS : CUBLAS_STATUS_EXECUTION_FAILED;
 }

@@ -13,6 +13,7 @@
 #include "kernels/elementwise.cuh"
 #include "kernels/embedding.cuh"
 #include "kernels/gemv.cuh"
+#include "kernels/gemv_fp8.cuh"
 #include "kernels/gemv_int8.cuh"
 #include "kernels/norm.cuh"
 #include "kernels/rope.cuh"
@@ -434,7 +435,8 @@ void CudaBackend::gemm_bf16(const void* w_bf16, int rows, int cols, const float*
 // Every format through the one table (cuda_quantized.cpp). Decode (n <= 16): the format's GEMV
 // (kernels/gemv_template.cuh: dequantization inside the dot product, bias fused). Prefill, by
 // default the format's arithmetic: F32 as a true fp32 GEMM (no TF32), W8A8 as a true int8 GEMM
-// when the shape allows, every other format through its GEMV in passes of 16 tokens. With
+// when the shape allows, W8A8-fp8 as an e4m3 GEMM on sm_89+ when the shape allows, every other
+// format through its GEMV in passes of 16 tokens. With
 // fast_prefill: BF16 as a bf16 x bf16 GEMM with fp32 accumulation (the activations rounded to
 // bf16 first: tensor cores need both operands 16-bit), the other formats dequantized into a bf16
 // scratch buffer for that GEMM; the bias in a small kernel. A layer of several parts (blockwise 4-bit only, see upload_linear):
@@ -455,9 +457,9 @@ void CudaBackend::matmul_layer(const CudaLinear& l, const float* x, int n, float
     v.out_rows = p.out_rows.bytes() > 0 ? p.out_rows.as<int32_t>() : nullptr;
     return v;
   };
-  // The int8 GEMVs take any batch (activations quantized once for all of it: LLM.int8's outlier
-  // columns span the batch); the others take kMaxGemvTokens tokens per pass.
-  const bool int8_gemv = f == Format::INT8 || f == Format::W8A8;
+  // The int8 and fp8 GEMVs take any batch (activations quantized once for all of it: LLM.int8's
+  // outlier columns span the batch); the others take kMaxGemvTokens tokens per pass.
+  const bool int8_gemv = f == Format::INT8 || f == Format::W8A8 || f == Format::W8A8_FP8;
   auto gemv_passes = [&] {
     const int per_pass = int8_gemv ? n : std::min(n, kernels::kMaxGemvTokens);
     const size_t ws_bytes = k->gemv_workspace_bytes(per_pass, cols);
@@ -478,6 +480,7 @@ void CudaBackend::matmul_layer(const CudaLinear& l, const float* x, int n, float
   // pass over the weight). --cuda-fast-prefill instead runs BF16 and the dequantized formats as
   // bf16 tensor-core GEMMs: faster on long prompts, not the reference's arithmetic.
   if (f == Format::W8A8 && single && matmul_w8a8_int8_gemm(l.parts.front().planes, bias, x, n, y)) return;
+  if (f == Format::W8A8_FP8 && single && matmul_fp8_gemm(l.parts.front().planes, bias, x, n, y)) return;
   if (!fast_prefill_ && f != Format::F32) return gemv_passes();
   if (f == Format::F32) {
     // Column-major view: Y^T [rows, n] = W [rows, cols] (stored row-major = col-major W^T, so
@@ -525,6 +528,78 @@ bool CudaBackend::matmul_w8a8_int8_gemm(const DeviceQuantizedPlanes& w, const fl
   cublas_check(status, "cublasGemmEx (int8 x int8 -> int32)");
   cuda_check(kernels::launch_w8a8_rescale(acc, w.scales.as<float>(), x_scale, bias, n, rows, y, ctx_.stream()),
         "W8A8 rescale");
+  return true;
+}
+
+// W8A8-fp8 prompts on sm_89+: per-token e4m3 activations (the GEMV's quantizer), e4m3 x e4m3 ->
+// fp32 on the FP8 tensor cores through cuBLASLt, then acc * fl(w_scale * x_scale) (+ bias) in a
+// small kernel: the CPU's rounding points, only the fp32 summation order differs (the CPU sums
+// exactly). cuBLASLt's FP8 scales are per tensor, or with CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F
+// (in CUDA 13's header) a vector per side, applied inside the epilogue in an order the library
+// does not document; lowbit runs unit scales into fp32 and rescales rows x columns itself. FP8
+// wants the "TN" layout with leading dimensions multiples of 16: W row-major [rows, cols] is op T of
+// a column-major [cols, rows] (lda = cols), xq row-major [n, cols] is column-major [cols, n]
+// (ldb = cols), D column-major [rows, n] (ldd = rows) = row-major [n, rows], written straight into
+// y and rescaled in place. Older GPUs, other shapes, or no algorithm from the heuristic return
+// false: the prompt then runs through the fp8 GEMV in passes (or --cuda-fast-prefill's bf16 path).
+bool CudaBackend::matmul_fp8_gemm(const DeviceQuantizedPlanes& w, const float* bias, const float* x, int n, float* y) {
+  const cudaDeviceProp& props = ctx_.properties();
+  if (props.major * 10 + props.minor < 89) return false;
+  const int rows = int(w.rows), cols = int(w.cols);
+  if (rows % 16 != 0 || cols % 16 != 0) return false;
+  constexpr size_t kLtWorkspace = size_t(4) << 20;
+  const size_t xq_bytes = (size_t(n) * size_t(cols) + 255) & ~size_t(255);
+  const size_t scale_bytes = (size_t(n) * sizeof(float) + 255) & ~size_t(255);
+  auto* base = reinterpret_cast<uint8_t*>(
+      ensure_workspace(quantized_workspace_, xq_bytes + scale_bytes + kLtWorkspace, "W8A8-fp8 GEMM scratch"));
+  auto* xq = base;
+  auto* x_scale = reinterpret_cast<float*>(base + xq_bytes);
+  void* lt_workspace = base + xq_bytes + scale_bytes;
+
+  cublasLtMatmulDesc_t op = nullptr;
+  cublasLtMatrixLayout_t a = nullptr, b = nullptr, d = nullptr;
+  cublasLtMatmulPreference_t pref = nullptr;
+  auto release = [&] {
+    if (pref != nullptr) cublasLtMatmulPreferenceDestroy(pref);
+    if (d != nullptr) cublasLtMatrixLayoutDestroy(d);
+    if (b != nullptr) cublasLtMatrixLayoutDestroy(b);
+    if (a != nullptr) cublasLtMatrixLayoutDestroy(a);
+    if (op != nullptr) cublasLtMatmulDescDestroy(op);
+  };
+  try {
+    LOWBIT_CUBLAS_CHECK(cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    const int32_t transpose = CUBLAS_OP_T, keep = CUBLAS_OP_N;
+    LOWBIT_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &transpose, sizeof(transpose)));
+    LOWBIT_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &keep, sizeof(keep)));
+    LOWBIT_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&a, CUDA_R_8F_E4M3, uint64_t(cols), uint64_t(rows), cols));
+    LOWBIT_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&b, CUDA_R_8F_E4M3, uint64_t(cols), uint64_t(n), cols));
+    LOWBIT_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&d, CUDA_R_32F, uint64_t(rows), uint64_t(n), rows));
+    LOWBIT_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+    const uint64_t max_workspace = kLtWorkspace;
+    LOWBIT_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                                                             &max_workspace, sizeof(max_workspace)));
+    cublasLtMatmulHeuristicResult_t found{};
+    int count = 0;
+    const cublasStatus_t heuristic =
+        cublasLtMatmulAlgoGetHeuristic(ctx_.cublas_lt(), op, a, b, d, d, pref, 1, &found, &count);
+    // No algorithm (the library answers NOT_SUPPORTED, or INVALID_VALUE for a layout it rejects,
+    // or success with none): the query changed nothing, so the GEMV path runs instead.
+    if (heuristic != CUBLAS_STATUS_SUCCESS || count == 0) {
+      release();
+      return false;
+    }
+    check(kernels::launch_fp8_quantize_activations(x, n, cols, xq, x_scale, ctx_.stream()),
+          "W8A8-fp8 activation quantization");
+    const float alpha = 1.0f, beta = 0.0f;
+    LOWBIT_CUBLAS_CHECK(cublasLtMatmul(ctx_.cublas_lt(), op, &alpha, w.codes.get(), a, xq, b, &beta, y, d, y, d,
+                                       &found.algo, lt_workspace, kLtWorkspace, ctx_.stream()));
+  } catch (...) {
+    release();
+    throw;
+  }
+  release();
+  check(kernels::launch_fp8_rescale(y, w.scales.as<float>(), x_scale, bias, n, rows, y, ctx_.stream()),
+        "W8A8-fp8 rescale");
   return true;
 }
 

@@ -121,6 +121,7 @@ class CudaBackend final : public Backend {
   void gemm_bf16(const void* w_bf16, int rows, int cols, const float* x, int n, float* y);
   void matmul_layer(const CudaLinear& l, const float* x, int n, float* y);
   bool matmul_w8a8_int8_gemm(const DeviceQuantizedPlanes& w, const float* bias, const float* x, int n, float* y);
+  bool matmul_fp8_gemm(const DeviceQuantizedPlanes& w, const float* bias, const float* x, int n, float* y);
   DeviceMemory bias_on_device(const std::vector<float>& bias, int64_t rows, const std::string& what);
   DeviceMemory row_order_on_device(const std::vector<int32_t>& order, const std::string& what);
   const int32_t* device_tokens() const;

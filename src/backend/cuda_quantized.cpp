@@ -4,6 +4,7 @@
 
 #include "core/error.h"
 #include "kernels/gemv.cuh"
+#include "kernels/gemv_fp8.cuh"
 #include "kernels/gemv_int8.cuh"
 #include "kernels/gemv_nf4_fp4.cuh"
 #include "kernels/gemv_w4a16.cuh"
@@ -27,6 +28,8 @@ constexpr QuantizedKernels kQuantizedKernels[] = {
     {Format::INT8, kernels::launch_gemv_int8, kernels::int8_gemv_workspace_bytes, kernels::launch_dequantize_int8},
     {Format::W8A8, kernels::launch_gemv_w8a8, kernels::int8_gemv_workspace_bytes, kernels::launch_dequantize_w8a8},
     {Format::W4A16, kernels::launch_gemv_w4a16, no_workspace, kernels::launch_dequantize_w4a16},
+    {Format::W8A8_FP8, kernels::launch_gemv_w8a8_fp8, kernels::fp8_gemv_workspace_bytes,
+     kernels::launch_dequantize_w8a8_fp8},
 };
 
 template <typename T>

@@ -43,7 +43,7 @@ struct SweepFlags {
   ModelFlags model;
   std::vector<std::string> prompts;
   std::string prompts_file;
-  std::string quant = "bf16,nf4,fp4,fp4-dq,int8,W4A16,W8A8";
+  std::string quant = "bf16,nf4,fp4,fp4-dq,int8,W4A16,W8A8,W8A8-fp8";
   std::string temperature = "0";
   std::string top_k = "50";
   std::string top_p = "1";

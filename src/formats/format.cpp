@@ -23,6 +23,7 @@ constexpr FormatName kFormatNames[] = {
     {Format::F32, "f32"},       {Format::BF16, "bf16"},     {Format::INT8, "int8"},
     {Format::NF4, "nf4"},       {Format::FP4, "fp4"},       {Format::NF4_DQ, "nf4-dq"},
     {Format::FP4_DQ, "fp4-dq"}, {Format::W4A16, "W4A16"},   {Format::W8A8, "W8A8"},
+    {Format::W8A8_FP8, "W8A8-fp8"},
 };
 
 bool equals_ignoring_case(std::string_view a, std::string_view b) {
@@ -42,6 +43,7 @@ const formats::FormatOps& ops_for(Format f) {
     case Format::INT8: return formats::int8_ops();
     case Format::W4A16: return formats::w4a16_ops();
     case Format::W8A8: return formats::w8a8_ops();
+    case Format::W8A8_FP8: return formats::w8a8_fp8_ops();
   }
   throw Error(ExitCode::input, "unknown weight format id " + std::to_string(int(f)));
 }
@@ -247,7 +249,8 @@ size_t quantized_bytes(Format f, int64_t rows, int64_t cols, const QuantOptions&
     case Format::F32: return 4 * n;
     case Format::BF16: return 2 * n;
     case Format::INT8:
-    case Format::W8A8: return n + 4 * r;  // int8 codes + one fp32 scale per row
+    case Format::W8A8:
+    case Format::W8A8_FP8: return n + 4 * r;  // int8 / e4m3 codes + one fp32 scale per row
     case Format::W4A16: {
       const size_t groups = size_t((cols + opts.w4_group - 1) / opts.w4_group);
       return r * size_t((cols + 1) / 2) + 2 * r * groups + (opts.w4_symmetric ? 0 : r * groups);

@@ -21,6 +21,7 @@ enum class Format {
   FP4_DQ,  // FP4 with double-quantized absmax
   W4A16,   // int4 groups of 128 along the input dim, asymmetric (zero point) or symmetric, 16-bit scales
   W8A8,    // int8 weights, one symmetric scale per output channel; int8 activations per token
+  W8A8_FP8,  // e4m3 weights, one fp32 scale per output channel; e4m3 activations per token (FP8_DYNAMIC)
 };
 
 struct QuantOptions {
@@ -77,8 +78,8 @@ void dequantize(const QuantizedTensor& q, float* out);
 void dequantize_row(const QuantizedTensor& q, int64_t row, float* out);
 
 // y[t, r] = sum_c x[t, c] * W[r, c] (+ bias[r]) for t < n_tokens, with the format's own run-time
-// arithmetic (LLM.int8 decomposition for INT8, per-token int8 activations for W8A8, 16-bit
-// activations for W4A16). x is [n_tokens, cols], y is [n_tokens, rows], both fp32; bias is null
+// arithmetic (LLM.int8 decomposition for INT8, per-token int8 activations for W8A8, per-token
+// e4m3 activations for W8A8-fp8, 16-bit activations for W4A16). x is [n_tokens, cols], y is [n_tokens, rows], both fp32; bias is null
 // or `rows` fp32 values. The bias goes where the reference adds it: LLM.int8 as bitsandbytes'
 // Linear8bitLt in fp16 (the bias rounded to fp16, added in fp32 to the rescaled int32 sums
 // before the fp16 output rounding, the outlier columns after); every other format adds it in

@@ -36,6 +36,7 @@ void double_quantize_four_bit(QuantizedTensor& q);  // NF4/FP4 -> NF4_DQ/FP4_DQ 
 const FormatOps& int8_ops();                // LLM.int8             (format_int8.cpp)
 const FormatOps& w4a16_ops();               // W4A16                (format_w4a16.cpp)
 const FormatOps& w8a8_ops();                // W8A8                 (format_w8a8.cpp)
+const FormatOps& w8a8_fp8_ops();            // W8A8-fp8             (format_w8a8_fp8.cpp)
 
 // sum_i a[i] * b[i] in fp32 with eight independent partial sums, so the compiler vectorizes it
 // without -ffast-math (the summation order is fixed, hence deterministic across runs).
