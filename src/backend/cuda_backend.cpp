@@ -588,8 +588,8 @@ bool CudaBackend::matmul_fp8_gemm(const DeviceQuantizedPlanes& w, const float* b
       release();
       return false;
     }
-    check(kernels::launch_fp8_quantize_activations(x, n, cols, xq, x_scale, ctx_.stream()),
-          "W8A8-fp8 activation quantization");
+    cuda_check(kernels::launch_fp8_quantize_activations(x, n, cols, xq, x_scale, ctx_.stream()),
+               "W8A8-fp8 activation quantization");
     const float alpha = 1.0f, beta = 0.0f;
     LOWBIT_CUBLAS_CHECK(cublasLtMatmul(ctx_.cublas_lt(), op, &alpha, w.codes.get(), a, xq, b, &beta, y, d, y, d,
                                        &found.algo, lt_workspace, kLtWorkspace, ctx_.stream()));
@@ -598,8 +598,8 @@ bool CudaBackend::matmul_fp8_gemm(const DeviceQuantizedPlanes& w, const float* b
     throw;
   }
   release();
-  check(kernels::launch_fp8_rescale(y, w.scales.as<float>(), x_scale, bias, n, rows, y, ctx_.stream()),
-        "W8A8-fp8 rescale");
+  cuda_check(kernels::launch_fp8_rescale(y, w.scales.as<float>(), x_scale, bias, n, rows, y, ctx_.stream()),
+             "W8A8-fp8 rescale");
   return true;
 }
 
