@@ -20,27 +20,15 @@ import os
 import sys
 
 import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from fixture_container import Container  # noqa: E402
 import torch
 import bitsandbytes as bnb
 import bitsandbytes.functional as F
 from bitsandbytes.autograd._functions import MatmulLtState
 
 OUT_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "data", "formats")
-
-
-class Container:
-    def __init__(self):
-        self.index = {}
-        self.blob = bytearray()
-
-    def add(self, name, array):
-        array = np.ascontiguousarray(array)
-        dtype = {np.dtype(np.float32): "f32", np.dtype(np.uint8): "u8", np.dtype(np.int8): "i8"}[array.dtype]
-        assert name not in self.index, name
-        data = array.astype(array.dtype.newbyteorder("<")).tobytes()
-        self.index[name] = {"dtype": dtype, "shape": list(array.shape), "offset": len(self.blob), "nbytes": len(data)}
-        self.blob += data
-        return name
 
 
 def np32(t):

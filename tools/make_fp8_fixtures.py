@@ -27,8 +27,12 @@ Run: python3 tools/make_fp8_fixtures.py  (from the repository root)
 """
 import json
 import os
+import sys
 
 import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from fixture_container import Container  # noqa: E402
 import torch
 import compressed_tensors
 from compressed_tensors.quantization import preset_name_to_scheme
@@ -39,20 +43,6 @@ from compressed_tensors.quantization.utils import calculate_qparams, calculate_r
 OUT_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "data", "formats")
 E4M3 = torch.float8_e4m3fn
 SCHEME = preset_name_to_scheme("FP8_DYNAMIC", ["Linear"])
-
-
-class Container:
-    def __init__(self):
-        self.index = {}
-        self.blob = bytearray()
-
-    def add(self, name, array):
-        array = np.ascontiguousarray(array)
-        dtype = {np.dtype(np.float32): "f32", np.dtype(np.uint8): "u8"}[array.dtype]
-        assert name not in self.index, name
-        data = array.astype(array.dtype.newbyteorder("<")).tobytes()
-        self.index[name] = {"dtype": dtype, "shape": list(array.shape), "offset": len(self.blob), "nbytes": len(data)}
-        self.blob += data
 
 
 def e4m3_bytes(t):
