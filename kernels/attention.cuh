@@ -54,4 +54,13 @@ cudaError_t launch_attention_decode(const float* qkv, const void* k_layer, const
                                     const AttentionGeometry& g, float* workspace, int* counters, float* out,
                                     cudaStream_t stream);
 
+// The fused decode step: qkv unrotated; rotates q and k by each token's position (inv_freq:
+// head_dim / 2 frequencies, rope.cu's arithmetic), stores k and v at (slot, position) and attends,
+// in one kernel. The tokens must be in distinct slots (a decode step); the cache arrays are
+// written, so they are not const.
+cudaError_t launch_rope_attention_decode(const float* qkv, void* k_layer, void* v_layer, const int32_t* positions,
+                                         const int32_t* slots, const float* inv_freq, int n_tokens,
+                                         const AttentionGeometry& g, float* workspace, int* counters, float* out,
+                                         cudaStream_t stream);
+
 }  // namespace lowbit::kernels

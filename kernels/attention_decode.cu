@@ -11,6 +11,13 @@
 // dot products of a key are reduced among its lanes, and each lane accumulates the value dims it
 // loaded. Any other shape (head_dim 80, 20, ... or a misaligned row) takes the general kernel:
 // lanes across head_dim, one key per warp step.
+//
+// Fused decode step (launch_rope_attention_decode): qkv arrives unrotated; each block rotates
+// its q heads into shared memory, and the block whose split holds the token's own position
+// rotates the new key, stores it and the value in the cache (rounded to the cache's type) and
+// uses those stored values for that position, so no block reads what this launch writes. This
+// replaces the rope and kv-store kernels: rope's arithmetic is rope.cu's (angle = float(pos) *
+// inv_freq, cos/sin in double rounded to float). The tokens must be in distinct slots.
 #include <cuda_bf16.h>
 
 #include "kernels/attention.cuh"
@@ -66,6 +73,66 @@ __device__ __forceinline__ SplitRange split_range(int pos, int split, int n_spli
   const int active = (length + chunk - 1) / chunk;
   const int begin = split * chunk;
   return {begin, min(begin + chunk, length), active};
+}
+
+// What the fused step needs: inv_freq (null: qkv is already rotated and stored, nothing to do)
+// and the cache arrays to store the new key and value in.
+template <typename Elem>
+struct Fresh {
+  const float* inv_freq = nullptr;
+  Elem* k_store = nullptr;
+  Elem* v_store = nullptr;
+};
+
+__device__ __forceinline__ void store_elem(float* p, float v) { *p = v; }
+__device__ __forceinline__ void store_elem(__nv_bfloat16* p, float v) { *p = __float2bfloat16_rn(v); }
+__device__ __forceinline__ float stored_value(float v, float*) { return v; }
+__device__ __forceinline__ float stored_value(float v, __nv_bfloat16*) { return __bfloat162float(__float2bfloat16_rn(v)); }
+
+// Shared state of a fused step: the block's rotated q heads, and the new key and value as the
+// cache holds them.
+template <int kGroup, int kMaxHeadDim>
+struct FreshShared {
+  float q[kGroup][kMaxHeadDim];
+  float k[kMaxHeadDim], v[kMaxHeadDim];
+};
+
+// Rotates the block's q heads into sh.q; the owner (the block whose split holds `pos`) also
+// rotates the kv head's new key and stores key and value at (slot, pos). Ends with a barrier.
+template <typename Elem, int kGroup, int kMaxHeadDim>
+__device__ void fresh_prologue(const Fresh<Elem>& fresh, FreshShared<kGroup, kMaxHeadDim>& sh, const float* qkv_row,
+                               int first_head, int heads, int kvh, int n_heads, int n_kv_heads, int head_dim, int pos,
+                               bool owner, size_t cache_row) {
+  const int half = head_dim / 2, q_dim = n_heads * head_dim, kv_dim = n_kv_heads * head_dim;
+  const float* k_in = qkv_row + q_dim + size_t(kvh) * head_dim;
+  const float* v_in = qkv_row + q_dim + kv_dim + size_t(kvh) * head_dim;
+  for (int i = threadIdx.x; i < half; i += blockDim.x) {
+    const float angle = float(pos) * fresh.inv_freq[i];
+    double sd = 0.0, cd = 0.0;
+    sincos(double(angle), &sd, &cd);
+    const float cf = float(cd), sf = float(sd);
+    for (int g = 0; g < heads; ++g) {
+      const float* q = qkv_row + size_t(first_head + g) * head_dim;
+      const float x0 = q[i], x1 = q[i + half];
+      sh.q[g][i] = x0 * cf - x1 * sf;
+      sh.q[g][i + half] = x1 * cf + x0 * sf;
+    }
+    if (owner) {
+      const float x0 = k_in[i], x1 = k_in[i + half];
+      const float k0 = x0 * cf - x1 * sf, k1 = x1 * cf + x0 * sf;
+      store_elem(fresh.k_store + cache_row + i, k0);
+      store_elem(fresh.k_store + cache_row + i + half, k1);
+      sh.k[i] = stored_value(k0, fresh.k_store);
+      sh.k[i + half] = stored_value(k1, fresh.k_store);
+    }
+  }
+  if (owner) {
+    for (int d = threadIdx.x; d < head_dim; d += blockDim.x) {
+      store_elem(fresh.v_store + cache_row + d, v_in[d]);
+      sh.v[d] = stored_value(v_in[d], fresh.v_store);
+    }
+  }
+  __syncthreads();
 }
 
 // One block's result for each q head of its group, (m, l, acc[head_dim]), merged over its warps
@@ -156,11 +223,12 @@ __global__ void __launch_bounds__(kWarps * 32)
                             const Elem* __restrict__ v_layer, const int32_t* __restrict__ positions,
                             const int32_t* __restrict__ slots, int n_heads, int n_kv_heads, int max_context,
                             float scale, float* __restrict__ partial_values, float* __restrict__ partial_stats,
-                            int* __restrict__ counters, float* __restrict__ out) {
+                            int* __restrict__ counters, float* __restrict__ out, Fresh<Elem> fresh) {
   using C = Chunk16<Elem>;
   constexpr int kHeadDim = kLanes * C::kElems;
   constexpr int kKeysPerStep = 32 / kLanes;
   __shared__ BlockMerge<kGroup, kHeadDim> sh;
+  __shared__ FreshShared<kGroup, kHeadDim> fs;
   int t = 0, kvh = 0;
   const BlockHeads bh = block_heads<kGroup>(n_heads, n_kv_heads, counters, &t, &kvh);
   const int split = blockIdx.y, n_splits = gridDim.y;
@@ -170,8 +238,13 @@ __global__ void __launch_bounds__(kWarps * 32)
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int sub = lane / kLanes, part = lane % kLanes;  // which key of the step, which chunk of it
   const int q_dim = n_heads * kHeadDim, kv_dim = n_kv_heads * kHeadDim, qkv_dim = q_dim + 2 * kv_dim;
-  const size_t row0 = size_t(slots[t]) * size_t(max_context) * size_t(kv_dim) + size_t(kvh) * kHeadDim +
-                      size_t(part) * C::kElems;
+  const size_t head0 = size_t(slots[t]) * size_t(max_context) * size_t(kv_dim) + size_t(kvh) * kHeadDim;
+  const size_t row0 = head0 + size_t(part) * C::kElems;
+  const bool fused = fresh.inv_freq != nullptr;      // block-uniform
+  const bool owner = fused && split == range.active - 1;  // this split holds pos
+  if (fused)
+    fresh_prologue(fresh, fs, qkv + size_t(t) * qkv_dim, bh.first_head, bh.heads, kvh, n_heads, n_kv_heads, kHeadDim,
+                   pos, owner, head0 + size_t(pos) * kv_dim);
 
   float q[kGroup][C::kElems], acc[kGroup][C::kElems], m[kGroup], l[kGroup];
 #pragma unroll
@@ -179,7 +252,7 @@ __global__ void __launch_bounds__(kWarps * 32)
     const float* qg = qkv + size_t(t) * qkv_dim + size_t(bh.first_head + g) * kHeadDim + part * C::kElems;
 #pragma unroll
     for (int e = 0; e < C::kElems; ++e) {
-      q[g][e] = g < bh.heads ? qg[e] * scale : 0.0f;
+      q[g][e] = g < bh.heads ? (fused ? fs.q[g][part * C::kElems + e] : qg[e]) * scale : 0.0f;
       acc[g][e] = 0.0f;
     }
     m[g] = -INFINITY;
@@ -189,7 +262,13 @@ __global__ void __launch_bounds__(kWarps * 32)
     const int key = k0 + sub;
     const bool valid = key < range.end;
     float kv[C::kElems], vv[C::kElems];
-    if (valid) {  // both loads before any math
+    if (valid && owner && key == pos) {  // the new key and value, as this launch stored them
+#pragma unroll
+      for (int e = 0; e < C::kElems; ++e) {
+        kv[e] = fs.k[part * C::kElems + e];
+        vv[e] = fs.v[part * C::kElems + e];
+      }
+    } else if (valid) {  // both loads before any math
       C::load(k_layer + row0 + size_t(key) * kv_dim, kv);
       C::load(v_layer + row0 + size_t(key) * kv_dim, vv);
     } else {
@@ -247,9 +326,10 @@ __global__ void __launch_bounds__(kWarps * 32)
                                     const int32_t* __restrict__ slots, int n_heads, int n_kv_heads, int head_dim,
                                     int max_context, float scale, float* __restrict__ partial_values,
                                     float* __restrict__ partial_stats, int* __restrict__ counters,
-                                    float* __restrict__ out) {
+                                    float* __restrict__ out, Fresh<Elem> fresh) {
   constexpr int kPerLane = kMaxHeadDim / 32;
   __shared__ BlockMerge<kGroup, kMaxHeadDim> sh;
+  __shared__ FreshShared<kGroup, kMaxHeadDim> fs;
   int t = 0, kvh = 0;
   const BlockHeads bh = block_heads<kGroup>(n_heads, n_kv_heads, counters, &t, &kvh);
   const int split = blockIdx.y, n_splits = gridDim.y;
@@ -259,6 +339,11 @@ __global__ void __launch_bounds__(kWarps * 32)
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int q_dim = n_heads * head_dim, kv_dim = n_kv_heads * head_dim, qkv_dim = q_dim + 2 * kv_dim;
   const size_t row0 = size_t(slots[t]) * size_t(max_context) * size_t(kv_dim) + size_t(kvh) * head_dim;
+  const bool fused = fresh.inv_freq != nullptr;           // block-uniform
+  const bool owner = fused && split == range.active - 1;  // this split holds pos
+  if (fused)
+    fresh_prologue(fresh, fs, qkv + size_t(t) * qkv_dim, bh.first_head, bh.heads, kvh, n_heads, n_kv_heads, head_dim,
+                   pos, owner, row0 + size_t(pos) * kv_dim);
 
   float q[kGroup][kPerLane], acc[kGroup][kPerLane], m[kGroup], l[kGroup];
 #pragma unroll
@@ -267,7 +352,7 @@ __global__ void __launch_bounds__(kWarps * 32)
 #pragma unroll
     for (int e = 0; e < kPerLane; ++e) {
       const int d = lane + 32 * e;
-      q[g][e] = g < bh.heads && d < head_dim ? qg[d] * scale : 0.0f;
+      q[g][e] = g < bh.heads && d < head_dim ? (fused ? fs.q[g][d] : qg[d]) * scale : 0.0f;
       acc[g][e] = 0.0f;
     }
     m[g] = -INFINITY;
@@ -277,11 +362,12 @@ __global__ void __launch_bounds__(kWarps * 32)
     const Elem* k = k_layer + row0 + size_t(key) * kv_dim;
     const Elem* v = v_layer + row0 + size_t(key) * kv_dim;
     float kv[kPerLane], vv[kPerLane];
+    const bool mine = owner && key == pos;  // the new key and value, as this launch stored them
 #pragma unroll
     for (int e = 0; e < kPerLane; ++e) {  // the key's and value's loads together
       const int d = lane + 32 * e;
-      kv[e] = d < head_dim ? widen(k[d]) : 0.0f;
-      vv[e] = d < head_dim ? widen(v[d]) : 0.0f;
+      kv[e] = d < head_dim ? (mine ? fs.k[d] : widen(k[d])) : 0.0f;
+      vv[e] = d < head_dim ? (mine ? fs.v[d] : widen(v[d])) : 0.0f;
     }
 #pragma unroll
     for (int g = 0; g < kGroup; ++g) {
@@ -328,7 +414,7 @@ Workspace carve(float* base, int* counters, int n_tokens, const AttentionGeometr
 template <typename Elem, int kGroup>
 cudaError_t launch_group(const float* qkv, const void* k, const void* v, const int32_t* positions,
                          const int32_t* slots, int n_tokens, const AttentionGeometry& g, Workspace ws, float* out,
-                         cudaStream_t stream) {
+                         Fresh<Elem> fresh, cudaStream_t stream) {
   const DecodeSplit split = decode_split_for(g.max_context);
   const int chunks = (g.n_heads / g.n_kv_heads + kGroup - 1) / kGroup;
   const dim3 grid(unsigned(n_tokens * g.n_kv_heads * chunks), unsigned(split.n_splits));
@@ -344,37 +430,54 @@ cudaError_t launch_group(const float* qkv, const void* k, const void* v, const i
   if (fast && lanes == 8)
     return launch<attention_decode_kernel<Elem, 8, kGroup>>(shape, qkv, ke, ve, positions, slots, g.n_heads,
                                                             g.n_kv_heads, g.max_context, scale, ws.values, ws.stats,
-                                                            ws.counters, out);
+                                                            ws.counters, out, fresh);
   if (fast && lanes == 16)
     return launch<attention_decode_kernel<Elem, 16, kGroup>>(shape, qkv, ke, ve, positions, slots, g.n_heads,
                                                              g.n_kv_heads, g.max_context, scale, ws.values, ws.stats,
-                                                             ws.counters, out);
+                                                             ws.counters, out, fresh);
   if (fast && lanes == 32)
     return launch<attention_decode_kernel<Elem, 32, kGroup>>(shape, qkv, ke, ve, positions, slots, g.n_heads,
                                                              g.n_kv_heads, g.max_context, scale, ws.values, ws.stats,
-                                                             ws.counters, out);
+                                                             ws.counters, out, fresh);
   if (g.head_dim <= 64)
     return launch<attention_decode_general_kernel<Elem, 64, kGroup>>(shape, qkv, ke, ve, positions, slots, g.n_heads,
                                                                      g.n_kv_heads, g.head_dim, g.max_context, scale,
-                                                                     ws.values, ws.stats, ws.counters, out);
+                                                                     ws.values, ws.stats, ws.counters, out, fresh);
   if (g.head_dim <= 128)
     return launch<attention_decode_general_kernel<Elem, 128, kGroup>>(shape, qkv, ke, ve, positions, slots, g.n_heads,
                                                                       g.n_kv_heads, g.head_dim, g.max_context, scale,
-                                                                      ws.values, ws.stats, ws.counters, out);
+                                                                      ws.values, ws.stats, ws.counters, out, fresh);
   return launch<attention_decode_general_kernel<Elem, 256, kGroup>>(shape, qkv, ke, ve, positions, slots, g.n_heads,
                                                                     g.n_kv_heads, g.head_dim, g.max_context, scale,
-                                                                    ws.values, ws.stats, ws.counters, out);
+                                                                    ws.values, ws.stats, ws.counters, out, fresh);
 }
 
 template <typename Elem>
 cudaError_t launch_elem(const float* qkv, const void* k, const void* v, const int32_t* positions, const int32_t* slots,
-                        int n_tokens, const AttentionGeometry& g, Workspace ws, float* out, cudaStream_t stream) {
+                        int n_tokens, const AttentionGeometry& g, Workspace ws, float* out, const float* inv_freq,
+                        void* k_store, void* v_store, cudaStream_t stream) {
+  const Fresh<Elem> fresh{inv_freq, static_cast<Elem*>(k_store), static_cast<Elem*>(v_store)};
   // q heads per block: the group itself up to 8 (a power of two covering it), else chunks of 8.
   const int group = g.n_heads / g.n_kv_heads;
-  if (group == 1) return launch_group<Elem, 1>(qkv, k, v, positions, slots, n_tokens, g, ws, out, stream);
-  if (group == 2) return launch_group<Elem, 2>(qkv, k, v, positions, slots, n_tokens, g, ws, out, stream);
-  if (group <= 4) return launch_group<Elem, 4>(qkv, k, v, positions, slots, n_tokens, g, ws, out, stream);
-  return launch_group<Elem, 8>(qkv, k, v, positions, slots, n_tokens, g, ws, out, stream);
+  if (group == 1) return launch_group<Elem, 1>(qkv, k, v, positions, slots, n_tokens, g, ws, out, fresh, stream);
+  if (group == 2) return launch_group<Elem, 2>(qkv, k, v, positions, slots, n_tokens, g, ws, out, fresh, stream);
+  if (group <= 4) return launch_group<Elem, 4>(qkv, k, v, positions, slots, n_tokens, g, ws, out, fresh, stream);
+  return launch_group<Elem, 8>(qkv, k, v, positions, slots, n_tokens, g, ws, out, fresh, stream);
+}
+
+cudaError_t launch_decode(const float* qkv, const void* k_layer, const void* v_layer, const int32_t* positions,
+                          const int32_t* slots, int n_tokens, const AttentionGeometry& g, float* workspace,
+                          int* counters, float* out, const float* inv_freq, void* k_store, void* v_store,
+                          cudaStream_t stream) {
+  if (n_tokens <= 0) return cudaSuccess;
+  if (g.head_dim <= 0 || g.head_dim > 256 || g.head_dim % 2 != 0 || g.n_kv_heads <= 0 || g.n_heads % g.n_kv_heads != 0)
+    return cudaErrorInvalidValue;
+  const Workspace ws = carve(workspace, counters, n_tokens, g);
+  if (g.bf16_cache)
+    return launch_elem<__nv_bfloat16>(qkv, k_layer, v_layer, positions, slots, n_tokens, g, ws, out, inv_freq, k_store,
+                                      v_store, stream);
+  return launch_elem<float>(qkv, k_layer, v_layer, positions, slots, n_tokens, g, ws, out, inv_freq, k_store, v_store,
+                            stream);
 }
 
 }  // namespace
@@ -401,12 +504,17 @@ cudaError_t launch_attention_decode(const float* qkv, const void* k_layer, const
                                     const int32_t* positions, const int32_t* slots, int n_tokens,
                                     const AttentionGeometry& g, float* workspace, int* counters, float* out,
                                     cudaStream_t stream) {
-  if (n_tokens <= 0) return cudaSuccess;
-  if (g.head_dim <= 0 || g.head_dim > 256 || g.n_kv_heads <= 0 || g.n_heads % g.n_kv_heads != 0)
-    return cudaErrorInvalidValue;
-  const Workspace ws = carve(workspace, counters, n_tokens, g);
-  if (g.bf16_cache) return launch_elem<__nv_bfloat16>(qkv, k_layer, v_layer, positions, slots, n_tokens, g, ws, out, stream);
-  return launch_elem<float>(qkv, k_layer, v_layer, positions, slots, n_tokens, g, ws, out, stream);
+  return launch_decode(qkv, k_layer, v_layer, positions, slots, n_tokens, g, workspace, counters, out, nullptr,
+                       nullptr, nullptr, stream);
+}
+
+cudaError_t launch_rope_attention_decode(const float* qkv, void* k_layer, void* v_layer, const int32_t* positions,
+                                         const int32_t* slots, const float* inv_freq, int n_tokens,
+                                         const AttentionGeometry& g, float* workspace, int* counters, float* out,
+                                         cudaStream_t stream) {
+  if (inv_freq == nullptr) return cudaErrorInvalidValue;
+  return launch_decode(qkv, k_layer, v_layer, positions, slots, n_tokens, g, workspace, counters, out, inv_freq,
+                       k_layer, v_layer, stream);
 }
 
 }  // namespace lowbit::kernels

@@ -15,4 +15,14 @@ cudaError_t launch_gemv_bf16(const QuantizedWeightView& w, const float* bias, co
   return gemv::launch_gemv<gemv::Bf16Format>(w, bias, x, n_tokens, y, stream);
 }
 
+cudaError_t launch_fused_gemv_f32(const GemvParts& parts, const float* bias, const float* x, int n_tokens, float* y,
+                                  const GemvSteps& steps, cudaStream_t stream) {
+  return gemv::launch_fused_gemv<gemv::F32Format>(parts, bias, x, n_tokens, y, steps, stream);
+}
+
+cudaError_t launch_fused_gemv_bf16(const GemvParts& parts, const float* bias, const float* x, int n_tokens, float* y,
+                                   const GemvSteps& steps, cudaStream_t stream) {
+  return gemv::launch_fused_gemv<gemv::Bf16Format>(parts, bias, x, n_tokens, y, steps, stream);
+}
+
 }  // namespace lowbit::kernels

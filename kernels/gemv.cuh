@@ -19,9 +19,64 @@ constexpr int kMaxGemvTokens = 16;
 using GemvLauncher = cudaError_t (*)(const QuantizedWeightView& w, const float* bias, const float* x, int n_tokens,
                                      float* y, void* workspace, cudaStream_t stream);
 
+// A layer of up to three parts (checkpoint tensors quantized on their own, e.g. Llama's q, k, v
+// in a 4-bit format) computed by one launch: part p holds rows [first_row[p], first_row[p + 1])
+// of the `rows` the launch covers (its view's out_rows, when set, reorders them within that
+// range); y rows are `ldy` floats apart.
+struct GemvParts {
+  static constexpr int kMax = 3;
+  QuantizedWeightView part[kMax];
+  int first_row[kMax] = {0, 0, 0};
+  int n_parts = 0;
+  int rows = 0, ldy = 0;
+};
+
+#if LOWBIT_EMULATED_GPU
+inline auto emu_device_pointers(const GemvParts& p) {
+  std::array<const void*, 7 * GemvParts::kMax> all{};
+  for (int i = 0; i < GemvParts::kMax; ++i) {
+    const auto one = emu_device_pointers(p.part[i]);
+    for (size_t j = 0; j < one.size(); ++j) all[size_t(i) * one.size() + j] = one[j];
+  }
+  return all;
+}
+#endif
+
+// What a fused GEMV does around the product (CudaBackend::linear), for n_tokens <= kMaxFusedTokens:
+//  in:  norm_weight set: x is normalized per token first, in the block (RMSNorm, or LayerNorm with
+//       norm_bias), as norm.cu computes it up to the order of the reduction;
+//  out: kStore y = W x + b; kAccumulate y += W x + b (the residual add); kGelu y = gelu(W x + b);
+//       kSwiglu y[t, i] = silu(g) * u with g, u rows i and hidden + i of W x + b (y rows of `hidden`).
+constexpr int kMaxFusedTokens = 4;
+enum class GemvOut { kStore, kAccumulate, kGelu, kSwiglu };
+struct GemvSteps {
+  const float* norm_weight = nullptr;
+  const float* norm_bias = nullptr;
+  bool layer_norm = false;
+  float norm_eps = 0.0f;
+  GemvOut out = GemvOut::kStore;
+  int hidden = 0;
+};
+#if LOWBIT_EMULATED_GPU
+inline auto emu_device_pointers(const GemvSteps& s) {
+  return std::array<const void*, 2>{s.norm_weight, s.norm_bias};
+}
+#endif
+// Dynamic shared memory a normalized x takes (the fused path needs it under 48 KB).
+constexpr size_t kMaxNormedBytes = 48 * 1024;
+
+// The fused launchers: cudaErrorNotSupported when this shape or these steps have no fused kernel
+// (the caller then runs the steps apart).
+using FusedGemvLauncher = cudaError_t (*)(const GemvParts& parts, const float* bias, const float* x, int n_tokens,
+                                          float* y, const GemvSteps& steps, cudaStream_t stream);
+
 cudaError_t launch_gemv_f32(const QuantizedWeightView& w, const float* bias, const float* x, int n_tokens, float* y,
                             void* workspace, cudaStream_t stream);
 cudaError_t launch_gemv_bf16(const QuantizedWeightView& w, const float* bias, const float* x, int n_tokens, float* y,
                              void* workspace, cudaStream_t stream);
+cudaError_t launch_fused_gemv_f32(const GemvParts& parts, const float* bias, const float* x, int n_tokens, float* y,
+                                  const GemvSteps& steps, cudaStream_t stream);
+cudaError_t launch_fused_gemv_bf16(const GemvParts& parts, const float* bias, const float* x, int n_tokens, float* y,
+                                   const GemvSteps& steps, cudaStream_t stream);
 
 }  // namespace lowbit::kernels

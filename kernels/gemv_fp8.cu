@@ -22,6 +22,7 @@
 #include "kernels/common.cuh"
 #include "kernels/gemv.cuh"
 #include "kernels/gemv_fp8.cuh"
+#include "kernels/gemv_template.cuh"
 #include "kernels/quant_math.h"
 
 namespace lowbit::kernels {
@@ -101,15 +102,63 @@ __global__ void fp8_quantize_tokens_kernel(const float* __restrict__ x, int cols
   for (int c = threadIdx.x; c < cols; c += blockDim.x) xq[size_t(t) * cols + c] = to_e4m3(xt[c] / scale);
 }
 
-template <int kTokens, int kRows, bool kVector>
+// The fused path: each block quantizes the (normalized) activations itself, into dynamic shared
+// memory [xq n_tokens * cols | x_scale n_tokens | norm scale n_tokens | norm mean n_tokens], by
+// fp8_quantize_tokens_kernel's arithmetic.
+size_t block_activation_bytes(int n_tokens, int cols) {
+  return align16(size_t(n_tokens) * size_t(cols)) + 3 * align16(size_t(n_tokens) * sizeof(float));
+}
+
+__device__ Fp8Workspace quantize_in_block(const GemvSteps& s, const float* __restrict__ x, int n_tokens, int cols) {
+  __shared__ float scratch[32];
+  auto* base = dynamic_shared_memory<uint8_t>();
+  const size_t xq_bytes = (size_t(n_tokens) * size_t(cols) + 15) & ~size_t(15);
+  const size_t scale_bytes = (size_t(n_tokens) * sizeof(float) + 15) & ~size_t(15);
+  Fp8Workspace ws{base, reinterpret_cast<float*>(base + xq_bytes)};
+  float* norm_scale = reinterpret_cast<float*>(base + xq_bytes + scale_bytes);
+  float* norm_mean = reinterpret_cast<float*>(base + xq_bytes + 2 * scale_bytes);
+  if (s.norm_weight != nullptr) gemv::norm_stats(s, x, n_tokens, cols, norm_scale, norm_mean);
+  for (int t = 0; t < n_tokens; ++t) {
+    float absmax = 0.0f;
+    int has_nan = 0;
+    for (int c = threadIdx.x; c < cols; c += blockDim.x) {
+      const float a = fabsf(gemv::input_value(s, x, norm_scale, norm_mean, t, cols, c));
+      has_nan |= isnan(a) ? 1 : 0;
+      absmax = fmaxf(absmax, a);
+    }
+    has_nan = __syncthreads_or(has_nan);
+    absmax = block_max(absmax, scratch);
+    const float scale = has_nan ? __uint_as_float(0x7fc00000u) : fp8_scale(absmax);
+    if (threadIdx.x == 0) ws.x_scale[t] = scale;
+    for (int c = threadIdx.x; c < cols; c += blockDim.x)
+      ws.xq[size_t(t) * cols + c] = to_e4m3(gemv::input_value(s, x, norm_scale, norm_mean, t, cols, c) / scale);
+  }
+  __syncthreads();
+  return ws;
+}
+
+// kInBlock: activations quantized by the block itself (GemvSteps' norm first); kPair: SwiGLU
+// pairs (gemv_template.cuh's mapping).
+template <int kTokens, int kRows, bool kVector, bool kInBlock = false, bool kPair = false>
 __global__ void __launch_bounds__(kWarpsPerBlock * 32)
-    gemv_fp8_kernel(QuantizedWeightView w, const float* __restrict__ bias, int n_tokens, Fp8Workspace ws,
-                    float* __restrict__ y) {
+    gemv_fp8_kernel(QuantizedWeightView w, const float* __restrict__ bias, const float* __restrict__ x, int n_tokens,
+                    Fp8Workspace ws, float* __restrict__ y, GemvSteps steps) {
   constexpr int kUnroll = 2;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int row0 = (blockIdx.x * kWarpsPerBlock + warp) * kRows;
-  if (row0 >= w.rows) return;
   const int cols = w.cols;
+  if constexpr (kInBlock) ws = quantize_in_block(steps, x, n_tokens, cols);
+  constexpr int kHalf = kPair ? kRows / 2 : kRows;
+  const int base = (blockIdx.x * kWarpsPerBlock + warp) * kHalf;
+  const int limit = kPair ? steps.hidden : w.rows;
+  if (base >= limit) return;
+  int row_of[kRows];
+  bool valid[kRows];
+#pragma unroll
+  for (int r = 0; r < kRows; ++r) {
+    const int i = base + r % kHalf;
+    valid[r] = i < limit;
+    row_of[r] = (kPair && r >= kHalf ? steps.hidden : 0) + (valid[r] ? i : base);
+  }
 
   float acc[kTokens][kRows];
 #pragma unroll
@@ -125,9 +174,8 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
 #pragma unroll
         for (int r = 0; r < kRows; ++r) {
           const int c = c0 + 32 * u;
-          raw[u][r] = c < chunks && row0 + r < w.rows
-                          ? reinterpret_cast<const uint4*>(w.codes + size_t(row0 + r) * cols)[c]
-                          : make_uint4(0, 0, 0, 0);
+          raw[u][r] = c < chunks && valid[r] ? reinterpret_cast<const uint4*>(w.codes + size_t(row_of[r]) * cols)[c]
+                                             : make_uint4(0, 0, 0, 0);
         }
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u) {
@@ -161,7 +209,7 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
     for (int col = lane; col < cols; col += 32) {
 #pragma unroll
       for (int r = 0; r < kRows; ++r) {
-        const float wv = row0 + r < w.rows ? e4m3_to_float(w.codes[size_t(row0 + r) * cols + col]) : 0.0f;
+        const float wv = valid[r] ? e4m3_to_float(w.codes[size_t(row_of[r]) * cols + col]) : 0.0f;
 #pragma unroll
         for (int t = 0; t < kTokens; ++t)
           if (t < n_tokens) acc[t][r] = fmaf(wv, e4m3_to_float(ws.xq[size_t(t) * cols + col]), acc[t][r]);
@@ -169,18 +217,18 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
     }
   }
 
+  float out[kTokens][kRows];
 #pragma unroll
   for (int r = 0; r < kRows; ++r) {
-    const int row = row0 + r;
-    if (row >= w.rows) break;  // warp-uniform
-    const float scale = w.scales[row];
-    const float b = bias != nullptr ? bias[row] : 0.0f;
+    const float scale = w.scales[row_of[r]];
+    const float b = bias != nullptr ? bias[row_of[r]] : 0.0f;
 #pragma unroll
     for (int t = 0; t < kTokens; ++t) {
       const float total = warp_sum(acc[t][r]);
-      if (lane == 0 && t < n_tokens) y[size_t(t) * w.rows + row] = fp8_rescale(total, scale, ws.x_scale[t]) + b;
+      out[t][r] = t < n_tokens ? fp8_rescale(total, scale, ws.x_scale[t]) + b : 0.0f;
     }
   }
+  if (lane == 0) gemv::write_outputs<kTokens, kRows, kPair>(out, valid, row_of, base, n_tokens, w.rows, steps, y);
 }
 
 template <int kTokens>
@@ -190,10 +238,12 @@ cudaError_t launch_fp8_for(const QuantizedWeightView& w, const float* bias, int 
   const unsigned threads = kWarpsPerBlock * 32;
   if (w.cols % 16 == 0) {
     const unsigned blocks = unsigned((w.rows + kWarpsPerBlock * kRows - 1) / (kWarpsPerBlock * kRows));
-    return launch<gemv_fp8_kernel<kTokens, kRows, true>>({blocks, threads, 0, stream}, w, bias, n_tokens, ws, y);
+    return launch<gemv_fp8_kernel<kTokens, kRows, true>>({blocks, threads, 0, stream}, w, bias, nullptr, n_tokens, ws, y,
+                                                         GemvSteps{});
   }
   const unsigned blocks = unsigned((w.rows + kWarpsPerBlock - 1) / kWarpsPerBlock);
-  return launch<gemv_fp8_kernel<kTokens, 1, false>>({blocks, threads, 0, stream}, w, bias, n_tokens, ws, y);
+  return launch<gemv_fp8_kernel<kTokens, 1, false>>({blocks, threads, 0, stream}, w, bias, nullptr, n_tokens, ws, y,
+                                                    GemvSteps{});
 }
 
 cudaError_t launch_fp8_gemv(const QuantizedWeightView& w, const float* bias, int n_tokens, Fp8Workspace ws, float* y,
@@ -261,6 +311,45 @@ cudaError_t launch_fp8_rescale(const float* acc, const float* w_scale, const flo
   const int64_t wanted = (n + 255) / 256;
   return launch<fp8_rescale_kernel>({unsigned(wanted < 65535 * 8 ? wanted : 65535 * 8), 256, 0, stream}, acc, w_scale,
                                     x_scale, bias, n_tokens, rows, y);
+}
+
+namespace {
+
+template <int kTokens, bool kPair>
+cudaError_t launch_fp8_fused_for(const QuantizedWeightView& w, const float* bias, const float* x, int n_tokens, float* y,
+                                 const GemvSteps& steps, cudaStream_t stream) {
+  constexpr int kBase = kTokens <= 2 ? 4 : (kTokens <= 4 ? 2 : 1);
+  constexpr int kRows = kPair ? (kBase < 2 ? 2 : kBase) : kBase;
+  constexpr int kHalf = kPair ? kRows / 2 : kRows;
+  const int rows = kPair ? steps.hidden : w.rows;
+  const unsigned blocks = unsigned((rows + kWarpsPerBlock * kHalf - 1) / (kWarpsPerBlock * kHalf));
+  return launch<gemv_fp8_kernel<kTokens, kRows, true, true, kPair>>(
+      {blocks, kWarpsPerBlock * 32, block_activation_bytes(n_tokens, w.cols), stream}, w, bias, x, n_tokens,
+      Fp8Workspace{}, y, steps);
+}
+
+template <bool kPair>
+cudaError_t launch_fp8_fused_tokens(const QuantizedWeightView& w, const float* bias, const float* x, int n_tokens,
+                                    float* y, const GemvSteps& steps, cudaStream_t stream) {
+  if (n_tokens <= 1) return launch_fp8_fused_for<1, kPair>(w, bias, x, n_tokens, y, steps, stream);
+  if (n_tokens <= 2) return launch_fp8_fused_for<2, kPair>(w, bias, x, n_tokens, y, steps, stream);
+  return launch_fp8_fused_for<4, kPair>(w, bias, x, n_tokens, y, steps, stream);
+}
+
+}  // namespace
+
+cudaError_t launch_fused_gemv_w8a8_fp8(const GemvParts& parts, const float* bias, const float* x, int n_tokens,
+                                       float* y, const GemvSteps& steps, cudaStream_t stream) {
+  if (n_tokens <= 0 || parts.rows <= 0) return cudaSuccess;
+  const QuantizedWeightView& w = parts.part[0];
+  if (n_tokens > kMaxFusedTokens || parts.n_parts != 1 || w.out_rows != nullptr || w.cols % 16 != 0 ||
+      block_activation_bytes(n_tokens, w.cols) > kMaxNormedBytes)
+    return cudaErrorNotSupported;
+  if (steps.out == GemvOut::kSwiglu) {
+    if (steps.hidden <= 0 || w.rows != 2 * steps.hidden) return cudaErrorNotSupported;
+    return launch_fp8_fused_tokens<true>(w, bias, x, n_tokens, y, steps, stream);
+  }
+  return launch_fp8_fused_tokens<false>(w, bias, x, n_tokens, y, steps, stream);
 }
 
 cudaError_t launch_dequantize_w8a8_fp8(const QuantizedWeightView& w, uint16_t* out, cudaStream_t stream) {

@@ -8,6 +8,7 @@
 #include <cuda_runtime_api.h>
 
 #include "kernels/dequant.cuh"
+#include "kernels/gemv.cuh"
 
 namespace lowbit::kernels {
 
@@ -19,6 +20,10 @@ size_t fp8_gemv_workspace_bytes(int n_tokens, int cols);
 // n_tokens: every token quantized once, then the GEMV kMaxGemvTokens tokens at a time.
 cudaError_t launch_gemv_w8a8_fp8(const QuantizedWeightView& w, const float* bias, const float* x, int n_tokens,
                                  float* y, void* workspace, cudaStream_t stream);
+// The fused decode step (kernels/gemv.cuh's GemvSteps): each block quantizes the (normalized)
+// activations itself; cudaErrorNotSupported where that does not apply.
+cudaError_t launch_fused_gemv_w8a8_fp8(const GemvParts& parts, const float* bias, const float* x, int n_tokens,
+                                       float* y, const GemvSteps& steps, cudaStream_t stream);
 cudaError_t launch_dequantize_w8a8_fp8(const QuantizedWeightView& w, uint16_t* out, cudaStream_t stream);
 
 // W8A8-fp8 prompts around an e4m3 x e4m3 -> fp32 GEMM (cuBLASLt on sm_89+): the per-token

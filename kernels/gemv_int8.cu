@@ -17,6 +17,7 @@
 // __fmul_rn/__fadd_rn mark the roundings the CPU reference performs (no FMA contraction).
 #include "kernels/common.cuh"
 #include "kernels/gemv.cuh"
+#include "kernels/gemv_template.cuh"
 #include "kernels/gemv_int8.cuh"
 #include "kernels/quant_math.h"
 
@@ -27,6 +28,7 @@ namespace {
 constexpr int kWarpsPerBlock = 8;
 
 size_t align16(size_t n) { return (n + 15) & ~size_t(15); }
+__device__ __forceinline__ size_t align16_device(size_t n) { return (n + 15) & ~size_t(15); }
 
 // Workspace: [xq n*cols int8 | token scale n fp32 | outlier flag per column | outlier count |
 // outlier column list cols int32], each piece 16-byte aligned.
@@ -124,15 +126,126 @@ __device__ __forceinline__ int dot4(unsigned a, unsigned b, int c) { return __dp
 // activation load, every 16-byte weight load of a step issued before the math) with int8
 // activations from the workspace and dp4a. When cols % 16 != 0 a lane takes one column at a time.
 // kLlmInt8: LLM.int8's epilogue and outlier columns; else W8A8's.
-template <int kTokens, int kRows, bool kLlmInt8, bool kVector>
+// The fused path's activations, made by each block in its shared memory (no pre-pass kernel):
+// the norm's per-token statistics (the normalized value is recomputed from them where needed,
+// always by the same expression), the int8 codes, the per-token scale and, for LLM.int8, the
+// outlier columns as a bit mask.
+struct BlockActivations {
+  int8_t* xq;              // [n_tokens * cols]
+  float* token_scale;      // [n_tokens]: LLM.int8's rowStat, W8A8's x_scale
+  float* norm_scale;       // [n_tokens]: RMSNorm's 1 / rms or LayerNorm's 1 / std
+  float* norm_mean;        // [n_tokens]: LayerNorm's mean
+  unsigned* outlier_mask;  // [ceil(cols / 32)]: LLM.int8 outlier columns
+  int* n_outliers;
+};
+
+size_t block_activation_bytes(int n_tokens, int cols) {
+  return align16(size_t(n_tokens) * size_t(cols)) + 3 * align16(size_t(n_tokens) * sizeof(float)) +
+         align16(size_t((cols + 31) / 32) * sizeof(unsigned)) + 16;
+}
+
+__device__ BlockActivations carve_block(int n_tokens, int cols) {
+  auto* p = dynamic_shared_memory<uint8_t>();
+  BlockActivations a;
+  a.xq = reinterpret_cast<int8_t*>(p);
+  p += align16_device(size_t(n_tokens) * size_t(cols));
+  a.token_scale = reinterpret_cast<float*>(p);
+  p += align16_device(size_t(n_tokens) * sizeof(float));
+  a.norm_scale = reinterpret_cast<float*>(p);
+  p += align16_device(size_t(n_tokens) * sizeof(float));
+  a.norm_mean = reinterpret_cast<float*>(p);
+  p += align16_device(size_t(n_tokens) * sizeof(float));
+  a.outlier_mask = reinterpret_cast<unsigned*>(p);
+  p += align16_device(size_t((cols + 31) / 32) * sizeof(unsigned));
+  a.n_outliers = reinterpret_cast<int*>(p);
+  return a;
+}
+
+__device__ __forceinline__ float input_value(const GemvSteps& s, const float* __restrict__ x, const BlockActivations& a,
+                                             int t, int cols, int c) {
+  return gemv::input_value(s, x, a.norm_scale, a.norm_mean, t, cols, c);
+}
+
+// The block's activations, the pre-passes' arithmetic (int8_outlier_kernel,
+// int8_quantize_tokens_kernel, w8a8_quantize_tokens_kernel) on the normalized input.
+template <bool kLlmInt8>
+__device__ void quantize_in_block(const GemvSteps& s, const float* __restrict__ x, int n_tokens, int cols,
+                                  float threshold, const BlockActivations& a) {
+  __shared__ float scratch[32];
+  if (s.norm_weight != nullptr) gemv::norm_stats(s, x, n_tokens, cols, a.norm_scale, a.norm_mean);
+  if (threadIdx.x == 0) *a.n_outliers = 0;
+  __syncthreads();
+  if (kLlmInt8) {  // outlier columns: some token has |fp16(x)| >= threshold
+    int count = 0;
+    for (int c0 = 0; c0 < cols; c0 += blockDim.x) {
+      const int c = c0 + threadIdx.x;
+      bool outlier = false;
+      if (c < cols && threshold > 0.0f)
+        for (int t = 0; t < n_tokens; ++t)
+          outlier = outlier || fabsf(round_to_half(input_value(s, x, a, t, cols, c))) >= threshold;
+      const unsigned ballot = __ballot_sync(kFullWarp, outlier);
+      if ((threadIdx.x & 31) == 0 && c < cols) a.outlier_mask[c >> 5] = ballot;  // c0 is a multiple of 32
+      count += __popc(ballot) * ((threadIdx.x & 31) == 0 ? 1 : 0);
+    }
+    count = int(block_sum(float(count), scratch));
+    if (threadIdx.x == 0) *a.n_outliers = count;
+    __syncthreads();
+  }
+  for (int t = 0; t < n_tokens; ++t) {
+    float absmax = 0.0f;
+    for (int c = threadIdx.x; c < cols; c += blockDim.x) {
+      const float v = kLlmInt8 ? fabsf(round_to_half(input_value(s, x, a, t, cols, c)))
+                               : fabsf(input_value(s, x, a, t, cols, c));
+      if (!(kLlmInt8 && threshold > 0.0f && v >= threshold)) absmax = fmaxf(absmax, v);
+    }
+    absmax = block_max(absmax, scratch);
+    if (kLlmInt8) {
+      const float factor = llm_int8_factor(absmax);
+      if (threadIdx.x == 0) a.token_scale[t] = absmax;
+      for (int c = threadIdx.x; c < cols; c += blockDim.x) {
+        const bool outlier = (a.outlier_mask[c >> 5] >> (c & 31)) & 1u;
+        a.xq[size_t(t) * cols + c] =
+            outlier ? int8_t(0) : llm_int8_activation(round_to_half(input_value(s, x, a, t, cols, c)), factor);
+      }
+    } else {
+      const float scale = absmax / 127.0f;
+      if (threadIdx.x == 0) a.token_scale[t] = scale;
+      for (int c = threadIdx.x; c < cols; c += blockDim.x)
+        a.xq[size_t(t) * cols + c] = w8a8_activation(input_value(s, x, a, t, cols, c), scale);
+    }
+  }
+  __syncthreads();
+}
+
+// kInBlock: the block quantizes its activations itself (quantize_in_block, GemvSteps' norm first)
+// instead of reading a pre-pass's workspace. kPair: SwiGLU pairs (gemv_template.cuh's mapping).
+template <int kTokens, int kRows, bool kLlmInt8, bool kVector, bool kInBlock = false, bool kPair = false>
 __global__ void __launch_bounds__(kWarpsPerBlock * 32)
     gemv_int8_kernel(QuantizedWeightView w, const float* __restrict__ bias, const float* __restrict__ x,
-                     int n_tokens, Workspace ws, float* __restrict__ y) {
+                     int n_tokens, Workspace ws, float* __restrict__ y, GemvSteps steps) {
   constexpr int kUnroll = 2;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int row0 = (blockIdx.x * kWarpsPerBlock + warp) * kRows;
-  if (row0 >= w.rows) return;
   const int cols = w.cols;
+  BlockActivations in_block{};
+  if constexpr (kInBlock) {
+    in_block = carve_block(n_tokens, cols);
+    quantize_in_block<kLlmInt8>(steps, x, n_tokens, cols, w.int8_threshold, in_block);
+    ws.xq = in_block.xq;
+    ws.token_scale = in_block.token_scale;
+  }
+  constexpr int kHalf = kPair ? kRows / 2 : kRows;
+  const int base = (blockIdx.x * kWarpsPerBlock + warp) * kHalf;
+  const int limit = kPair ? steps.hidden : w.rows;
+  if (base >= limit) return;
+  // The warp's rows (warp-uniform): kPair's first half are gate rows, the second the up rows.
+  int row_of[kRows];
+  bool valid[kRows];
+#pragma unroll
+  for (int r = 0; r < kRows; ++r) {
+    const int i = base + r % kHalf;
+    valid[r] = i < limit;
+    row_of[r] = (kPair && r >= kHalf ? steps.hidden : 0) + (valid[r] ? i : base);
+  }
   const int8_t* codes = reinterpret_cast<const int8_t*>(w.codes);
 
   int acc[kTokens][kRows];
@@ -149,9 +262,8 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
 #pragma unroll
         for (int r = 0; r < kRows; ++r) {
           const int c = c0 + 32 * u;
-          wv[u][r] = c < chunks && row0 + r < w.rows
-                         ? reinterpret_cast<const uint4*>(codes + size_t(row0 + r) * cols)[c]
-                         : make_uint4(0, 0, 0, 0);
+          wv[u][r] = c < chunks && valid[r] ? reinterpret_cast<const uint4*>(codes + size_t(row_of[r]) * cols)[c]
+                                            : make_uint4(0, 0, 0, 0);
         }
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u) {
@@ -172,7 +284,7 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
     for (int col = lane; col < cols; col += 32) {
 #pragma unroll
       for (int r = 0; r < kRows; ++r) {
-        const int wv = row0 + r < w.rows ? int(codes[size_t(row0 + r) * cols + col]) : 0;
+        const int wv = valid[r] ? int(codes[size_t(row_of[r]) * cols + col]) : 0;
 #pragma unroll
         for (int t = 0; t < kTokens; ++t)
           if (t < n_tokens) acc[t][r] += wv * int(ws.xq[size_t(t) * cols + col]);
@@ -180,11 +292,11 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
     }
   }
 
-  const int n_outliers = kLlmInt8 ? *ws.n_outliers : 0;
+  const int n_outliers = kLlmInt8 ? (kInBlock ? *in_block.n_outliers : *ws.n_outliers) : 0;
+  float out[kTokens][kRows];
 #pragma unroll
   for (int r = 0; r < kRows; ++r) {
-    const int row = row0 + r;
-    if (row >= w.rows) break;  // warp-uniform
+    const int row = row_of[r];
     const float scale = w.scales[row];
     const float b = bias != nullptr ? bias[row] : 0.0f;
     const int8_t* w_row = codes + size_t(row) * cols;
@@ -192,30 +304,43 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
     for (int t = 0; t < kTokens; ++t) {
       const int total = warp_sum(acc[t][r]);
       float outliers = 0.0f;
-      if (kLlmInt8) {
-        // fp16(x) * fp16(CB * SCB / 127) over the outlier columns, lanes splitting the list.
-        for (int i = lane; i < n_outliers; i += 32) {
-          const int c = ws.outlier_cols[i];
-          if (t < n_tokens)
+      if (kLlmInt8 && n_outliers > 0 && t < n_tokens) {
+        // fp16(x) * fp16(CB * SCB / 127) over the outlier columns, lanes splitting the list (or,
+        // in-block, the mask's words).
+        if constexpr (kInBlock) {
+          for (int word = lane; word < (cols + 31) / 32; word += 32) {
+            unsigned bits = in_block.outlier_mask[word];
+            while (bits != 0u) {
+              const int c = word * 32 + __ffs(int(bits)) - 1;
+              bits &= bits - 1u;
+              outliers += round_to_half(input_value(steps, x, in_block, t, cols, c)) *
+                          round_to_half(llm_int8_weight(w_row[c], scale));
+            }
+          }
+        } else {
+          for (int i = lane; i < n_outliers; i += 32) {
+            const int c = ws.outlier_cols[i];
             outliers += round_to_half(x[size_t(t) * cols + c]) * round_to_half(llm_int8_weight(w_row[c], scale));
+          }
         }
-        outliers = warp_sum(outliers);
       }
-      if (lane == 0 && t < n_tokens) {
-        float out;
+      if (kLlmInt8) outliers = warp_sum(outliers);
+      float o = 0.0f;
+      if (t < n_tokens) {
         if (kLlmInt8) {
           // Linear8bitLt: the fp16 bias is added to the rescaled sums in fp32, before the fp16 cast.
           float rescaled = llm_int8_rescale(total, ws.token_scale[t], scale);
           if (bias != nullptr) rescaled = __fadd_rn(rescaled, round_to_half(b));
-          out = round_to_half(rescaled);
-          if (n_outliers > 0) out = round_to_half(__fadd_rn(out, outliers));
+          o = round_to_half(rescaled);
+          if (n_outliers > 0) o = round_to_half(__fadd_rn(o, outliers));
         } else {
-          out = w8a8_rescale(total, scale, ws.token_scale[t]) + b;
+          o = w8a8_rescale(total, scale, ws.token_scale[t]) + b;
         }
-        y[size_t(t) * w.rows + row] = out;
       }
+      out[t][r] = o;
     }
   }
+  if (lane == 0) gemv::write_outputs<kTokens, kRows, kPair>(out, valid, row_of, base, n_tokens, w.rows, steps, y);
 }
 
 template <int kTokens, bool kLlmInt8>
@@ -226,11 +351,11 @@ cudaError_t launch_int8_for(const QuantizedWeightView& w, const float* bias, con
   if (w.cols % 16 == 0) {
     const unsigned blocks = unsigned((w.rows + kWarpsPerBlock * kRows - 1) / (kWarpsPerBlock * kRows));
     return launch<gemv_int8_kernel<kTokens, kRows, kLlmInt8, true>>({blocks, threads, 0, stream}, w, bias, x, n_tokens,
-                                                                    ws, y);
+                                                                    ws, y, GemvSteps{});
   }
   const unsigned blocks = unsigned((w.rows + kWarpsPerBlock - 1) / kWarpsPerBlock);
   return launch<gemv_int8_kernel<kTokens, 1, kLlmInt8, false>>({blocks, threads, 0, stream}, w, bias, x, n_tokens, ws,
-                                                               y);
+                                                               y, GemvSteps{});
 }
 
 template <bool kLlmInt8>
@@ -310,6 +435,54 @@ cudaError_t launch_gemv_w8a8(const QuantizedWeightView& w, const float* bias, co
       launch<w8a8_quantize_tokens_kernel>({unsigned(n_tokens), 256, 0, stream}, x, w.cols, ws.xq, ws.token_scale);
   if (err != cudaSuccess) return err;
   return launch_int8_gemv_chunks<false>(w, bias, x, n_tokens, ws, y, stream);
+}
+
+// The fused path: one launch, activations quantized in every block (no workspace), up to
+// kMaxFusedTokens tokens, cols % 16 == 0, and the block's activations within 48 KB.
+template <bool kLlmInt8, int kTokens, bool kPair>
+cudaError_t launch_int8_fused_for(const QuantizedWeightView& w, const float* bias, const float* x, int n_tokens,
+                                  float* y, const GemvSteps& steps, cudaStream_t stream) {
+  constexpr int kBase = kTokens <= 2 ? 4 : (kTokens <= 4 ? 2 : 1);
+  constexpr int kRows = kPair ? (kBase < 2 ? 2 : kBase) : kBase;
+  constexpr int kHalf = kPair ? kRows / 2 : kRows;
+  const int rows = kPair ? steps.hidden : w.rows;
+  const unsigned blocks = unsigned((rows + kWarpsPerBlock * kHalf - 1) / (kWarpsPerBlock * kHalf));
+  return launch<gemv_int8_kernel<kTokens, kRows, kLlmInt8, true, true, kPair>>(
+      {blocks, kWarpsPerBlock * 32, block_activation_bytes(n_tokens, w.cols), stream}, w, bias, x, n_tokens,
+      Workspace{}, y, steps);
+}
+
+template <bool kLlmInt8, bool kPair>
+cudaError_t launch_int8_fused_tokens(const QuantizedWeightView& w, const float* bias, const float* x, int n_tokens,
+                                     float* y, const GemvSteps& steps, cudaStream_t stream) {
+  if (n_tokens <= 1) return launch_int8_fused_for<kLlmInt8, 1, kPair>(w, bias, x, n_tokens, y, steps, stream);
+  if (n_tokens <= 2) return launch_int8_fused_for<kLlmInt8, 2, kPair>(w, bias, x, n_tokens, y, steps, stream);
+  return launch_int8_fused_for<kLlmInt8, 4, kPair>(w, bias, x, n_tokens, y, steps, stream);
+}
+
+template <bool kLlmInt8>
+cudaError_t launch_int8_fused(const GemvParts& parts, const float* bias, const float* x, int n_tokens, float* y,
+                              const GemvSteps& steps, cudaStream_t stream) {
+  if (n_tokens <= 0 || parts.rows <= 0) return cudaSuccess;
+  const QuantizedWeightView& w = parts.part[0];
+  if (n_tokens > kMaxFusedTokens || parts.n_parts != 1 || w.out_rows != nullptr || w.cols % 16 != 0 ||
+      block_activation_bytes(n_tokens, w.cols) > kMaxNormedBytes)
+    return cudaErrorNotSupported;
+  if (steps.out == GemvOut::kSwiglu) {
+    if (steps.hidden <= 0 || w.rows != 2 * steps.hidden) return cudaErrorNotSupported;
+    return launch_int8_fused_tokens<kLlmInt8, true>(w, bias, x, n_tokens, y, steps, stream);
+  }
+  return launch_int8_fused_tokens<kLlmInt8, false>(w, bias, x, n_tokens, y, steps, stream);
+}
+
+cudaError_t launch_fused_gemv_int8(const GemvParts& parts, const float* bias, const float* x, int n_tokens, float* y,
+                                   const GemvSteps& steps, cudaStream_t stream) {
+  return launch_int8_fused<true>(parts, bias, x, n_tokens, y, steps, stream);
+}
+
+cudaError_t launch_fused_gemv_w8a8(const GemvParts& parts, const float* bias, const float* x, int n_tokens, float* y,
+                                   const GemvSteps& steps, cudaStream_t stream) {
+  return launch_int8_fused<false>(parts, bias, x, n_tokens, y, steps, stream);
 }
 
 cudaError_t launch_dequantize_int8(const QuantizedWeightView& w, uint16_t* out, cudaStream_t stream) {

@@ -8,6 +8,7 @@
 #include <cuda_runtime_api.h>
 
 #include "kernels/dequant.cuh"
+#include "kernels/gemv.cuh"
 
 namespace lowbit::kernels {
 
@@ -22,6 +23,14 @@ cudaError_t launch_gemv_int8(const QuantizedWeightView& w, const float* bias, co
                              void* workspace, cudaStream_t stream);
 cudaError_t launch_gemv_w8a8(const QuantizedWeightView& w, const float* bias, const float* x, int n_tokens, float* y,
                              void* workspace, cudaStream_t stream);
+
+// The fused decode step (kernels/gemv.cuh's GemvSteps): each block quantizes the (normalized)
+// activations itself, so one launch and no workspace; cudaErrorNotSupported where it does not
+// apply (more than kMaxFusedTokens tokens, cols % 16 != 0, activations over 48 KB of shared memory).
+cudaError_t launch_fused_gemv_int8(const GemvParts& parts, const float* bias, const float* x, int n_tokens, float* y,
+                                   const GemvSteps& steps, cudaStream_t stream);
+cudaError_t launch_fused_gemv_w8a8(const GemvParts& parts, const float* bias, const float* x, int n_tokens, float* y,
+                                   const GemvSteps& steps, cudaStream_t stream);
 
 cudaError_t launch_dequantize_int8(const QuantizedWeightView& w, uint16_t* out, cudaStream_t stream);
 cudaError_t launch_dequantize_w8a8(const QuantizedWeightView& w, uint16_t* out, cudaStream_t stream);

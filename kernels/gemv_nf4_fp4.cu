@@ -37,12 +37,8 @@ struct FourBitDecoder {
   }
 };
 
-// log2 of a power of two.
-__host__ __device__ inline int log2_exact(int v) {
-  int s = 0;
-  while ((1 << s) < v) ++s;
-  return s;
-}
+// log2 of a power of two: one instruction (the fast path's block sizes are powers of two).
+__device__ __forceinline__ int log2_exact(int v) { return __ffs(v) - 1; }
 
 template <bool kDoubleQuant>
 struct FourBitFormat : gemv::Fp32Activations {
@@ -96,6 +92,13 @@ cudaError_t launch_gemv_four_bit(const QuantizedWeightView& w, const float* bias
                                  float* y, void*, cudaStream_t stream) {
   if (w.double_quant) return gemv::launch_gemv<FourBitFormat<true>>(w, bias, x, n_tokens, y, stream);
   return gemv::launch_gemv<FourBitFormat<false>>(w, bias, x, n_tokens, y, stream);
+}
+
+cudaError_t launch_fused_gemv_four_bit(const GemvParts& parts, const float* bias, const float* x, int n_tokens,
+                                       float* y, const GemvSteps& steps, cudaStream_t stream) {
+  if (parts.part[0].double_quant)
+    return gemv::launch_fused_gemv<FourBitFormat<true>>(parts, bias, x, n_tokens, y, steps, stream);
+  return gemv::launch_fused_gemv<FourBitFormat<false>>(parts, bias, x, n_tokens, y, steps, stream);
 }
 
 cudaError_t launch_dequantize_four_bit(const QuantizedWeightView& w, uint16_t* out, cudaStream_t stream) {

@@ -42,18 +42,135 @@ __device__ __forceinline__ int out_row(const QuantizedWeightView& w, int r) {
   return w.out_rows != nullptr ? w.out_rows[r] : r;
 }
 
-template <typename F, int kTokens, int kRows>
-__global__ void __launch_bounds__(kWarps * 32)
-    gemv_fast_kernel(QuantizedWeightView w, const float* __restrict__ bias, const float* __restrict__ x, int n_tokens,
-                     float* __restrict__ y) {
-  __shared__ typename F::Shared shared;
-  F::load_shared(w, shared);
+// The output step of a GEMV (one lane): out[t][r] is row r's W x + b for token t, written to
+// output row dst[r] (rows ldy apart) as GemvSteps says; kPair: rows r and r + kRows / 2 are the
+// gate and up rows of output column base + r (rows steps.hidden apart).
+template <int kTokens, int kRows, bool kPair>
+__device__ __forceinline__ void write_outputs(const float (&out)[kTokens][kRows], const bool (&valid)[kRows],
+                                              const int (&dst)[kRows], int base, int n_tokens, int ldy,
+                                              const GemvSteps& steps, float* __restrict__ y) {
+#pragma unroll
+  for (int t = 0; t < kTokens; ++t) {
+    if (t >= n_tokens) break;
+    if constexpr (kPair) {
+#pragma unroll
+      for (int r = 0; r < kRows / 2; ++r) {
+        if (!valid[r]) continue;
+        const float g = out[t][r], u = out[t][r + kRows / 2];
+        y[size_t(t) * steps.hidden + (base + r)] = g / (1.0f + expf(-g)) * u;  // elementwise.cu's swiglu
+      }
+    } else {
+#pragma unroll
+      for (int r = 0; r < kRows; ++r) {
+        if (!valid[r]) continue;
+        float* o = y + size_t(t) * ldy + dst[r];
+        const float v = out[t][r];
+        if (steps.out == GemvOut::kAccumulate) {
+          *o += v;
+        } else if (steps.out == GemvOut::kGelu) {
+          *o = 0.5f * v * (1.0f + erff(v * 0.70710678118654752440f));  // elementwise.cu's gelu
+        } else {
+          *o = v;
+        }
+      }
+    }
+  }
+}
+
+// GemvSteps' norm, computed in the block: per-token statistics (norm.cu's: RMSNorm's 1 / rms;
+// LayerNorm's mean, then 1 / std from the squared deviations), then each normalized value by one
+// expression (RMSNorm w * (x * scale); LayerNorm (x - mean) * scale * w (+ b)), so a value
+// recomputed later is the same value. scale and mean: n_tokens floats the block shares.
+__device__ inline void norm_stats(const GemvSteps& s, const float* __restrict__ x, int n_tokens, int cols, float* scale,
+                                  float* mean) {
+  __shared__ float scratch[32];
+  for (int t = 0; t < n_tokens; ++t) {
+    const float* row = x + size_t(t) * cols;
+    float partial = 0.0f;
+    for (int i = threadIdx.x; i < cols; i += blockDim.x) partial += s.layer_norm ? row[i] : row[i] * row[i];
+    const float total = block_sum(partial, scratch);
+    if (!s.layer_norm) {
+      if (threadIdx.x == 0) scale[t] = 1.0f / sqrtf(total / float(cols) + s.norm_eps);
+      continue;
+    }
+    const float m = total / float(cols);
+    float sq = 0.0f;
+    for (int i = threadIdx.x; i < cols; i += blockDim.x) {
+      const float c = row[i] - m;
+      sq += c * c;
+    }
+    const float var = block_sum(sq, scratch) / float(cols);
+    if (threadIdx.x == 0) {
+      mean[t] = m;
+      scale[t] = 1.0f / sqrtf(var + s.norm_eps);
+    }
+  }
   __syncthreads();
+}
+
+// x[t, c] as the GEMV sees it: normalized (with norm_stats' statistics) or as it is.
+__device__ __forceinline__ float input_value(const GemvSteps& s, const float* __restrict__ x, const float* scale,
+                                             const float* mean, int t, int cols, int c) {
+  const float v = x[size_t(t) * cols + c];
+  if (s.norm_weight == nullptr) return v;
+  if (!s.layer_norm) return s.norm_weight[c] * (v * scale[t]);
+  const float n = (v - mean[t]) * scale[t] * s.norm_weight[c];
+  return s.norm_bias != nullptr ? n + s.norm_bias[c] : n;
+}
+
+// x normalized per token into shared memory xs [n_tokens, cols].
+__device__ inline void normalize_into(const GemvSteps& s, const float* __restrict__ x, int n_tokens, int cols,
+                                      float* xs) {
+  __shared__ float scale[kMaxFusedTokens], mean[kMaxFusedTokens];
+  norm_stats(s, x, n_tokens, cols, scale, mean);
+  for (int t = 0; t < n_tokens; ++t)
+    for (int i = threadIdx.x; i < cols; i += blockDim.x) xs[size_t(t) * cols + i] = input_value(s, x, scale, mean, t, cols, i);
+  __syncthreads();
+}
+
+// Layer row -> (part, row within the part).
+__device__ __forceinline__ int part_of(const GemvParts& p, int row) {
+  return int(p.n_parts > 1 && row >= p.first_row[1]) + int(p.n_parts > 2 && row >= p.first_row[2]);
+}
+
+// kNorm: x normalized in the block first (dynamic shared memory, n_tokens * cols floats).
+// kPair: SwiGLU -- a warp's first kRows / 2 rows are gate rows i.., the others the up rows
+// hidden + i.., so each output silu(g) * u is made where both sums are.
+template <typename F, int kTokens, int kRows, bool kNorm, bool kPair>
+__global__ void __launch_bounds__(kWarps * 32)
+    gemv_fast_kernel(GemvParts parts, const float* __restrict__ bias, const float* __restrict__ x_global,
+                     int n_tokens, float* __restrict__ y, GemvSteps steps) {
+  static_assert(!kPair || kRows % 2 == 0, "SwiGLU pairs rows");
+  __shared__ typename F::Shared shared;
+  F::load_shared(parts.part[0], shared);
+  const int cols = parts.part[0].cols, chunks = cols / F::kValues;
+  const float* x = x_global;
+  if constexpr (kNorm) {
+    float* xs = dynamic_shared_memory<float>();
+    normalize_into(steps, x_global, n_tokens, cols, xs);
+    x = xs;
+  } else {
+    __syncthreads();
+  }
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int row0 = (blockIdx.x * kWarps + warp) * kRows;
-  if (row0 >= w.rows) return;  // whole warp leaves together
-  const int cols = w.cols, chunks = cols / F::kValues;
-  const int ldy = w.out_stride > 0 ? w.out_stride : w.rows;
+  constexpr int kHalf = kPair ? kRows / 2 : kRows;
+  const int base = (blockIdx.x * kWarps + warp) * kHalf;
+  const int limit = kPair ? steps.hidden : parts.rows;
+  if (base >= limit) return;  // whole warp leaves together
+
+  // Each of the warp's rows: its layer row, part and row within the part (warp-uniform).
+  int layer_row[kRows], local[kRows];
+  bool valid[kRows];
+  QuantizedWeightView w[kRows];
+#pragma unroll
+  for (int r = 0; r < kRows; ++r) {
+    const int i = base + (r % kHalf);
+    valid[r] = i < limit;
+    layer_row[r] = valid[r] ? (kPair && r >= kHalf ? steps.hidden + i : i) : (kPair && r >= kHalf ? steps.hidden + base : base);
+    const int p = part_of(parts, layer_row[r]);
+    w[r] = parts.part[p];
+    local[r] = layer_row[r] - parts.first_row[p];
+  }
 
   float acc[kTokens][kRows];
 #pragma unroll
@@ -68,7 +185,7 @@ __global__ void __launch_bounds__(kWarps * 32)
 #pragma unroll
       for (int r = 0; r < kRows; ++r) {
         const int c = c0 + 32 * u;
-        raw[u][r] = c < chunks && row0 + r < w.rows ? F::load(w, row0 + r, c) : make_uint4(0, 0, 0, 0);
+        raw[u][r] = c < chunks && valid[r] ? F::load(w[r], local[r], c) : make_uint4(0, 0, 0, 0);
       }
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
@@ -76,7 +193,7 @@ __global__ void __launch_bounds__(kWarps * 32)
       if (c >= chunks) break;
       typename F::Chunk chunk[kRows];
 #pragma unroll
-      for (int r = 0; r < kRows; ++r) chunk[r] = F::chunk(w, shared, row0 + r < w.rows ? row0 + r : row0, c);
+      for (int r = 0; r < kRows; ++r) chunk[r] = F::chunk(w[r], shared, local[r], c);
       float part[kTokens][kRows];
 #pragma unroll
       for (int t = 0; t < kTokens; ++t)
@@ -94,7 +211,8 @@ __global__ void __launch_bounds__(kWarps * 32)
           float xv[F::kSub];
 #pragma unroll
           for (int i = 0; i < F::kSub; i += 4) {
-            const float4 v = load_x4(x + size_t(t) * cols + col + i);
+            const float4 v = kNorm ? *reinterpret_cast<const float4*>(x + size_t(t) * cols + col + i)
+                                   : load_x4(x + size_t(t) * cols + col + i);
             xv[i] = F::activation(v.x);
             xv[i + 1] = F::activation(v.y);
             xv[i + 2] = F::activation(v.z);
@@ -117,17 +235,19 @@ __global__ void __launch_bounds__(kWarps * 32)
     }
   }
 
+  // Epilogue: the warp's sums, the bias, then the output step. dst is the row in the layer's
+  // output order (a part's out_rows reorders within the part).
+  float total[kTokens][kRows];
+  int dst[kRows];
 #pragma unroll
   for (int r = 0; r < kRows; ++r) {
-    const bool valid = row0 + r < w.rows;  // warp-uniform
-    const int dst = valid ? out_row(w, row0 + r) : 0;
-    const float b = valid && bias != nullptr ? bias[dst] : 0.0f;  // bias is in output order
+    const int p = part_of(parts, layer_row[r]);
+    dst[r] = parts.first_row[p] + (w[r].out_rows != nullptr ? w[r].out_rows[local[r]] : local[r]);
+    const float b = valid[r] && bias != nullptr ? bias[dst[r]] : 0.0f;  // bias is in output order
 #pragma unroll
-    for (int t = 0; t < kTokens; ++t) {
-      const float total = warp_sum(acc[t][r]);
-      if (valid && lane == 0 && t < n_tokens) y[size_t(t) * ldy + dst] = total + b;
-    }
+    for (int t = 0; t < kTokens; ++t) total[t][r] = warp_sum(acc[t][r]) + b;
   }
+  if (lane == 0) write_outputs<kTokens, kRows, kPair>(total, valid, dst, base, n_tokens, parts.ldy, steps, y);
 }
 
 // Any shape: one column per lane per step, each value decoded exactly as the CPU reference
@@ -162,14 +282,34 @@ __global__ void __launch_bounds__(kWarps * 32)
   }
 }
 
+// One weight (a single part, or one part of a layer: y and bias offset to its first row, rows
+// out_stride apart), plain output.
+inline GemvParts single_part(const QuantizedWeightView& w) {
+  GemvParts p;
+  p.part[0] = w;
+  p.n_parts = 1;
+  p.rows = w.rows;
+  p.ldy = w.out_stride > 0 ? w.out_stride : w.rows;
+  return p;
+}
+
+template <typename F, int kTokens, bool kNorm, bool kPair>
+cudaError_t launch_fast(const GemvParts& parts, const float* bias, const float* x, int n_tokens, float* y,
+                        const GemvSteps& steps, cudaStream_t stream) {
+  constexpr int kBase = F::rows_per_warp(kTokens);
+  constexpr int kRows = kPair ? (kBase < 2 ? 2 : kBase + kBase % 2) : kBase;
+  constexpr int kHalf = kPair ? kRows / 2 : kRows;
+  const int rows = kPair ? steps.hidden : parts.rows;
+  const unsigned blocks = unsigned((rows + kWarps * kHalf - 1) / (kWarps * kHalf));
+  const size_t shared = kNorm ? size_t(n_tokens) * size_t(parts.part[0].cols) * sizeof(float) : 0;
+  return launch<gemv_fast_kernel<F, kTokens, kRows, kNorm, kPair>>({blocks, kWarps * 32, shared, stream}, parts, bias,
+                                                                   x, n_tokens, y, steps);
+}
+
 template <typename F, int kTokens>
 cudaError_t launch_for(const QuantizedWeightView& w, const float* bias, const float* x, int n_tokens, float* y,
                        cudaStream_t stream) {
-  constexpr int kRows = F::rows_per_warp(kTokens);
-  if (F::fast(w)) {
-    const unsigned blocks = unsigned((w.rows + kWarps * kRows - 1) / (kWarps * kRows));
-    return launch<gemv_fast_kernel<F, kTokens, kRows>>({blocks, kWarps * 32, 0, stream}, w, bias, x, n_tokens, y);
-  }
+  if (F::fast(w)) return launch_fast<F, kTokens, false, false>(single_part(w), bias, x, n_tokens, y, GemvSteps{}, stream);
   const unsigned blocks = unsigned((w.rows + kWarps - 1) / kWarps);
   return launch<gemv_slow_kernel<F, kTokens>>({blocks, kWarps * 32, 0, stream}, w, bias, x, n_tokens, y);
 }
@@ -185,6 +325,39 @@ cudaError_t launch_gemv(const QuantizedWeightView& w, const float* bias, const f
   if (n_tokens <= 4) return launch_for<F, 4>(w, bias, x, n_tokens, y, stream);
   if (n_tokens <= 8) return launch_for<F, 8>(w, bias, x, n_tokens, y, stream);
   return launch_for<F, 16>(w, bias, x, n_tokens, y, stream);
+}
+
+template <typename F, bool kNorm, bool kPair>
+cudaError_t launch_fused_steps(const GemvParts& parts, const float* bias, const float* x, int n_tokens, float* y,
+                               const GemvSteps& steps, cudaStream_t stream) {
+  if (n_tokens <= 1) return launch_fast<F, 1, kNorm, kPair>(parts, bias, x, n_tokens, y, steps, stream);
+  if (n_tokens <= 2) return launch_fast<F, 2, kNorm, kPair>(parts, bias, x, n_tokens, y, steps, stream);
+  return launch_fast<F, 4, kNorm, kPair>(parts, bias, x, n_tokens, y, steps, stream);
+}
+
+// Every part of a layer in one launch, with GemvSteps' norm and output step; the fast path only
+// (any part the fast path cannot take, more than kMaxFusedTokens tokens, or a normalized x over
+// kMaxNormedBytes: cudaErrorNotSupported).
+template <typename F>
+cudaError_t launch_fused_gemv(const GemvParts& parts, const float* bias, const float* x, int n_tokens, float* y,
+                              const GemvSteps& steps, cudaStream_t stream) {
+  if (n_tokens <= 0 || parts.rows <= 0) return cudaSuccess;
+  if (n_tokens > kMaxFusedTokens || parts.n_parts < 1 || parts.n_parts > GemvParts::kMax) return cudaErrorNotSupported;
+  for (int i = 0; i < parts.n_parts; ++i)
+    if (!F::valid(parts.part[i]) || !F::fast(parts.part[i]) || parts.part[i].cols != parts.part[0].cols)
+      return cudaErrorNotSupported;
+  const bool norm = steps.norm_weight != nullptr, pair = steps.out == GemvOut::kSwiglu;
+  if (norm && size_t(n_tokens) * size_t(parts.part[0].cols) * sizeof(float) > kMaxNormedBytes)
+    return cudaErrorNotSupported;
+  if (pair && (steps.hidden <= 0 || parts.rows != 2 * steps.hidden)) return cudaErrorNotSupported;
+  if (pair) {  // the pairs are made by row index: no part may reorder its rows
+    for (int i = 0; i < parts.n_parts; ++i)
+      if (parts.part[i].out_rows != nullptr) return cudaErrorNotSupported;
+  }
+  if (norm && pair) return launch_fused_steps<F, true, true>(parts, bias, x, n_tokens, y, steps, stream);
+  if (norm) return launch_fused_steps<F, true, false>(parts, bias, x, n_tokens, y, steps, stream);
+  if (pair) return cudaErrorNotSupported;  // SwiGLU without a norm: no model needs it
+  return launch_fused_steps<F, false, false>(parts, bias, x, n_tokens, y, steps, stream);
 }
 
 // --- the formats ---------------------------------------------------------------------------------

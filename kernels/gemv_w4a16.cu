@@ -83,6 +83,11 @@ cudaError_t launch_gemv_w4a16(const QuantizedWeightView& w, const float* bias, c
   return gemv::launch_gemv<W4a16Format>(w, bias, x, n_tokens, y, stream);
 }
 
+cudaError_t launch_fused_gemv_w4a16(const GemvParts& parts, const float* bias, const float* x, int n_tokens, float* y,
+                                    const GemvSteps& steps, cudaStream_t stream) {
+  return gemv::launch_fused_gemv<W4a16Format>(parts, bias, x, n_tokens, y, steps, stream);
+}
+
 cudaError_t launch_dequantize_w4a16(const QuantizedWeightView& w, uint16_t* out, cudaStream_t stream) {
   return launch_dequantize_bf16<W4a16Decoder>(w, out, stream);
 }

@@ -403,6 +403,52 @@ TEST_CASE("attention: prefill and decode over the KV cache, MHA/GQA/MQA, head_di
   }
 }
 
+// rope_attention: prompt chunks run rope, then attention; decode steps (one token per slot) are
+// one fused kernel that rotates q and k, stores k and v and attends. Later steps read what the
+// fused ones stored, so the cache contents are checked too.
+TEST_CASE("rope_attention: the fused decode step equals the CPU's rope then attention", "[gpu]") {
+  Backends be;
+  struct Config {
+    int n_heads, n_kv_heads, head_dim;
+  };
+  const std::vector<Config> configs = {{4, 4, 64}, {8, 2, 80}, {16, 1, 64}, {9, 3, 128}, {6, 2, 20}};
+  for (const Config& c : configs)
+    for (KvDtype dtype : {KvDtype::f32, KvDtype::bf16}) {
+      const AttentionShape s{c.n_heads, c.n_kv_heads, c.head_dim};
+      be.cpu.set_rope(rope_frequencies(c.head_dim));
+      be.gpu.set_rope(rope_frequencies(c.head_dim));
+      const int max_context = 160;
+      auto cpu_cache = be.cpu.alloc_kv_cache(1, 3, max_context, s.kv_dim(), dtype);
+      auto gpu_cache = be.gpu.alloc_kv_cache(1, 3, max_context, s.kv_dim(), dtype);
+      INFO("heads " << c.n_heads << "/" << c.n_kv_heads << " head_dim " << c.head_dim << " cache "
+                    << kv_dtype_name(dtype));
+      uint32_t seed = 2000;
+      auto step = [&](const TokenBatch& batch, bool fused_attention) {
+        const size_t n_in = size_t(batch.size()) * s.qkv_dim(), n_out = size_t(batch.size()) * s.q_dim();
+        auto qkv = be.input(random_values(n_in, ++seed), s.qkv_dim(), batch);
+        auto out = be.alloc(n_out);
+        be.cpu.rope_attention(*qkv.cpu, *cpu_cache, 0, s, *out.cpu);
+        if (fused_attention) {
+          be.gpu.rope_attention(*qkv.gpu, *gpu_cache, 0, s, *out.gpu);
+        } else {
+          be.gpu.rope(*qkv.gpu, s);
+          be.gpu.attention(*qkv.gpu, *gpu_cache, 0, s, *out.gpu);
+        }
+        CHECK(be.compare(out, n_out) < kFp32Nmse);
+      };
+      step(prompt_batch(70, 0, 0), true);  // a prompt chunk: rope, then prefill attention
+      step(prompt_batch(5, 0, 1), true);
+      step(batch_of({0}, {2}), true);      // a one-token prompt is a decode step
+      for (int i = 0; i < 3; ++i) {
+        INFO("batched decode step " << i);
+        step(batch_of({70 + i, 5 + i, 1 + i}, {0, 1, 2}), true);
+      }
+      step(batch_of({73}, {0}), true);
+      step(batch_of({74}, {0}), false);  // reads every key the fused steps stored
+      step(batch_of({max_context - 1}, {1}), true);
+    }
+}
+
 TEST_CASE("attention over a long context (prefill in chunks, then decode)", "[gpu]") {
   Backends be;
   const AttentionShape s{4, 1, 64};  // kept small: the CPU oracle is quadratic

@@ -476,6 +476,7 @@ const char* cudaGetErrorName(cudaError_t e) {
     LOWBIT_EMU_NAME(cudaErrorIllegalAddress)
     LOWBIT_EMU_NAME(cudaErrorLaunchOutOfResources)
     LOWBIT_EMU_NAME(cudaErrorLaunchFailure)
+    LOWBIT_EMU_NAME(cudaErrorNotSupported)
     LOWBIT_EMU_NAME(cudaErrorStreamCaptureUnsupported)
     LOWBIT_EMU_NAME(cudaErrorStreamCaptureInvalidated)
     LOWBIT_EMU_NAME(cudaErrorStreamCaptureWrongThread)

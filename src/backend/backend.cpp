@@ -19,6 +19,30 @@ std::unique_ptr<DeviceLinear> Backend::upload_quantizing(Format f, const std::ve
   return upload_linear(quantize_parts(f, parts, cols, opts), std::move(bias));
 }
 
+void Backend::linear(const DeviceLinear& w, const DeviceBuffer& x, DeviceBuffer& out, const LinearSteps& s) {
+  if (s.activate && s.accumulate) throw DeviceError("linear: an activation and a residual add at once");
+  const DeviceBuffer* in = &x;
+  if (s.norm != nullptr) {
+    if (s.normed == nullptr) throw DeviceError("linear: a fused norm needs its `normed` scratch buffer");
+    norm(x, *s.norm, s.norm_kind, s.norm_eps, int(w.cols()), *s.normed);
+    in = s.normed;
+  }
+  if (!s.activate && !s.accumulate) return matmul(w, *in, out);
+  if (s.pre == nullptr) throw DeviceError("linear: an activation or residual add needs its `pre` scratch buffer");
+  matmul(w, *in, *s.pre);
+  if (s.activate) {
+    activation(*s.pre, s.act, s.hidden, out);
+  } else {
+    add(out, *s.pre, int(w.rows()));
+  }
+}
+
+void Backend::rope_attention(DeviceBuffer& qkv, KvCache& cache, int layer, const AttentionShape& shape,
+                             DeviceBuffer& out) {
+  rope(qkv, shape);
+  attention(qkv, cache, layer, shape, out);
+}
+
 void Backend::begin_recording(const void*, int) {
   throw DeviceError(fmt::format("the {} backend cannot record a forward pass", name()));
 }

@@ -136,6 +136,26 @@ class Backend {
   // y[t, :] = W x[t, :] + bias, with the weight's format arithmetic (bias where the format's
   // reference adds it: formats/format.h's matmul), every part of W into its output rows.
   virtual void matmul(const DeviceLinear& w, const DeviceBuffer& x, DeviceBuffer& y) = 0;
+  // What a matmul's input and output pass through on the way, each optional (Backend::linear).
+  struct LinearSteps {
+    // In: y = W norm(x) (x the residual stream, rows of w.cols() values). A backend that
+    // computes the norm apart writes it to `normed` (n * cols floats).
+    const DeviceNorm* norm = nullptr;
+    NormKind norm_kind = NormKind::RMSNorm;
+    float norm_eps = 0.0f;
+    DeviceBuffer* normed = nullptr;
+    // Out: out = act(W x) (SwiGLU: W's rows are [gate | up], `hidden` each; GELU: `hidden` =
+    // w.rows()), or out += W x (the residual add). A backend that computes these apart writes
+    // W x to `pre` (n * rows floats).
+    bool activate = false;
+    Activation act = Activation::SwiGLU;
+    int hidden = 0;
+    bool accumulate = false;
+    DeviceBuffer* pre = nullptr;
+  };
+  // matmul with the steps above, exactly norm() / matmul() / activation() / add() in that order
+  // (the default); a backend may fuse them into one kernel (CUDA decode steps do).
+  virtual void linear(const DeviceLinear& w, const DeviceBuffer& x, DeviceBuffer& out, const LinearSteps& steps);
   // Rotates the q and k parts of each qkv row [q heads | k heads | v heads] by the token's
   // position (half rotation: pairs (i, i + head_dim/2)).
   virtual void rope(DeviceBuffer& qkv, const AttentionShape& shape) = 0;
@@ -144,6 +164,10 @@ class Backend {
   // out is [n, q_dim].
   virtual void attention(const DeviceBuffer& qkv, KvCache& cache, int layer, const AttentionShape& shape,
                          DeviceBuffer& out) = 0;
+  // rope() then attention(), which a backend may fuse (CUDA decode steps rotate, store and attend
+  // in one kernel; qkv is then left unrotated).
+  virtual void rope_attention(DeviceBuffer& qkv, KvCache& cache, int layer, const AttentionShape& shape,
+                              DeviceBuffer& out);
   // SwiGLU: out[t, i] = silu(gu[t, i]) * gu[t, hidden + i]; GELU: out[t, i] = gelu(gu[t, i]).
   virtual void activation(const DeviceBuffer& gu, Activation act, int hidden, DeviceBuffer& out) = 0;
   // The output head on the rows whose logits are wanted, given explicitly (rows.size() rows, not

@@ -113,7 +113,7 @@ struct CudaBackend::StagingSlot {
   cudaEvent_t copied = nullptr;
 };
 
-CudaBackend::CudaBackend(const CudaContextOptions& opts) : ctx_(opts) {
+CudaBackend::CudaBackend(const CudaContextOptions& opts) : ctx_(opts), fuse_(env_switch_on("LOWBIT_CUDA_FUSE")) {
   staging_.resize(kStagingSlots);
   for (auto& s : staging_) LOWBIT_CUDA_CHECK(cudaEventCreateWithFlags(&s.copied, cudaEventDisableTiming));
 }
@@ -407,6 +407,54 @@ void CudaBackend::head(const DeviceBuffer& x, const std::vector<int>& rows, cons
   matmul_rows(head, normed, int(rows.size()), logits);
 }
 
+// Decode steps of up to kMaxFusedTokens tokens: the format's fused GEMV runs every part of the
+// layer with the norm before it and the residual add / activation after it, in one launch.
+// Anything it cannot take (prompts, larger batches, shapes off its fast path, formats without
+// one, LOWBIT_CUDA_FUSE=0) runs the steps apart (Backend::linear).
+void CudaBackend::linear(const DeviceLinear& w, const DeviceBuffer& x, DeviceBuffer& out, const LinearSteps& s) {
+  const auto& l = static_cast<const CudaLinear&>(w);
+  const int n = batch_.size();
+  const QuantizedKernels* k = quantized_kernels(l.format());
+  const bool fusable = fuse_ && k != nullptr && k->fused_gemv != nullptr && n > 0 && n <= kernels::kMaxFusedTokens &&
+                       l.parts.size() <= size_t(kernels::GemvParts::kMax) && !(s.activate && s.accumulate);
+  if (fusable) {
+    const int rows = int(l.rows()), cols = int(l.cols());
+    const bool swiglu = s.activate && s.act == Activation::SwiGLU;
+    kernels::GemvParts parts;
+    parts.n_parts = int(l.parts.size());
+    parts.rows = rows;
+    parts.ldy = rows;
+    for (size_t i = 0; i < l.parts.size(); ++i) {
+      const CudaWeightPart& p = l.parts[i];
+      parts.part[i] = p.planes.view();
+      parts.part[i].out_stride = rows;
+      parts.part[i].out_rows = p.out_rows.bytes() > 0 ? p.out_rows.as<int32_t>() : nullptr;
+      parts.first_row[i] = int(p.first_row);
+    }
+    kernels::GemvSteps steps;
+    if (s.norm != nullptr) {
+      const auto& nw = static_cast<const CudaNorm&>(*s.norm);
+      if (nw.dim != size_t(cols)) throw DeviceError("linear: the norm's width differs from the weight's columns");
+      steps.norm_weight = nw.weight.as<float>();
+      steps.norm_bias = nw.bias_or_null();
+      steps.layer_norm = s.norm_kind == NormKind::LayerNorm;
+      steps.norm_eps = s.norm_eps;
+    }
+    steps.out = s.accumulate ? kernels::GemvOut::kAccumulate
+                : s.activate ? (swiglu ? kernels::GemvOut::kSwiglu : kernels::GemvOut::kGelu)
+                             : kernels::GemvOut::kStore;
+    steps.hidden = s.hidden;
+    require_floats(x, size_t(n) * size_t(cols), "linear", "the input");
+    require_floats(out, size_t(n) * size_t(swiglu ? s.hidden : rows), "linear", "the output");
+    if (s.activate && (swiglu ? 2 * s.hidden != rows : s.hidden != rows))
+      throw DeviceError(fmt::format("linear: {} rows do not make an activation of width {}", rows, s.hidden));
+    const cudaError_t e = k->fused_gemv(parts, l.bias_or_null(), data(x), n, data(out), steps, ctx_.stream());
+    if (e == cudaSuccess) return;
+    if (e != cudaErrorNotSupported) cuda_check(e, "fused gemv");
+  }
+  Backend::linear(w, x, out, s);
+}
+
 void CudaBackend::matmul(const DeviceLinear& w, const DeviceBuffer& x, DeviceBuffer& y) {
   matmul_rows(w, x, batch_.size(), y);
 }
@@ -614,6 +662,28 @@ void CudaBackend::rope(DeviceBuffer& qkv, const AttentionShape& s) {
 
 void CudaBackend::attention(const DeviceBuffer& qkv, KvCache& cache, int layer, const AttentionShape& s,
                             DeviceBuffer& out) {
+  attend(qkv, cache, layer, s, out, false);
+}
+
+// A decode step (every token in its own slot) rotates, stores and attends in one kernel; prompt
+// chunks run rope, then attention.
+void CudaBackend::rope_attention(DeviceBuffer& qkv, KvCache& cache, int layer, const AttentionShape& s,
+                                 DeviceBuffer& out) {
+  const int n = batch_.size();
+  std::vector<int32_t> slots(batch_.slots);
+  std::sort(slots.begin(), slots.end());
+  const bool decode_step = std::adjacent_find(slots.begin(), slots.end()) == slots.end();
+  if (!decode_step || n == 0 || !fuse_) {
+    rope(qkv, s);
+    return attention(qkv, cache, layer, s, out);
+  }
+  if (inv_freq_.bytes() < size_t(s.head_dim / 2) * sizeof(float))
+    throw DeviceError("rope: set_rope() was not called with head_dim/2 frequencies");
+  attend(qkv, cache, layer, s, out, true);
+}
+
+void CudaBackend::attend(const DeviceBuffer& qkv, KvCache& cache, int layer, const AttentionShape& s,
+                         DeviceBuffer& out, bool rotate_and_store) {
   auto& kv = static_cast<CudaKvCache&>(cache);
   const int n = batch_.size();
   if (n == 0) return;
@@ -640,6 +710,17 @@ void CudaBackend::attention(const DeviceBuffer& qkv, KvCache& cache, int layer, 
   g.bf16_cache = kv.dtype() == KvDtype::bf16;
   void* k_layer = kv.keys.as<uint8_t>() + kv.layer_offset(layer);
   void* v_layer = kv.values.as<uint8_t>() + kv.layer_offset(layer);
+  if (rotate_and_store) {
+    float* workspace = ensure_workspace(attention_workspace_, kernels::decode_workspace_floats(n, g) * sizeof(float),
+                                        "the attention workspace");
+    auto* counters = reinterpret_cast<int*>(ensure_workspace(
+        attention_counters_, kernels::decode_counters(n, g) * sizeof(int), "the attention counters", true));
+    cuda_check(kernels::launch_rope_attention_decode(data(qkv), k_layer, v_layer, device_positions(), device_slots(),
+                                                     inv_freq_.as<float>(), n, g, workspace, counters, data(out),
+                                                     ctx_.stream()),
+               "rope + attention (decode)");
+    return;
+  }
   cuda_check(kernels::launch_kv_store(data(qkv), device_positions(), device_slots(), n, g, k_layer, v_layer, ctx_.stream()),
         "kv store");
   if (one_slot && n > 1) {

@@ -63,7 +63,10 @@ class CudaBackend final : public Backend {
   void rope(DeviceBuffer& qkv, const AttentionShape& shape) override;
   void attention(const DeviceBuffer& qkv, KvCache& cache, int layer, const AttentionShape& shape,
                  DeviceBuffer& out) override;
+  void rope_attention(DeviceBuffer& qkv, KvCache& cache, int layer, const AttentionShape& shape,
+                      DeviceBuffer& out) override;
   void activation(const DeviceBuffer& gu, Activation act, int hidden, DeviceBuffer& out) override;
+  void linear(const DeviceLinear& w, const DeviceBuffer& x, DeviceBuffer& out, const LinearSteps& steps) override;
   void head(const DeviceBuffer& x, const std::vector<int>& rows, const DeviceNorm& w, NormKind kind, float eps, int dim,
             const DeviceLinear& head, DeviceBuffer& gathered, DeviceBuffer& normed, DeviceBuffer& logits) override;
   void synchronize() override;
@@ -114,6 +117,9 @@ class CudaBackend final : public Backend {
   // Destroys the graphs whose kernels read or write `mem` (they hold its address).
   void drop_graphs_using(const DeviceMemory& mem);
   void check_batch_in_cache(int n_slots, int max_context) const;
+  // attention(); with rotate_and_store, the fused decode step (qkv unrotated, k/v stored by it).
+  void attend(const DeviceBuffer& qkv, KvCache& cache, int layer, const AttentionShape& s, DeviceBuffer& out,
+              bool rotate_and_store);
   // norm and matmul on the first n rows (the batch's n, or the head's rows).
   void norm_rows(const DeviceBuffer& x, const DeviceNorm& w, NormKind kind, float eps, int dim, int n, DeviceBuffer& out);
   void matmul_rows(const DeviceLinear& w, const DeviceBuffer& x, int n, DeviceBuffer& y);
@@ -137,6 +143,7 @@ class CudaBackend final : public Backend {
   DeviceMemory inv_freq_;
   std::vector<float> inv_freq_host_;
   bool fast_prefill_ = false;
+  bool fuse_ = true;  // LOWBIT_CUDA_FUSE=0 runs every step of a decode layer as its own kernel
   DeviceMemory attention_workspace_, attention_counters_, gemm_input_bf16_, sampling_workspace_, sampling_history_, sampling_result_;
   DeviceMemory quantized_workspace_, dequantized_bf16_;  // GEMV activation scratch; prefill bf16 weight
   using GraphKey = std::pair<const void*, int>;  // (owner, batch size)

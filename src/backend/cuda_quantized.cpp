@@ -19,17 +19,24 @@ size_t no_workspace(int, int) { return 0; }
 // One line per format: the GEMV of decode (kernels/gemv_template.cuh for all of them) and the
 // bf16 dequantizer of the prefill path (F32 and BF16 need none: their values are the GEMM's input).
 constexpr QuantizedKernels kQuantizedKernels[] = {
-    {Format::F32, kernels::launch_gemv_f32, no_workspace, nullptr},
-    {Format::BF16, kernels::launch_gemv_bf16, no_workspace, nullptr},
-    {Format::NF4, kernels::launch_gemv_four_bit, no_workspace, kernels::launch_dequantize_four_bit},
-    {Format::FP4, kernels::launch_gemv_four_bit, no_workspace, kernels::launch_dequantize_four_bit},
-    {Format::NF4_DQ, kernels::launch_gemv_four_bit, no_workspace, kernels::launch_dequantize_four_bit},
-    {Format::FP4_DQ, kernels::launch_gemv_four_bit, no_workspace, kernels::launch_dequantize_four_bit},
-    {Format::INT8, kernels::launch_gemv_int8, kernels::int8_gemv_workspace_bytes, kernels::launch_dequantize_int8},
-    {Format::W8A8, kernels::launch_gemv_w8a8, kernels::int8_gemv_workspace_bytes, kernels::launch_dequantize_w8a8},
-    {Format::W4A16, kernels::launch_gemv_w4a16, no_workspace, kernels::launch_dequantize_w4a16},
+    {Format::F32, kernels::launch_gemv_f32, no_workspace, nullptr, kernels::launch_fused_gemv_f32},
+    {Format::BF16, kernels::launch_gemv_bf16, no_workspace, nullptr, kernels::launch_fused_gemv_bf16},
+    {Format::NF4, kernels::launch_gemv_four_bit, no_workspace, kernels::launch_dequantize_four_bit,
+     kernels::launch_fused_gemv_four_bit},
+    {Format::FP4, kernels::launch_gemv_four_bit, no_workspace, kernels::launch_dequantize_four_bit,
+     kernels::launch_fused_gemv_four_bit},
+    {Format::NF4_DQ, kernels::launch_gemv_four_bit, no_workspace, kernels::launch_dequantize_four_bit,
+     kernels::launch_fused_gemv_four_bit},
+    {Format::FP4_DQ, kernels::launch_gemv_four_bit, no_workspace, kernels::launch_dequantize_four_bit,
+     kernels::launch_fused_gemv_four_bit},
+    {Format::INT8, kernels::launch_gemv_int8, kernels::int8_gemv_workspace_bytes, kernels::launch_dequantize_int8,
+     kernels::launch_fused_gemv_int8},
+    {Format::W8A8, kernels::launch_gemv_w8a8, kernels::int8_gemv_workspace_bytes, kernels::launch_dequantize_w8a8,
+     kernels::launch_fused_gemv_w8a8},
+    {Format::W4A16, kernels::launch_gemv_w4a16, no_workspace, kernels::launch_dequantize_w4a16,
+     kernels::launch_fused_gemv_w4a16},
     {Format::W8A8_FP8, kernels::launch_gemv_w8a8_fp8, kernels::fp8_gemv_workspace_bytes,
-     kernels::launch_dequantize_w8a8_fp8},
+     kernels::launch_dequantize_w8a8_fp8, kernels::launch_fused_gemv_w8a8_fp8},
 };
 
 template <typename T>

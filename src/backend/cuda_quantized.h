@@ -9,6 +9,7 @@
 #include "backend/cuda_context.h"
 #include "formats/format.h"
 #include "kernels/dequant.cuh"
+#include "kernels/gemv.cuh"
 
 namespace lowbit {
 
@@ -34,6 +35,9 @@ struct QuantizedKernels {
                       void* workspace, cudaStream_t stream);
   size_t (*gemv_workspace_bytes)(int n_tokens, int cols);
   cudaError_t (*dequantize)(const kernels::QuantizedWeightView& w, uint16_t* out, cudaStream_t stream);
+  // Every part of a layer in one launch with a norm before and an output step after
+  // (kernels/gemv.cuh's GemvSteps); null where the format has none (the steps then run apart).
+  kernels::FusedGemvLauncher fused_gemv;
 };
 
 // The entry for f, or null for a format without CUDA kernels.

@@ -518,27 +518,46 @@ void Model::run_ops(const std::vector<int>& logit_rows) {
   const ModelConfig& c = config_;
   const int dim = c.hidden_size, hidden = c.intermediate_size;
   const float eps = c.norm_eps;
+  // Each linear with the steps around it (Backend::linear: the CPU runs them one by one, CUDA
+  // decode steps fuse them into the GEMV); xn_, gu_, attn_out_ and mlp_out_ are where a backend
+  // that runs the steps apart puts the intermediate values.
+  auto normed = [&](const DeviceNorm& w, DeviceBuffer& scratch) {
+    Backend::LinearSteps s;
+    s.norm = &w;
+    s.norm_kind = c.norm;
+    s.norm_eps = eps;
+    s.normed = &scratch;
+    return s;
+  };
+  auto activated = [&](Backend::LinearSteps s) {
+    s.activate = true;
+    s.act = c.activation;
+    s.hidden = hidden;
+    s.pre = gu_.get();
+    return s;
+  };
+  auto added = [](DeviceBuffer& scratch) {
+    Backend::LinearSteps s;
+    s.accumulate = true;
+    s.pre = &scratch;
+    return s;
+  };
   be.embed(*w_.embedding, *x_);
   for (int l = 0; l < c.n_layers; ++l) {
     const LayerWeights& L = w_.layers[size_t(l)];
-    const bool sequential = !c.parallel_attention;
-    be.norm(*x_, *L.attn_norm, c.norm, eps, dim, *xn_);
-    if (!sequential && c.mlp_has_norm) be.norm(*x_, *L.mlp_norm, c.norm, eps, dim, *mlp_in_);
-    be.matmul(*L.wqkv, *xn_, *qkv_);
-    be.rope(*qkv_, shape_);
-    be.attention(*qkv_, *cache_, l, shape_, *attn_);
-    be.matmul(*L.wo, *attn_, *attn_out_);
-    const DeviceBuffer* mlp_in = mlp_in_.get();
-    if (sequential) {
-      be.add_norm(*x_, *attn_out_, *L.mlp_norm, c.norm, eps, dim, *mlp_in_);
-    } else if (!c.mlp_has_norm) {
-      mlp_in = xn_.get();
+    be.linear(*L.wqkv, *x_, *qkv_, normed(*L.attn_norm, *xn_));
+    be.rope_attention(*qkv_, *cache_, l, shape_, *attn_);
+    if (!c.parallel_attention) {
+      be.linear(*L.wo, *attn_, *x_, added(*attn_out_));
+      be.linear(*L.w_up, *x_, *act_, activated(normed(*L.mlp_norm, *mlp_in_)));
+      be.linear(*L.w_down, *act_, *x_, added(*mlp_out_));
+      continue;
     }
-    be.matmul(*L.w_up, *mlp_in, *gu_);
-    be.activation(*gu_, c.activation, hidden, *act_);
-    be.matmul(*L.w_down, *act_, *mlp_out_);
-    if (!sequential) be.add(*x_, *attn_out_, dim);
-    be.add(*x_, *mlp_out_, dim);
+    // Parallel: both branches read the layer's input, so the MLP's first linear runs before the
+    // attention output is added; the adds keep their order (x + attention, then + MLP).
+    be.linear(*L.w_up, *x_, *act_, activated(normed(c.mlp_has_norm ? *L.mlp_norm : *L.attn_norm, *mlp_in_)));
+    be.linear(*L.wo, *attn_, *x_, added(*attn_out_));
+    be.linear(*L.w_down, *act_, *x_, added(*mlp_out_));
   }
   // Only the rows whose logits are wanted go through the final norm and the head.
   if (logit_rows.empty()) return;
