@@ -109,7 +109,7 @@ size_t block_activation_bytes(int n_tokens, int cols) {
   return align16(size_t(n_tokens) * size_t(cols)) + 3 * align16(size_t(n_tokens) * sizeof(float));
 }
 
-__device__ Fp8Workspace quantize_in_block(const GemvSteps& s, const float* __restrict__ x, int n_tokens, int cols) {
+__device__ __forceinline__ Fp8Workspace quantize_in_block(const GemvSteps& s, const float* __restrict__ x, int n_tokens, int cols) {
   __shared__ float scratch[32];
   auto* base = dynamic_shared_memory<uint8_t>();
   const size_t xq_bytes = (size_t(n_tokens) * size_t(cols) + 15) & ~size_t(15);

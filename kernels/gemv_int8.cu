@@ -144,7 +144,7 @@ size_t block_activation_bytes(int n_tokens, int cols) {
          align16(size_t((cols + 31) / 32) * sizeof(unsigned)) + 16;
 }
 
-__device__ BlockActivations carve_block(int n_tokens, int cols) {
+__device__ __forceinline__ BlockActivations carve_block(int n_tokens, int cols) {
   auto* p = dynamic_shared_memory<uint8_t>();
   BlockActivations a;
   a.xq = reinterpret_cast<int8_t*>(p);
@@ -169,7 +169,7 @@ __device__ __forceinline__ float input_value(const GemvSteps& s, const float* __
 // The block's activations, the pre-passes' arithmetic (int8_outlier_kernel,
 // int8_quantize_tokens_kernel, w8a8_quantize_tokens_kernel) on the normalized input.
 template <bool kLlmInt8>
-__device__ void quantize_in_block(const GemvSteps& s, const float* __restrict__ x, int n_tokens, int cols,
+__device__ __forceinline__ void quantize_in_block(const GemvSteps& s, const float* __restrict__ x, int n_tokens, int cols,
                                   float threshold, const BlockActivations& a) {
   __shared__ float scratch[32];
   if (s.norm_weight != nullptr) gemv::norm_stats(s, x, n_tokens, cols, a.norm_scale, a.norm_mean);

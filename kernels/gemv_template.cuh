@@ -81,7 +81,7 @@ __device__ __forceinline__ void write_outputs(const float (&out)[kTokens][kRows]
 // LayerNorm's mean, then 1 / std from the squared deviations), then each normalized value by one
 // expression (RMSNorm w * (x * scale); LayerNorm (x - mean) * scale * w (+ b)), so a value
 // recomputed later is the same value. scale and mean: n_tokens floats the block shares.
-__device__ inline void norm_stats(const GemvSteps& s, const float* __restrict__ x, int n_tokens, int cols, float* scale,
+__device__ __forceinline__ void norm_stats(const GemvSteps& s, const float* __restrict__ x, int n_tokens, int cols, float* scale,
                                   float* mean) {
   __shared__ float scratch[32];
   for (int t = 0; t < n_tokens; ++t) {
@@ -119,7 +119,7 @@ __device__ __forceinline__ float input_value(const GemvSteps& s, const float* __
 }
 
 // x normalized per token into shared memory xs [n_tokens, cols].
-__device__ inline void normalize_into(const GemvSteps& s, const float* __restrict__ x, int n_tokens, int cols,
+__device__ __forceinline__ void normalize_into(const GemvSteps& s, const float* __restrict__ x, int n_tokens, int cols,
                                       float* xs) {
   __shared__ float scale[kMaxFusedTokens], mean[kMaxFusedTokens];
   norm_stats(s, x, n_tokens, cols, scale, mean);
@@ -158,19 +158,23 @@ __global__ void __launch_bounds__(kWarps * 32)
   const int limit = kPair ? steps.hidden : parts.rows;
   if (base >= limit) return;  // whole warp leaves together
 
-  // Each of the warp's rows: its layer row, part and row within the part (warp-uniform).
+  // Each of the warp's rows: its layer row and row within its part (warp-uniform). A warp's
+  // rows lie in one part (kPair: its gate rows in one, its up rows in one), which the launcher
+  // ensures (parts of whole warps), so a warp holds at most two views.
+  const int lo = part_of(parts, base), hi = kPair ? part_of(parts, steps.hidden + base) : lo;
+  const QuantizedWeightView& wa = parts.part[lo];
+  const QuantizedWeightView& wb = parts.part[hi];
   int layer_row[kRows], local[kRows];
   bool valid[kRows];
-  QuantizedWeightView w[kRows];
 #pragma unroll
   for (int r = 0; r < kRows; ++r) {
     const int i = base + (r % kHalf);
     valid[r] = i < limit;
-    layer_row[r] = valid[r] ? (kPair && r >= kHalf ? steps.hidden + i : i) : (kPair && r >= kHalf ? steps.hidden + base : base);
-    const int p = part_of(parts, layer_row[r]);
-    w[r] = parts.part[p];
-    local[r] = layer_row[r] - parts.first_row[p];
+    const bool up = kPair && r >= kHalf;
+    layer_row[r] = (up ? steps.hidden : 0) + (valid[r] ? i : base);
+    local[r] = layer_row[r] - parts.first_row[up ? hi : lo];
   }
+#define LOWBIT_GEMV_VIEW(r) ((kPair && (r) >= kHalf) ? wb : wa)
 
   float acc[kTokens][kRows];
 #pragma unroll
@@ -185,7 +189,7 @@ __global__ void __launch_bounds__(kWarps * 32)
 #pragma unroll
       for (int r = 0; r < kRows; ++r) {
         const int c = c0 + 32 * u;
-        raw[u][r] = c < chunks && valid[r] ? F::load(w[r], local[r], c) : make_uint4(0, 0, 0, 0);
+        raw[u][r] = c < chunks && valid[r] ? F::load(LOWBIT_GEMV_VIEW(r), local[r], c) : make_uint4(0, 0, 0, 0);
       }
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
@@ -193,7 +197,7 @@ __global__ void __launch_bounds__(kWarps * 32)
       if (c >= chunks) break;
       typename F::Chunk chunk[kRows];
 #pragma unroll
-      for (int r = 0; r < kRows; ++r) chunk[r] = F::chunk(w[r], shared, local[r], c);
+      for (int r = 0; r < kRows; ++r) chunk[r] = F::chunk(LOWBIT_GEMV_VIEW(r), shared, local[r], c);
       float part[kTokens][kRows];
 #pragma unroll
       for (int t = 0; t < kTokens; ++t)
@@ -241,13 +245,14 @@ __global__ void __launch_bounds__(kWarps * 32)
   int dst[kRows];
 #pragma unroll
   for (int r = 0; r < kRows; ++r) {
-    const int p = part_of(parts, layer_row[r]);
-    dst[r] = parts.first_row[p] + (w[r].out_rows != nullptr ? w[r].out_rows[local[r]] : local[r]);
+    const QuantizedWeightView& w = LOWBIT_GEMV_VIEW(r);
+    dst[r] = layer_row[r] - local[r] + (w.out_rows != nullptr ? w.out_rows[local[r]] : local[r]);
     const float b = valid[r] && bias != nullptr ? bias[dst[r]] : 0.0f;  // bias is in output order
 #pragma unroll
     for (int t = 0; t < kTokens; ++t) total[t][r] = warp_sum(acc[t][r]) + b;
   }
   if (lane == 0) write_outputs<kTokens, kRows, kPair>(total, valid, dst, base, n_tokens, parts.ldy, steps, y);
+#undef LOWBIT_GEMV_VIEW
 }
 
 // Any shape: one column per lane per step, each value decoded exactly as the CPU reference
@@ -350,6 +355,11 @@ cudaError_t launch_fused_gemv(const GemvParts& parts, const float* bias, const f
   if (norm && size_t(n_tokens) * size_t(parts.part[0].cols) * sizeof(float) > kMaxNormedBytes)
     return cudaErrorNotSupported;
   if (pair && (steps.hidden <= 0 || parts.rows != 2 * steps.hidden)) return cudaErrorNotSupported;
+  // A warp's rows must lie in one part: a warp covers at most 4 aligned rows (of gate and of up
+  // rows under SwiGLU), so parts that start and end on multiples of 4 never split one.
+  if (parts.n_parts > 1)
+    for (int i = 0; i < parts.n_parts; ++i)
+      if (parts.first_row[i] % 4 != 0 || parts.part[i].rows % 4 != 0) return cudaErrorNotSupported;
   if (pair) {  // the pairs are made by row index: no part may reorder its rows
     for (int i = 0; i < parts.n_parts; ++i)
       if (parts.part[i].out_rows != nullptr) return cudaErrorNotSupported;
