@@ -62,8 +62,10 @@ inline auto emu_device_pointers(const GemvSteps& s) {
   return std::array<const void*, 2>{s.norm_weight, s.norm_bias};
 }
 #endif
-// Dynamic shared memory a normalized x takes (the fused path needs it under 48 KB).
-constexpr size_t kMaxNormedBytes = 48 * 1024;
+// The most dynamic shared memory a fused launch's activations (normalized x, or int8 / e4m3 codes
+// and scales) may take: without an opt-in a block gets 48 KB of shared memory in all, and the
+// kernels' static tables and reduction scratch take at most 4 KB of it (nf4-dq's 1 KB map).
+constexpr size_t kMaxNormedBytes = 44 * 1024;
 
 // The fused launchers: cudaErrorNotSupported when this shape or these steps have no fused kernel
 // (the caller then runs the steps apart).

@@ -331,8 +331,8 @@ cudaError_t launch_fp8_fused_for(const QuantizedWeightView& w, const float* bias
 template <bool kPair>
 cudaError_t launch_fp8_fused_tokens(const QuantizedWeightView& w, const float* bias, const float* x, int n_tokens,
                                     float* y, const GemvSteps& steps, cudaStream_t stream) {
+  // Capacities 1 and 4 (2-4 tokens), as the template's fused launchers.
   if (n_tokens <= 1) return launch_fp8_fused_for<1, kPair>(w, bias, x, n_tokens, y, steps, stream);
-  if (n_tokens <= 2) return launch_fp8_fused_for<2, kPair>(w, bias, x, n_tokens, y, steps, stream);
   return launch_fp8_fused_for<4, kPair>(w, bias, x, n_tokens, y, steps, stream);
 }
 

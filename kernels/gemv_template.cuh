@@ -335,8 +335,9 @@ cudaError_t launch_gemv(const QuantizedWeightView& w, const float* bias, const f
 template <typename F, bool kNorm, bool kPair>
 cudaError_t launch_fused_steps(const GemvParts& parts, const float* bias, const float* x, int n_tokens, float* y,
                                const GemvSteps& steps, cudaStream_t stream) {
+  // Two capacities (1, and 4 for 2-4 tokens): fewer instantiations to compile, at the cost of a
+  // 2- or 3-token step running the 4-token one (its unused accumulators are never touched).
   if (n_tokens <= 1) return launch_fast<F, 1, kNorm, kPair>(parts, bias, x, n_tokens, y, steps, stream);
-  if (n_tokens <= 2) return launch_fast<F, 2, kNorm, kPair>(parts, bias, x, n_tokens, y, steps, stream);
   return launch_fast<F, 4, kNorm, kPair>(parts, bias, x, n_tokens, y, steps, stream);
 }
 
@@ -367,7 +368,10 @@ cudaError_t launch_fused_gemv(const GemvParts& parts, const float* bias, const f
   if (norm && pair) return launch_fused_steps<F, true, true>(parts, bias, x, n_tokens, y, steps, stream);
   if (norm) return launch_fused_steps<F, true, false>(parts, bias, x, n_tokens, y, steps, stream);
   if (pair) return cudaErrorNotSupported;  // SwiGLU without a norm: no model needs it
-  return launch_fused_steps<F, false, false>(parts, bias, x, n_tokens, y, steps, stream);
+  // No norm, no pairs: the plain kernel (every capacity exists) with the output step.
+  if (n_tokens <= 1) return launch_fast<F, 1, false, false>(parts, bias, x, n_tokens, y, steps, stream);
+  if (n_tokens <= 2) return launch_fast<F, 2, false, false>(parts, bias, x, n_tokens, y, steps, stream);
+  return launch_fast<F, 4, false, false>(parts, bias, x, n_tokens, y, steps, stream);
 }
 
 // --- the formats ---------------------------------------------------------------------------------
