@@ -21,6 +21,7 @@ struct QuantizedWeightView {
   float offset = 0.0f;                   // -dq: mean absmax
   const uint16_t* scales16 = nullptr;    // W4A16: fp16 scale per (row, group)
   const uint8_t* zeros = nullptr;        // W4A16: zero point per (row, group); null = symmetric (8)
+  bool w4a16_interleaved = false;        // W4A16: code words interleaved at upload (quant_math.h)
   int block_size = 64;                   // nf4/fp4 block of consecutive flat values
   int group = 128;                       // W4A16 group along a row
   bool nf4 = true;                       // nf4 table (else bnb fp4)

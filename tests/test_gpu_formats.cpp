@@ -175,7 +175,8 @@ TEST_CASE("quantized matmul on the GPU equals fp64 on the CPU-dequantized weight
     }
 }
 
-// The planes on the device read back as quantize()'s bytes, and the bf16 dequantizer of the
+// The planes on the device read back as quantize()'s bytes (W4A16's codes, interleaved on the
+// device when cols % 8 == 0, de-interleaved on the way back), and the bf16 dequantizer of the
 // fast prefill path (kernels/dequant.cuh) writes bf16(dequantize()) bit for bit for every format:
 // 16-byte stores where cols % 8 == 0 and the output is aligned, scalar stores for odd cols, for an
 // output one element off alignment, and for rows written in a permuted order (out_rows).
@@ -193,6 +194,7 @@ TEST_CASE("device planes read back unchanged; the bf16 dequantizer equals bf16(d
       std::vector<float> deq(size_t(s.rows) * s.cols);
       dequantize(q, deq.data());
       const DeviceQuantizedPlanes planes = upload_quantized_planes(ctx, q, "a test weight");
+      CHECK(planes.w4a16_interleaved == (fc.format == Format::W4A16 && s.cols % 8 == 0));
       const QuantizedTensor back = download_quantized_planes(ctx, planes);
       CHECK(back.codes == q.codes);
       CHECK(back.scales16 == q.scales16);
