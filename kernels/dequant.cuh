@@ -21,6 +21,7 @@ struct QuantizedWeightView {
   float offset = 0.0f;                   // -dq: mean absmax
   const uint16_t* scales16 = nullptr;    // W4A16: fp16 scale per (row, group)
   const uint8_t* zeros = nullptr;        // W4A16: zero point per (row, group); null = symmetric (8)
+  bool w4a16_interleaved = false;        // W4A16: code words interleaved at upload (quant_math.h)
   int block_size = 64;                   // nf4/fp4 block of consecutive flat values
   int group = 128;                       // W4A16 group along a row
   bool nf4 = true;                       // nf4 table (else bnb fp4)
@@ -52,27 +53,47 @@ inline auto emu_device_pointers(const QuantizedWeightView& w) {
 
 namespace lowbit::kernels {
 
-// out[out_row(r) * cols + c] = bf16(Decoder::value(w, r, c)), one thread per element (a grid-stride loop
-// over the flat index; 64-bit so that large embeddings/heads cannot overflow).
+// out[out_row(r) * cols + c] = bf16(Decoder::value(w, r, c)). Each thread writes 8 consecutive
+// columns of a row (one 16-byte store when `vector`: cols % 8 == 0 and out 16-byte aligned, so
+// every row's 8-column groups are aligned; else 8 scalar stores, the row's last group cut short).
+// Threads along x walk a row's groups, threads along y and the grid's y cover the rows in a loop:
+// no division anywhere, and int64 only for the output offset.
 template <typename Decoder>
-__global__ void dequantize_bf16_kernel(QuantizedWeightView w, __nv_bfloat16* __restrict__ out) {
-  const int64_t n = int64_t(w.rows) * w.cols;
-  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
-    const int r = int(i / w.cols), c = int(i % w.cols);
+__global__ void dequantize_bf16_kernel(QuantizedWeightView w, __nv_bfloat16* __restrict__ out, bool vector) {
+  const int64_t c0 = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) * 8;
+  if (c0 >= w.cols) return;  // no barrier or collective below
+  const int col = int(c0), n = w.cols - col < 8 ? w.cols - col : 8;
+  for (int r = blockIdx.y * blockDim.y + threadIdx.y; r < w.rows; r += gridDim.y * blockDim.y) {
     const int out_row = w.out_rows != nullptr ? w.out_rows[r] : r;
-    out[int64_t(out_row) * w.cols + c] = __float2bfloat16_rn(Decoder::value(w, r, c));
+    __nv_bfloat16* dst = out + int64_t(out_row) * w.cols + col;
+    if (vector) {
+      unsigned packed[4];
+#pragma unroll
+      for (int i = 0; i < 4; ++i)
+        packed[i] = unsigned(__bfloat16_as_ushort(__float2bfloat16_rn(Decoder::value(w, r, col + 2 * i)))) |
+                    unsigned(__bfloat16_as_ushort(__float2bfloat16_rn(Decoder::value(w, r, col + 2 * i + 1)))) << 16;
+      *reinterpret_cast<uint4*>(dst) = make_uint4(packed[0], packed[1], packed[2], packed[3]);
+    } else {
+      for (int i = 0; i < n; ++i) dst[i] = __float2bfloat16_rn(Decoder::value(w, r, col + i));
+    }
   }
 }
 
+// Blocks of 256 threads: x a power of two from 32 to 256 covering a row's 8-column groups (whole
+// warps on one row), y the rest; at most 65535 blocks along y, each looping over its rows.
 template <typename Decoder>
 cudaError_t launch_dequantize_bf16(const QuantizedWeightView& w, uint16_t* out, cudaStream_t stream) {
-  const int64_t n = int64_t(w.rows) * w.cols;
-  if (n == 0) return cudaSuccess;
-  const int threads = 256;
-  const int64_t wanted = (n + threads - 1) / threads;
-  const unsigned blocks = unsigned(wanted < 65535 * 8 ? wanted : 65535 * 8);
-  return launch<dequantize_bf16_kernel<Decoder>>({blocks, threads, 0, stream}, w,
-                                                 reinterpret_cast<__nv_bfloat16*>(out));
+  if (w.rows <= 0 || w.cols <= 0) return cudaSuccess;
+  const int groups = (w.cols + 7) / 8;
+  unsigned tx = 32;
+  while (tx < 256 && int(tx) < groups) tx *= 2;
+  const unsigned ty = 256 / tx;
+  const unsigned gx = unsigned((groups + int(tx) - 1) / int(tx));
+  const int64_t wanted_y = (int64_t(w.rows) + ty - 1) / ty;
+  const unsigned gy = unsigned(wanted_y < 65535 ? wanted_y : 65535);
+  const bool vector = w.cols % 8 == 0 && reinterpret_cast<uintptr_t>(out) % 16 == 0;
+  return launch<dequantize_bf16_kernel<Decoder>>({dim3(gx, gy), dim3(tx, ty), 0, stream}, w,
+                                                 reinterpret_cast<__nv_bfloat16*>(out), vector);
 }
 
 // IEEE fp16 round trip (round to nearest even, overflow to inf): core/half.h's round_f16.

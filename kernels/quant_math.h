@@ -10,6 +10,10 @@
 #include <cstdint>
 #include <cstring>
 
+#if defined(__CUDACC__) && !LOWBIT_EMULATED_GPU
+#include <cuda_fp16.h>  // __hsub2, __half22float2 (W4A16)
+#endif
+
 #ifdef __CUDACC__
 #define LOWBIT_HD __host__ __device__ __forceinline__
 #else
@@ -72,6 +76,102 @@ LOWBIT_HD size_t w4a16_group_index(int row, int col, int cols, int group) {
 LOWBIT_HD int w4a16_word_code(uint32_t word, int i) { return int((word >> (4 * i)) & 15u); }
 // (code - zero) * scale: exact in fp32 (a small integer times an fp16 value).
 LOWBIT_HD float w4a16_value(int code, int zero, float scale) { return float(code - zero) * scale; }
+
+// --- W4A16 on the GPU: the interleaved words of the decode GEMV ----------------------------------
+// At upload, when cols % 8 == 0 (every row a whole number of aligned 32-bit words), each word --
+// columns 8s..8s+7 of a row, column i in nibble i -- is rewritten in place with its nibbles in the
+// order 0,2,4,6,1,3,5,7 (AWQ / FasterTransformer's order): column i moves to nibble
+// (i >> 1) | ((i & 1) << 2). Then (word >> 4k) & 0x000f000f holds columns 2k and 2k+1 in the low
+// nibbles of its two 16-bit halves, and OR-ing in 0x6400 (fp16 1024, whose ulp is 1) makes each
+// half the fp16 value 1024 + q: one shift and one lop3 per pair of columns, no int -> float
+// conversion. Subtracting the fp16 pair (1024 + zero) leaves q - zero, exact (an integer in
+// -15..15). The download undoes the interleave, so the planes read back are the CPU layout.
+LOWBIT_HD int w4a16_interleaved_nibble(int column) { return (column >> 1) | ((column & 1) << 2); }
+LOWBIT_HD uint32_t w4a16_interleave(uint32_t word) {
+  uint32_t out = 0;
+  for (int i = 0; i < 8; ++i) out |= ((word >> (4 * i)) & 15u) << (4 * w4a16_interleaved_nibble(i));
+  return out;
+}
+LOWBIT_HD uint32_t w4a16_deinterleave(uint32_t word) {
+  uint32_t out = 0;
+  for (int i = 0; i < 8; ++i) out |= ((word >> (4 * w4a16_interleaved_nibble(i))) & 15u) << (4 * i);
+  return out;
+}
+// Code of (row, col) in the interleaved planes (the slow path and the dequantizer).
+LOWBIT_HD int w4a16_interleaved_code(const uint8_t* codes, int row, int col, int cols) {
+  const int nibble = w4a16_interleaved_nibble(col & 7);
+  const int byte = codes[size_t(row) * size_t(cols / 2) + size_t(col >> 3) * 4 + size_t(nibble >> 1)];
+  return (nibble & 1) ? (byte >> 4) : (byte & 15);
+}
+
+// (a & b) | c: one lop3.b32 (lookup table 0xea = (0xf0 & 0xcc) | 0xaa) on the GPU; the plain
+// expression on the host and on the emulated device (the host compiler takes no PTX).
+LOWBIT_HD uint32_t lop3_and_or(uint32_t a, uint32_t b, uint32_t c) {
+#if defined(__CUDA_ARCH__) && !LOWBIT_EMULATED_GPU
+  uint32_t d;
+  asm("lop3.b32 %0, %1, %2, %3, 0xea;" : "=r"(d) : "r"(a), "r"(b), "r"(c));
+  return d;
+#else
+  return (a & b) | c;
+#endif
+}
+constexpr uint32_t kW4a16Magic = 0x64006400u;  // fp16x2 {1024, 1024}
+// fp16x2 {1024 + zero, 1024 + zero}, zero in 0..15.
+LOWBIT_HD uint32_t w4a16_zero_pair(int zero) { return kW4a16Magic | uint32_t(zero) * 0x00010001u; }
+// fp16x2 {1024 + q(2k), 1024 + q(2k + 1)} of an interleaved word, k in 0..3.
+LOWBIT_HD uint32_t w4a16_magic_pair(uint32_t word, int k) {
+  return lop3_and_or(word >> (4 * k), 0x000f000fu, kW4a16Magic);
+}
+
+// IEEE fp16 <-> fp32 in software, for the host side of w4a16_pair_values (the same results as
+// the hardware's cvt: exact widening; narrowing to nearest even, overflow to inf, NaN stays NaN).
+LOWBIT_HD float f16_bits_to_float(uint32_t h) {
+  const uint32_t sign = (h & 0x8000u) << 16, exp = (h >> 10) & 0x1fu, man = h & 0x3ffu;
+  if (exp == 0) {
+    const float v = float(man) * 5.9604644775390625e-08f;  // man * 2^-24, exact
+    return sign ? -v : v;
+  }
+  const uint32_t bits = exp == 31 ? sign | 0x7f800000u | (man << 13) : sign | ((exp + 112u) << 23) | (man << 13);
+  float v;
+  memcpy(&v, &bits, 4);
+  return v;
+}
+LOWBIT_HD uint32_t float_to_f16_bits(float f) {
+  uint32_t u;
+  memcpy(&u, &f, 4);
+  const uint32_t sign = (u >> 16) & 0x8000u, a = u & 0x7fffffffu;
+  if (a > 0x7f800000u) return sign | 0x7e00u;     // NaN
+  if (a >= 0x477ff000u) return sign | 0x7c00u;    // 65520 and above round to inf
+  if (a < 0x38800000u) {                          // below 2^-14: subnormal steps of 2^-24
+    float mag;
+    memcpy(&mag, &a, 4);
+    const float scaled = mag * 16777216.0f;       // exact: a power of two
+    const uint32_t whole = uint32_t(scaled);
+    const float frac = scaled - float(whole);     // exact
+    return sign | (whole + (frac > 0.5f || (frac == 0.5f && (whole & 1u)) ? 1u : 0u));
+  }
+  return sign | ((a - (112u << 23) + 0x0fffu + ((a >> 13) & 1u)) >> 13);  // nearest even
+}
+
+// q - zero of the two columns of a magic pair, as fp32: fp16x2 subtraction (one HSUB2 on the GPU),
+// then widened (exact). Host / emulated device: the fp32 difference of the fp16 values rounded to
+// fp16, which is the fp16 subtraction's result for any fp16 operands (fp32 has 24 >= 2 * 11 + 2
+// significant bits, so the double rounding is innocuous); here every step is exact anyway.
+LOWBIT_HD void w4a16_pair_values(uint32_t magic, uint32_t zero_pair, float& lo, float& hi) {
+#if defined(__CUDA_ARCH__) && !LOWBIT_EMULATED_GPU
+  __half2 a, z;
+  memcpy(&a, &magic, 4);
+  memcpy(&z, &zero_pair, 4);
+  const float2 d = __half22float2(__hsub2(a, z));
+  lo = d.x;
+  hi = d.y;
+#else
+  const float lo32 = f16_bits_to_float(magic & 0xffffu) - f16_bits_to_float(zero_pair & 0xffffu);
+  const float hi32 = f16_bits_to_float(magic >> 16) - f16_bits_to_float(zero_pair >> 16);
+  lo = f16_bits_to_float(float_to_f16_bits(lo32));
+  hi = f16_bits_to_float(float_to_f16_bits(hi32));
+#endif
+}
 
 // --- int8 rows (LLM.int8, W8A8) -----------------------------------------------------------------
 // torch's round().to(int8) as the CPU reference does it: half to even, saturated, NaN -> 0.

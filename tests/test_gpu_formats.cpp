@@ -19,6 +19,7 @@
 #include "backend/cpu_backend.h"
 #include "backend/cuda_backend.h"
 #include "core/error.h"
+#include "core/half.h"
 #include "core/parallel.h"
 #include "formats/format.h"
 #include "generate/generate.h"
@@ -174,6 +175,66 @@ TEST_CASE("quantized matmul on the GPU equals fp64 on the CPU-dequantized weight
           CHECK(e_cpu < bound_vs_cpu(fc.format, m, fast));
         }
       gpu.set_fast_prefill(false);
+    }
+}
+
+// The planes on the device read back as quantize()'s bytes (W4A16's codes, interleaved on the
+// device when cols % 8 == 0, de-interleaved on the way back), and the bf16 dequantizer of the
+// fast prefill path (kernels/dequant.cuh) writes bf16(dequantize()) bit for bit for every format:
+// 16-byte stores where cols % 8 == 0 and the output is aligned, scalar stores for odd cols, for an
+// output one element off alignment, and for rows written in a permuted order (out_rows).
+TEST_CASE("device planes read back unchanged; the bf16 dequantizer equals bf16(dequantize())", "[gpu]") {
+  CudaContext ctx{CudaContextOptions{}};
+  struct Shape {
+    int rows, cols;
+  };
+  const Shape shapes[] = {{37, 200}, {29, 333}, {40, 1024}, {33, 96}, {3, 5}, {1, 8}};
+  for (const auto& fc : format_cases())
+    for (const auto& s : shapes) {
+      INFO(fc.label << " " << s.rows << "x" << s.cols);
+      const auto wv = random_values(size_t(s.rows) * s.cols, 21 + uint32_t(s.cols), 0.05f);
+      const QuantizedTensor q = quantize(fc.format, wv.data(), s.rows, s.cols, fc.opts);
+      std::vector<float> deq(size_t(s.rows) * s.cols);
+      dequantize(q, deq.data());
+      const DeviceQuantizedPlanes planes = upload_quantized_planes(ctx, q, "a test weight");
+      CHECK(planes.w4a16_interleaved == (fc.format == Format::W4A16 && s.cols % 8 == 0));
+      const QuantizedTensor back = download_quantized_planes(ctx, planes);
+      CHECK(back.codes == q.codes);
+      CHECK(back.scales16 == q.scales16);
+      CHECK(back.zeros == q.zeros);
+      CHECK(std::memcmp(back.scales.data(), q.scales.data(), q.scales.size() * sizeof(float)) == 0);
+
+      const QuantizedKernels* k = quantized_kernels(fc.format);
+      REQUIRE(k != nullptr);
+      REQUIRE(k->dequantize != nullptr);
+      const size_t n = size_t(s.rows) * size_t(s.cols);
+      DeviceMemory out = ctx.allocate((n + 8) * sizeof(uint16_t), "the bf16 weight");
+      std::vector<int32_t> order(size_t(s.rows));
+      for (int r = 0; r < s.rows; ++r) order[size_t(r)] = s.rows - 1 - r;
+      DeviceMemory order_device = ctx.allocate(order.size() * sizeof(int32_t), "the row order");
+      REQUIRE(cudaMemcpyAsync(order_device.get(), order.data(), order.size() * sizeof(int32_t), cudaMemcpyHostToDevice,
+                              ctx.stream()) == cudaSuccess);
+      for (const char* variant : {"aligned", "one element off", "rows reversed"}) {
+        INFO(variant);
+        const bool off = std::strcmp(variant, "one element off") == 0;
+        const bool reversed = std::strcmp(variant, "rows reversed") == 0;
+        kernels::QuantizedWeightView v = planes.view();
+        if (reversed) v.out_rows = order_device.as<int32_t>();
+        uint16_t* dst = out.as<uint16_t>() + (off ? 1 : 0);
+        REQUIRE(k->dequantize(v, dst, ctx.stream()) == cudaSuccess);
+        std::vector<uint16_t> got(n), want(n);
+        REQUIRE(cudaMemcpyAsync(got.data(), dst, n * sizeof(uint16_t), cudaMemcpyDeviceToHost, ctx.stream()) ==
+                cudaSuccess);
+        ctx.synchronize();
+        for (int r = 0; r < s.rows; ++r)
+          for (int c = 0; c < s.cols; ++c)
+            want[size_t(reversed ? order[size_t(r)] : r) * s.cols + c] = f32_to_bf16(deq[size_t(r) * s.cols + c]);
+        size_t mismatches = 0, first = 0;
+        for (size_t i = 0; i < n; ++i)
+          if (got[i] != want[i] && mismatches++ == 0) first = i;
+        INFO(mismatches << " mismatches, the first at " << first);
+        CHECK(mismatches == 0);
+      }
     }
 }
 

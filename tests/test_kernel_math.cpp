@@ -210,6 +210,156 @@ TEST_CASE("W4A16 kernels' decoding equals dequantize() for quantized weights and
   }
 }
 
+namespace {
+
+// gemv_w4a16.cu on the device planes: every 32-bit word of a row interleaved (cols % 8 == 0),
+// as upload_quantized_planes leaves them.
+std::vector<uint8_t> w4a16_interleaved_codes(const QuantizedTensor& q) {
+  std::vector<uint8_t> codes = q.codes;
+  for (size_t i = 0; i + 4 <= codes.size(); i += 4) {
+    const uint32_t word = w4a16_interleave(load_le32(codes.data() + i));
+    std::memcpy(codes.data() + i, &word, 4);
+  }
+  return codes;
+}
+
+// The fast path on the interleaved planes: per word, the chunk's zero pair and scale, pair k
+// (columns 2k, 2k+1) by lop3 + fp16x2 subtraction; value = (q - zero) * scale, the scale applied
+// after the conversion as the kernel applies it to the chunk's sum.
+std::vector<float> w4a16_magic_walk(const QuantizedTensor& q, const std::vector<uint8_t>& codes) {
+  std::vector<float> out(size_t(q.numel()));
+  const int rows = int(q.rows), cols = int(q.cols), group = q.opts.w4_group;
+  for (int r = 0; r < rows; ++r)
+    for (int col = 0; col < cols; col += 8) {
+      const uint32_t word = load_le32(codes.data() + size_t(r) * size_t(cols / 2) + size_t(col / 2));
+      const size_t g = w4a16_group_index(r, col, cols, group);
+      const uint32_t zero_pair = w4a16_zero_pair(q.zeros.empty() ? 8 : q.zeros[g]);
+      const float scale = f16_to_f32(q.scales16[g]);
+      for (int k = 0; k < 4; ++k) {
+        float lo, hi;
+        w4a16_pair_values(w4a16_magic_pair(word, k), zero_pair, lo, hi);
+        out[size_t(r) * cols + col + 2 * k] = lo * scale;
+        out[size_t(r) * cols + col + 2 * k + 1] = hi * scale;
+      }
+    }
+  return out;
+}
+
+// The slow path and the dequantizer on the interleaved planes.
+std::vector<float> w4a16_interleaved_walk(const QuantizedTensor& q, const std::vector<uint8_t>& codes) {
+  std::vector<float> out(size_t(q.numel()));
+  const int rows = int(q.rows), cols = int(q.cols), group = q.opts.w4_group;
+  for (int r = 0; r < rows; ++r)
+    for (int c = 0; c < cols; ++c) {
+      const size_t g = w4a16_group_index(r, c, cols, group);
+      const int zero = q.zeros.empty() ? 8 : q.zeros[g];
+      out[size_t(r) * cols + c] =
+          w4a16_value(w4a16_interleaved_code(codes.data(), r, c, cols), zero, f16_to_f32(q.scales16[g]));
+    }
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("W4A16 interleave: nibble order 0,2,4,6,1,3,5,7 and back", "[kernel_math][w4a16]") {
+  CHECK(w4a16_interleave(0x76543210u) == 0x75316420u);
+  CHECK(w4a16_deinterleave(0x75316420u) == 0x76543210u);
+  for (int i = 0; i < 8; ++i)
+    for (uint32_t v = 0; v < 16; ++v) {  // every value in every column alone
+      const uint32_t word = v << (4 * i);
+      CHECK(w4a16_interleave(word) == v << (4 * w4a16_interleaved_nibble(i)));
+      CHECK(w4a16_deinterleave(w4a16_interleave(word)) == word);
+    }
+  std::mt19937 rng(7);
+  for (int n = 0; n < 100000; ++n) {
+    const uint32_t word = rng();
+    REQUIRE(w4a16_deinterleave(w4a16_interleave(word)) == word);
+    REQUIRE(w4a16_interleave(w4a16_deinterleave(word)) == word);
+  }
+  // Interleaved byte offsets: column c of a row at byte 4 * (c / 8) + nibble / 2 of the row.
+  std::vector<uint8_t> codes(16);
+  for (size_t b = 0; b < codes.size(); ++b) codes[b] = uint8_t(b * 17 + 3);
+  const int cols = 16;  // two rows of one word each
+  for (int r = 0; r < 2; ++r)
+    for (int c = 0; c < cols; ++c) {
+      const uint32_t word = load_le32(codes.data() + size_t(r) * 8 + size_t(c / 8) * 4);
+      CHECK(w4a16_interleaved_code(codes.data(), r, c, cols) == w4a16_word_code(w4a16_deinterleave(word), c % 8));
+    }
+}
+
+TEST_CASE("W4A16 lop3 + fp16 magic conversion: q - zero exactly for every (q, zero) in every column",
+          "[kernel_math][w4a16]") {
+  CHECK(lop3_and_or(0xffffffffu, 0x000f000fu, kW4a16Magic) == 0x640f640fu);
+  CHECK(f16_bits_to_float(kW4a16Magic & 0xffffu) == 1024.0f);
+  CHECK(f16_bits_to_float(w4a16_zero_pair(15) >> 16) == 1039.0f);
+  size_t checked = 0;
+  for (int zero = 0; zero < 16; ++zero)
+    for (int q0 = 0; q0 < 16; ++q0) {
+      // Column i holds (q0 + 5 i) % 16: over q0 every value passes through every column.
+      uint32_t word = 0;
+      for (int i = 0; i < 8; ++i) word |= uint32_t((q0 + 5 * i) % 16) << (4 * i);
+      const uint32_t interleaved = w4a16_interleave(word);
+      for (int k = 0; k < 4; ++k) {
+        const uint32_t magic = w4a16_magic_pair(interleaved, k);
+        CHECK(f16_bits_to_float(magic & 0xffffu) == 1024.0f + float(w4a16_word_code(word, 2 * k)));
+        float v[2];
+        w4a16_pair_values(magic, w4a16_zero_pair(zero), v[0], v[1]);
+        for (int j = 0; j < 2; ++j) {
+          const int q = w4a16_word_code(word, 2 * k + j);
+          CHECK(same_bits(v[j], float(q - zero)));
+          CHECK(same_bits(v[j] * 0.01f, w4a16_value(q, zero, 0.01f)));
+          ++checked;
+        }
+      }
+    }
+  CHECK(checked == 16 * 16 * 8);
+}
+
+TEST_CASE("W4A16 software fp16 conversions equal core/half.h", "[kernel_math][w4a16]") {
+  for (uint32_t h = 0; h < 65536; ++h) {
+    const float want = f16_to_f32(uint16_t(h));
+    REQUIRE((same_bits(f16_bits_to_float(h), want) || (std::isnan(want) && std::isnan(f16_bits_to_float(h)))));
+    if (std::isnan(want)) continue;
+    REQUIRE(float_to_f16_bits(want) == h);
+    // The midpoint to the next half up (ties to even) and its neighbours.
+    const float next = f16_to_f32(uint16_t(h + 1));
+    if ((h & 0x7fffu) < 0x7c00u && !std::isnan(next) && !std::isinf(next)) {
+      const float mid = float((double(want) + double(next)) / 2);
+      for (float f : {mid, std::nextafter(mid, 0.0f), std::nextafter(mid, 1e30f), -mid})
+        REQUIRE(float_to_f16_bits(f) == f32_to_f16(f));
+    }
+  }
+  std::mt19937 rng(11);
+  for (int n = 0; n < 1000000; ++n) {
+    const uint32_t bits = rng();
+    float f;
+    std::memcpy(&f, &bits, 4);
+    if (std::isnan(f)) continue;
+    REQUIRE(float_to_f16_bits(f) == f32_to_f16(f));
+  }
+}
+
+TEST_CASE("W4A16 interleaved planes: the fast and slow paths equal dequantize()", "[kernel_math][w4a16]") {
+  struct Case {
+    int rows, cols, group;
+    bool symmetric;
+  };
+  const Case cases[] = {{37, 200, 128, false}, {37, 200, 128, true}, {72, 1000, 50, true},
+                        {8, 1024, 64, false},  {45, 2048, 128, false}, {33, 96, 128, false}};
+  for (const Case& c : cases) {
+    QuantOptions opts;
+    opts.w4_group = c.group;
+    opts.w4_symmetric = c.symmetric;
+    const auto w = random_values(size_t(c.rows) * c.cols, uint32_t(c.cols * 5 + c.group), 0.05f);
+    const QuantizedTensor q = quantize(Format::W4A16, w.data(), c.rows, c.cols, opts);
+    INFO(c.rows << "x" << c.cols << " group " << c.group << (c.symmetric ? " symmetric" : ""));
+    const std::vector<float> want = cpu_dequantized(q);
+    const std::vector<uint8_t> codes = w4a16_interleaved_codes(q);
+    check_bits(w4a16_interleaved_walk(q, codes), want);
+    if (c.group % 8 == 0) check_bits(w4a16_magic_walk(q, codes), want);
+  }
+}
+
 TEST_CASE("int8 rounding: half to even, saturated, NaN to 0", "[kernel_math]") {
   CHECK(round_to_int8(2.5f) == 2);
   CHECK(round_to_int8(3.5f) == 4);

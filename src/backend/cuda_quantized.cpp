@@ -1,5 +1,7 @@
 #include "backend/cuda_quantized.h"
 
+#include <cstring>
+
 #include <fmt/format.h>
 
 #include "core/error.h"
@@ -8,6 +10,7 @@
 #include "kernels/gemv_int8.cuh"
 #include "kernels/gemv_nf4_fp4.cuh"
 #include "kernels/gemv_w4a16.cuh"
+#include "kernels/quant_math.h"
 #include "kernels/quantize_nf4_fp4.cuh"
 
 namespace lowbit {
@@ -82,6 +85,7 @@ kernels::QuantizedWeightView DeviceQuantizedPlanes::view() const {
   v.scales16 = scales16.as<uint16_t>();
   // Symmetric W4A16 has no zero points (8 implied): the kernels test the pointer.
   v.zeros = zeros.bytes() > 0 ? zeros.as<uint8_t>() : nullptr;
+  v.w4a16_interleaved = w4a16_interleaved;
   v.block_size = opts.block_size;
   v.group = opts.w4_group;
   v.nf4 = format == Format::NF4 || format == Format::NF4_DQ;
@@ -105,6 +109,14 @@ DeviceQuantizedPlanes upload_quantized_planes(CudaContext& ctx, const QuantizedT
   p.scales2 = upload_plane(ctx, q.scales2, "the second-level scales of " + what);
   p.scales16 = upload_plane(ctx, q.scales16, "the fp16 scales of " + what);
   p.zeros = upload_plane(ctx, q.zeros, "the zero points of " + what);
+  // W4A16 for the decode GEMV's lop3 conversion: rows of whole 32-bit words are interleaved in
+  // place on the device (one pass at memory speed, queued behind the copy), not on the host,
+  // which would need a second host copy of the plane and a CPU pass over it at every load.
+  if (q.format == Format::W4A16 && q.cols % 8 == 0 && !q.codes.empty()) {
+    cuda_check(kernels::launch_w4a16_interleave(p.codes.as<uint8_t>(), int64_t(p.codes.bytes()), ctx.stream()),
+               "launch_w4a16_interleave");
+    p.w4a16_interleaved = true;
+  }
   ctx.synchronize();  // pageable sources: the host tensor may die after this call
   return p;
 }
@@ -175,6 +187,13 @@ QuantizedTensor download_quantized_planes(CudaContext& ctx, const DeviceQuantize
   q.scales16 = download_plane<uint16_t>(ctx, p.scales16);
   q.zeros = download_plane<uint8_t>(ctx, p.zeros);
   ctx.synchronize();
+  if (p.w4a16_interleaved)
+    for (size_t i = 0; i + 4 <= q.codes.size(); i += 4) {
+      uint32_t word;
+      std::memcpy(&word, q.codes.data() + i, 4);
+      word = kernels::w4a16_deinterleave(word);
+      std::memcpy(q.codes.data() + i, &word, 4);
+    }
   return q;
 }
 
