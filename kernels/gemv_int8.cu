@@ -224,7 +224,7 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
     gemv_int8_kernel(QuantizedWeightView w, const float* __restrict__ bias, const float* __restrict__ x,
                      int n_tokens, Workspace ws, float* __restrict__ y, GemvSteps steps) {
   constexpr int kUnroll = 2;
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int lane = threadIdx.x & 31;
   const int cols = w.cols;
   BlockActivations in_block{};
   if constexpr (kInBlock) {
@@ -233,19 +233,13 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
     ws.xq = in_block.xq;
     ws.token_scale = in_block.token_scale;
   }
-  constexpr int kHalf = kPair ? kRows / 2 : kRows;
-  const int base = (blockIdx.x * kWarpsPerBlock + warp) * kHalf;
+  const int base = gemv::warp_base<kRows, kPair>(kWarpsPerBlock);
   const int limit = kPair ? steps.hidden : w.rows;
   if (base >= limit) return;
   // The warp's rows (warp-uniform): kPair's first half are gate rows, the second the up rows.
   int row_of[kRows];
   bool valid[kRows];
-#pragma unroll
-  for (int r = 0; r < kRows; ++r) {
-    const int i = base + r % kHalf;
-    valid[r] = i < limit;
-    row_of[r] = (kPair && r >= kHalf ? steps.hidden : 0) + (valid[r] ? i : base);
-  }
+  gemv::warp_rows<kRows, kPair>(base, limit, steps.hidden, row_of, valid);
   const int8_t* codes = reinterpret_cast<const int8_t*>(w.codes);
 
   int acc[kTokens][kRows];
@@ -346,7 +340,7 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
 template <int kTokens, bool kLlmInt8>
 cudaError_t launch_int8_for(const QuantizedWeightView& w, const float* bias, const float* x, int n_tokens,
                             Workspace ws, float* y, cudaStream_t stream) {
-  constexpr int kRows = kTokens <= 2 ? 4 : (kTokens <= 4 ? 2 : 1);
+  constexpr int kRows = gemv::int8_rows_per_warp(kTokens);
   const unsigned threads = kWarpsPerBlock * 32;
   if (w.cols % 16 == 0) {
     const unsigned blocks = unsigned((w.rows + kWarpsPerBlock * kRows - 1) / (kWarpsPerBlock * kRows));
@@ -442,11 +436,8 @@ cudaError_t launch_gemv_w8a8(const QuantizedWeightView& w, const float* bias, co
 template <bool kLlmInt8, int kTokens, bool kPair>
 cudaError_t launch_int8_fused_for(const QuantizedWeightView& w, const float* bias, const float* x, int n_tokens,
                                   float* y, const GemvSteps& steps, cudaStream_t stream) {
-  constexpr int kBase = kTokens <= 2 ? 4 : (kTokens <= 4 ? 2 : 1);
-  constexpr int kRows = kPair ? (kBase < 2 ? 2 : kBase) : kBase;
-  constexpr int kHalf = kPair ? kRows / 2 : kRows;
-  const int rows = kPair ? steps.hidden : w.rows;
-  const unsigned blocks = unsigned((rows + kWarpsPerBlock * kHalf - 1) / (kWarpsPerBlock * kHalf));
+  constexpr int kRows = gemv::pair_rows(gemv::int8_rows_per_warp(kTokens), kPair);
+  const unsigned blocks = gemv::row_blocks<kRows, kPair>(w.rows, steps, kWarpsPerBlock);
   return launch<gemv_int8_kernel<kTokens, kRows, kLlmInt8, true, true, kPair>>(
       {blocks, kWarpsPerBlock * 32, block_activation_bytes(n_tokens, w.cols), stream}, w, bias, x, n_tokens,
       Workspace{}, y, steps);
@@ -465,11 +456,9 @@ cudaError_t launch_int8_fused(const GemvParts& parts, const float* bias, const f
                               const GemvSteps& steps, cudaStream_t stream) {
   if (n_tokens <= 0 || parts.rows <= 0) return cudaSuccess;
   const QuantizedWeightView& w = parts.part[0];
-  if (n_tokens > kMaxFusedTokens || parts.n_parts != 1 || w.out_rows != nullptr || w.cols % 16 != 0 ||
-      block_activation_bytes(n_tokens, w.cols) > kMaxNormedBytes)
+  if (!gemv::single_part_fusable(parts, n_tokens, block_activation_bytes(n_tokens, w.cols), steps))
     return cudaErrorNotSupported;
   if (steps.out == GemvOut::kSwiglu) {
-    if (steps.hidden <= 0 || w.rows != 2 * steps.hidden) return cudaErrorNotSupported;
     return launch_int8_fused_tokens<kLlmInt8, true>(w, bias, x, n_tokens, y, steps, stream);
   }
   return launch_int8_fused_tokens<kLlmInt8, false>(w, bias, x, n_tokens, y, steps, stream);

@@ -133,6 +133,50 @@ __device__ __forceinline__ int part_of(const GemvParts& p, int row) {
   return int(p.n_parts > 1 && row >= p.first_row[1]) + int(p.n_parts > 2 && row >= p.first_row[2]);
 }
 
+// Rows a warp computes at a batch capacity (the int8 and fp8 GEMVs' rule; the template's formats
+// give their own through rows_per_warp), and that count made even for SwiGLU's gate/up pairs.
+constexpr int int8_rows_per_warp(int tokens) { return tokens <= 2 ? 4 : (tokens <= 4 ? 2 : 1); }
+constexpr int pair_rows(int rows, bool pair) { return pair ? (rows < 2 ? 2 : rows + rows % 2) : rows; }
+
+// The warp's first row: warps of kRows rows (kPair: of kRows / 2 gate rows and as many up rows).
+template <int kRows, bool kPair>
+__device__ __forceinline__ int warp_base(int warps_per_block) {
+  return (blockIdx.x * warps_per_block + (threadIdx.x >> 5)) * (kPair ? kRows / 2 : kRows);
+}
+
+// The warp's rows (warp-uniform): kRows consecutive rows from `base`, or under kPair kRows / 2
+// gate rows from base and the up rows hidden + base... Rows past `limit` are marked invalid and
+// point at row base (or its up row), so that their loads stay in bounds.
+template <int kRows, bool kPair>
+__device__ __forceinline__ void warp_rows(int base, int limit, int hidden, int (&row)[kRows], bool (&valid)[kRows]) {
+  constexpr int kHalf = kPair ? kRows / 2 : kRows;
+#pragma unroll
+  for (int r = 0; r < kRows; ++r) {
+    const int i = base + r % kHalf;
+    valid[r] = i < limit;
+    row[r] = (kPair && r >= kHalf ? hidden : 0) + (valid[r] ? i : base);
+  }
+}
+
+// Blocks of `warps_per_block` warps covering `rows` (kPair: steps.hidden pairs).
+template <int kRows, bool kPair>
+unsigned row_blocks(int rows, const GemvSteps& steps, int warps_per_block) {
+  constexpr int kHalf = kPair ? kRows / 2 : kRows;
+  const int n = kPair ? steps.hidden : rows;
+  return unsigned((n + warps_per_block * kHalf - 1) / (warps_per_block * kHalf));
+}
+
+// Whether a one-part fused GEMV with block-made activations (the int8 and fp8 ones) takes this
+// layer: up to kMaxFusedTokens tokens, one part in its own row order, cols a multiple of the
+// 16-byte chunk, its activations within kMaxNormedBytes, and SwiGLU's rows exactly gate | up.
+inline bool single_part_fusable(const GemvParts& parts, int n_tokens, size_t activation_bytes, const GemvSteps& steps) {
+  const QuantizedWeightView& w = parts.part[0];
+  if (n_tokens > kMaxFusedTokens || parts.n_parts != 1 || w.out_rows != nullptr || w.cols % 16 != 0 ||
+      activation_bytes > kMaxNormedBytes)
+    return false;
+  return steps.out != GemvOut::kSwiglu || (steps.hidden > 0 && w.rows == 2 * steps.hidden);
+}
+
 // kNorm: x normalized in the block first (dynamic shared memory, n_tokens * cols floats).
 // kPair: SwiGLU -- a warp's first kRows / 2 rows are gate rows i.., the others the up rows
 // hidden + i.., so each output silu(g) * u is made where both sums are.
@@ -152,9 +196,9 @@ __global__ void __launch_bounds__(kWarps * 32)
   } else {
     __syncthreads();
   }
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int lane = threadIdx.x & 31;
   constexpr int kHalf = kPair ? kRows / 2 : kRows;
-  const int base = (blockIdx.x * kWarps + warp) * kHalf;
+  const int base = warp_base<kRows, kPair>(kWarps);
   const int limit = kPair ? steps.hidden : parts.rows;
   if (base >= limit) return;  // whole warp leaves together
 
@@ -166,14 +210,9 @@ __global__ void __launch_bounds__(kWarps * 32)
   const QuantizedWeightView& wb = parts.part[hi];
   int layer_row[kRows], local[kRows];
   bool valid[kRows];
+  warp_rows<kRows, kPair>(base, limit, steps.hidden, layer_row, valid);
 #pragma unroll
-  for (int r = 0; r < kRows; ++r) {
-    const int i = base + (r % kHalf);
-    valid[r] = i < limit;
-    const bool up = kPair && r >= kHalf;
-    layer_row[r] = (up ? steps.hidden : 0) + (valid[r] ? i : base);
-    local[r] = layer_row[r] - parts.first_row[up ? hi : lo];
-  }
+  for (int r = 0; r < kRows; ++r) local[r] = layer_row[r] - parts.first_row[kPair && r >= kHalf ? hi : lo];
 #define LOWBIT_GEMV_VIEW(r) ((kPair && (r) >= kHalf) ? wb : wa)
 
   float acc[kTokens][kRows];
@@ -301,11 +340,8 @@ inline GemvParts single_part(const QuantizedWeightView& w) {
 template <typename F, int kTokens, bool kNorm, bool kPair>
 cudaError_t launch_fast(const GemvParts& parts, const float* bias, const float* x, int n_tokens, float* y,
                         const GemvSteps& steps, cudaStream_t stream) {
-  constexpr int kBase = F::rows_per_warp(kTokens);
-  constexpr int kRows = kPair ? (kBase < 2 ? 2 : kBase + kBase % 2) : kBase;
-  constexpr int kHalf = kPair ? kRows / 2 : kRows;
-  const int rows = kPair ? steps.hidden : parts.rows;
-  const unsigned blocks = unsigned((rows + kWarps * kHalf - 1) / (kWarps * kHalf));
+  constexpr int kRows = pair_rows(F::rows_per_warp(kTokens), kPair);
+  const unsigned blocks = row_blocks<kRows, kPair>(parts.rows, steps, kWarps);
   const size_t shared = kNorm ? size_t(n_tokens) * size_t(parts.part[0].cols) * sizeof(float) : 0;
   return launch<gemv_fast_kernel<F, kTokens, kRows, kNorm, kPair>>({blocks, kWarps * 32, shared, stream}, parts, bias,
                                                                    x, n_tokens, y, steps);

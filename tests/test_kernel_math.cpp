@@ -189,19 +189,29 @@ TEST_CASE("W4A16 code index: every byte value, low nibble first; groups, zero po
   CHECK(w4a16_group_index(1, 200, 333, 50) == 11);  // 7 groups per row
 }
 
+namespace {
+
+struct W4a16Case {
+  int rows, cols, group;
+  bool symmetric;
+};
+
+// Random weights of the case's shape quantized to W4A16 with its group and zero points.
+QuantizedTensor quantize_w4a16_case(const W4a16Case& c, uint32_t seed) {
+  QuantOptions opts;
+  opts.w4_group = c.group;
+  opts.w4_symmetric = c.symmetric;
+  const auto w = random_values(size_t(c.rows) * c.cols, seed, 0.05f);
+  return quantize(Format::W4A16, w.data(), c.rows, c.cols, opts);
+}
+
+}  // namespace
+
 TEST_CASE("W4A16 kernels' decoding equals dequantize() for quantized weights and odd shapes", "[kernel_math]") {
-  struct Case {
-    int rows, cols, group;
-    bool symmetric;
-  };
-  const Case cases[] = {{37, 200, 128, false}, {37, 200, 128, true}, {29, 333, 128, false},
-                        {29, 333, 50, false},  {72, 1000, 50, true}, {8, 1024, 64, false}};
-  for (const Case& c : cases) {
-    QuantOptions opts;
-    opts.w4_group = c.group;
-    opts.w4_symmetric = c.symmetric;
-    const auto w = random_values(size_t(c.rows) * c.cols, uint32_t(c.cols * 3 + c.group), 0.05f);
-    const QuantizedTensor q = quantize(Format::W4A16, w.data(), c.rows, c.cols, opts);
+  const W4a16Case cases[] = {{37, 200, 128, false}, {37, 200, 128, true}, {29, 333, 128, false},
+                             {29, 333, 50, false},  {72, 1000, 50, true}, {8, 1024, 64, false}};
+  for (const W4a16Case& c : cases) {
+    const QuantizedTensor q = quantize_w4a16_case(c, uint32_t(c.cols * 3 + c.group));
     INFO(c.rows << "x" << c.cols << " group " << c.group << (c.symmetric ? " symmetric" : ""));
     CHECK(q.zeros.empty() == c.symmetric);  // the kernels tell the variants apart by this plane
     const std::vector<float> want = cpu_dequantized(q);
@@ -340,18 +350,10 @@ TEST_CASE("W4A16 software fp16 conversions equal core/half.h", "[kernel_math][w4
 }
 
 TEST_CASE("W4A16 interleaved planes: the fast and slow paths equal dequantize()", "[kernel_math][w4a16]") {
-  struct Case {
-    int rows, cols, group;
-    bool symmetric;
-  };
-  const Case cases[] = {{37, 200, 128, false}, {37, 200, 128, true}, {72, 1000, 50, true},
-                        {8, 1024, 64, false},  {45, 2048, 128, false}, {33, 96, 128, false}};
-  for (const Case& c : cases) {
-    QuantOptions opts;
-    opts.w4_group = c.group;
-    opts.w4_symmetric = c.symmetric;
-    const auto w = random_values(size_t(c.rows) * c.cols, uint32_t(c.cols * 5 + c.group), 0.05f);
-    const QuantizedTensor q = quantize(Format::W4A16, w.data(), c.rows, c.cols, opts);
+  const W4a16Case cases[] = {{37, 200, 128, false}, {37, 200, 128, true}, {72, 1000, 50, true},
+                             {8, 1024, 64, false},  {45, 2048, 128, false}, {33, 96, 128, false}};
+  for (const W4a16Case& c : cases) {
+    const QuantizedTensor q = quantize_w4a16_case(c, uint32_t(c.cols * 5 + c.group));
     INFO(c.rows << "x" << c.cols << " group " << c.group << (c.symmetric ? " symmetric" : ""));
     const std::vector<float> want = cpu_dequantized(q);
     const std::vector<uint8_t> codes = w4a16_interleaved_codes(q);
