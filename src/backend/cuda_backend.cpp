@@ -316,6 +316,9 @@ void CudaBackend::set_batch(const TokenBatch& batch) {
   if (int(batch.positions.size()) != n || int(batch.slots.size()) != n)
     throw DeviceError("set_batch: tokens, positions and slots differ in length");
   batch_ = batch;
+  std::vector<int32_t> slots(batch.slots);
+  std::sort(slots.begin(), slots.end());
+  batch_in_distinct_slots_ = std::adjacent_find(slots.begin(), slots.end()) == slots.end();
   if (n == 0) return;
   ensure_batch_capacity(n);
   if (capturing_batch_ > 0) return;  // replays read what the set_batch before them uploaded
@@ -669,11 +672,7 @@ void CudaBackend::attention(const DeviceBuffer& qkv, KvCache& cache, int layer, 
 // chunks run rope, then attention.
 void CudaBackend::rope_attention(DeviceBuffer& qkv, KvCache& cache, int layer, const AttentionShape& s,
                                  DeviceBuffer& out) {
-  const int n = batch_.size();
-  std::vector<int32_t> slots(batch_.slots);
-  std::sort(slots.begin(), slots.end());
-  const bool decode_step = std::adjacent_find(slots.begin(), slots.end()) == slots.end();
-  if (!decode_step || n == 0 || !fuse_) {
+  if (!batch_in_distinct_slots_ || batch_.size() == 0 || !fuse_) {
     rope(qkv, s);
     return attention(qkv, cache, layer, s, out);
   }

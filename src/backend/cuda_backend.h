@@ -136,6 +136,7 @@ class CudaBackend final : public Backend {
 
   CudaContext ctx_;
   TokenBatch batch_;                 // host copy of the current batch
+  bool batch_in_distinct_slots_ = true;  // one token per slot: a decode step (set_batch decides)
   DeviceMemory batch_device_;        // [tokens n | positions n | slots n] int32 for the current n
   int batch_capacity_ = 0;
   std::vector<StagingSlot> staging_;  // ring of pinned buffers for batch uploads
