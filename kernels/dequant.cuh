@@ -9,19 +9,19 @@
 
 #include <cuda_runtime_api.h>
 
+#include "formats/planes.h"
+
 namespace lowbit::kernels {
 
-// Pointers are device pointers; planes a format does not use are null.
-struct QuantizedWeightView {
+template <class T>
+using DevicePlane = const T*;
+
+// The planes of src/formats/planes.h as device pointers (codes, scales, scale_codes, scales2,
+// scales16, zeros); planes a format does not use are null (W4A16's zeros: null = symmetric, 8).
+struct QuantizedWeightView : Planes<DevicePlane> {
   int rows = 0, cols = 0;
-  const uint8_t* codes = nullptr;        // packed values (nibbles or int8)
-  const float* scales = nullptr;         // fp32 absmax per block (nf4/fp4), SCB / w_scale per row (int8/W8A8)
-  const uint8_t* scale_codes = nullptr;  // -dq: 8-bit codes of absmax - offset
-  const float* scales2 = nullptr;        // -dq: fp32 scale per 256 absmax values
   float offset = 0.0f;                   // -dq: mean absmax
-  const uint16_t* scales16 = nullptr;    // W4A16: fp16 scale per (row, group)
-  const uint8_t* zeros = nullptr;        // W4A16: zero point per (row, group); null = symmetric (8)
-  bool w4a16_interleaved = false;        // W4A16: code words interleaved at upload (quant_math.h)
+  bool repacked = false;                 // codes repacked at upload by the format (W4A16: interleaved, quant_math.h)
   int block_size = 64;                   // nf4/fp4 block of consecutive flat values
   int group = 128;                       // W4A16 group along a row
   bool nf4 = true;                       // nf4 table (else bnb fp4)
@@ -39,7 +39,10 @@ struct QuantizedWeightView {
 #if LOWBIT_EMULATED_GPU
 // The emulated device checks at launch that the planes a kernel receives are device memory.
 inline auto emu_device_pointers(const QuantizedWeightView& w) {
-  return std::array<const void*, 7>{w.codes, w.scales, w.scale_codes, w.scales2, w.scales16, w.zeros, w.out_rows};
+  std::array<const void*, kPlaneCount + 1> all{};
+  w.each([&](Plane p, const void* plane, auto*) { all[size_t(p)] = plane; });
+  all[kPlaneCount] = w.out_rows;
+  return all;
 }
 #endif
 

@@ -8,6 +8,7 @@
 
 #include <cuda_runtime_api.h>
 
+#include "formats/format_list.h"
 #include "kernels/dequant.cuh"
 
 namespace lowbit::kernels {
@@ -71,6 +72,35 @@ constexpr size_t kMaxNormedBytes = 44 * 1024;
 // (the caller then runs the steps apart).
 using FusedGemvLauncher = cudaError_t (*)(const GemvParts& parts, const float* bias, const float* x, int n_tokens,
                                           float* y, const GemvSteps& steps, cudaStream_t stream);
+
+// The kernels of one format (F32 and BF16 included), defined in the format's kernel file as
+// kernels::<symbol>_kernels, one per line of src/formats/format_list.h; the CUDA backend reaches
+// every format through them (src/backend/cuda_quantized.h).
+struct QuantizedKernels {
+  // Decode: n_tokens <= kMaxGemvTokens, or any n_tokens in one call where gemv_any_batch (the
+  // activations quantized once for the whole batch: LLM.int8's outlier columns span it).
+  // `workspace` holds at least gemv_workspace_bytes(n_tokens, cols) bytes (null where that is 0).
+  GemvLauncher gemv;
+  size_t (*gemv_workspace_bytes)(int n_tokens, int cols);
+  bool gemv_any_batch;
+  // The whole weight to bf16 [rows, cols] for the prefill GEMM (null for F32 / BF16, whose values
+  // are the GEMM's input).
+  cudaError_t (*dequantize)(const QuantizedWeightView& w, uint16_t* out, cudaStream_t stream);
+  // Every part of a layer in one launch with a norm before and an output step after (GemvSteps).
+  FusedGemvLauncher fused_gemv;
+  // A layout change of the codes on the device after the upload, for the decode GEMV (W4A16: its
+  // code words interleaved), and its inverse on a host copy; null: none. repack returns
+  // cudaErrorNotSupported (and leaves the codes alone) where the shape keeps the CPU layout; the
+  // view's `repacked` then stays false.
+  cudaError_t (*repack)(uint8_t* codes, int64_t bytes, int rows, int cols, cudaStream_t stream);
+  void (*unrepack)(uint8_t* host_codes, size_t bytes);
+};
+
+inline size_t no_gemv_workspace(int, int) { return 0; }
+
+#define LOWBIT_DECLARE_KERNELS(id, symbol) extern const QuantizedKernels symbol##_kernels;
+LOWBIT_FORMATS(LOWBIT_DECLARE_KERNELS)
+#undef LOWBIT_DECLARE_KERNELS
 
 cudaError_t launch_gemv_f32(const QuantizedWeightView& w, const float* bias, const float* x, int n_tokens, float* y,
                             void* workspace, cudaStream_t stream);

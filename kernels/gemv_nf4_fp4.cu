@@ -105,4 +105,14 @@ cudaError_t launch_dequantize_four_bit(const QuantizedWeightView& w, uint16_t* o
   return launch_dequantize_bf16<FourBitDecoder>(w, out, stream);
 }
 
+// One set for the four formats: the view's nf4 / double_quant flags pick the table and the absmax.
+#define LOWBIT_FOUR_BIT_KERNELS                                                                              \
+  {launch_gemv_four_bit, no_gemv_workspace, false, launch_dequantize_four_bit, launch_fused_gemv_four_bit, \
+   nullptr, nullptr}
+extern const QuantizedKernels nf4_kernels LOWBIT_FOUR_BIT_KERNELS;
+extern const QuantizedKernels fp4_kernels LOWBIT_FOUR_BIT_KERNELS;
+extern const QuantizedKernels nf4_dq_kernels LOWBIT_FOUR_BIT_KERNELS;
+extern const QuantizedKernels fp4_dq_kernels LOWBIT_FOUR_BIT_KERNELS;
+#undef LOWBIT_FOUR_BIT_KERNELS
+
 }  // namespace lowbit::kernels

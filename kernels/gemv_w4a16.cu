@@ -13,16 +13,18 @@
 // columns of a row; with cols % 32 == 0 and a power-of-two group of at least 32 columns it lies in
 // one group: scale and zero come from one index by shift, and the scale multiplies
 // sum_i (q_i - zero) x_i once.
+#include <cstring>
+
 #include <cuda_fp16.h>
 
 #include "kernels/gemv_template.cuh"
 #include "kernels/gemv_w4a16.cuh"
+#include "kernels/quant_math.h"
 
 namespace lowbit::kernels {
 
 namespace {
 
-constexpr int kSymmetricZero = 8;
 
 struct GroupScale {
   float scale;
@@ -31,14 +33,14 @@ struct GroupScale {
 
 __device__ __forceinline__ GroupScale group_scale(const QuantizedWeightView& w, int row, int col) {
   const size_t at = w4a16_group_index(row, col, w.cols, w.group);
-  return {__half2float(__ushort_as_half(w.scales16[at])), w.zeros != nullptr ? int(w.zeros[at]) : kSymmetricZero};
+  return {__half2float(__ushort_as_half(w.scales16[at])), w.zeros != nullptr ? int(w.zeros[at]) : kW4a16SymmetricZero};
 }
 
 struct W4a16Decoder {
   __device__ static float value(const QuantizedWeightView& w, int r, int c) {
     const GroupScale g = group_scale(w, r, c);
     const int code =
-        w.w4a16_interleaved ? w4a16_interleaved_code(w.codes, r, c, w.cols) : w4a16_code(w.codes, r, c, w.cols);
+        w.repacked ? w4a16_interleaved_code(w.codes, r, c, w.cols) : w4a16_code(w.codes, r, c, w.cols);
     return w4a16_value(code, g.zero, g.scale);
   }
 };
@@ -66,7 +68,7 @@ struct W4a16Format {
   static constexpr int rows_per_warp(int tokens) { return tokens <= 2 ? 4 : (tokens <= 4 ? 2 : 1); }
   static bool fast(const QuantizedWeightView& w) {
     const int g = w.group;
-    return w.w4a16_interleaved && w.cols % kValues == 0 && g >= kValues && (g & (g - 1)) == 0;
+    return w.repacked && w.cols % kValues == 0 && g >= kValues && (g & (g - 1)) == 0;
   }
   static bool valid(const QuantizedWeightView& w) { return w.group > 0; }
   __device__ static void load_shared(const QuantizedWeightView&, Shared&) {}
@@ -79,7 +81,7 @@ struct W4a16Format {
     const int shift = log2_exact(w.group);
     const int groups = (w.cols + w.group - 1) >> shift;
     const size_t at = size_t(r) * size_t(groups) + size_t((c * kValues) >> shift);
-    const int zero = w.zeros != nullptr ? int(w.zeros[at]) : kSymmetricZero;
+    const int zero = w.zeros != nullptr ? int(w.zeros[at]) : kW4a16SymmetricZero;
     return {__half2float(__ushort_as_half(w.scales16[at])), w4a16_zero_pair(zero)};
   }
   __device__ static __forceinline__ float scale(Chunk c) { return c.scale; }
@@ -121,5 +123,26 @@ cudaError_t launch_w4a16_interleave(uint8_t* codes, int64_t bytes, cudaStream_t 
   const unsigned blocks = unsigned(wanted < 65535 * 8 ? wanted : 65535 * 8);
   return launch<w4a16_interleave_kernel>({blocks, threads, 0, stream}, reinterpret_cast<uint32_t*>(codes), n);
 }
+
+namespace {
+// Upload: rows of whole aligned 32-bit words (cols % 8 == 0) are interleaved in place on the
+// device (one pass at memory speed, queued behind the copy) rather than on the host, which would
+// need a second host copy of the plane and a CPU pass over it at every load.
+cudaError_t w4a16_repack(uint8_t* codes, int64_t bytes, int, int cols, cudaStream_t stream) {
+  if (cols % 8 != 0 || bytes == 0) return cudaErrorNotSupported;
+  return launch_w4a16_interleave(codes, bytes, stream);
+}
+void w4a16_unrepack(uint8_t* codes, size_t bytes) {
+  for (size_t i = 0; i + 4 <= bytes; i += 4) {
+    uint32_t word;
+    memcpy(&word, codes + i, 4);
+    word = w4a16_deinterleave(word);
+    memcpy(codes + i, &word, 4);
+  }
+}
+}  // namespace
+
+extern const QuantizedKernels w4a16_kernels{launch_gemv_w4a16, no_gemv_workspace,       false,         launch_dequantize_w4a16,
+                                           launch_fused_gemv_w4a16, w4a16_repack, w4a16_unrepack};
 
 }  // namespace lowbit::kernels

@@ -1,5 +1,6 @@
 // The per-element math of the quantized kernels (gemv_nf4_fp4.cu, gemv_w4a16.cu, gemv_int8.cu):
-// where a value sits in the packed planes and the scalar arithmetic that decodes or rescales it.
+// where a value sits in the packed planes (each format's layout header in src/formats/layout_*.h,
+// shared with its CPU reference) and the scalar arithmetic that decodes or rescales it.
 // These are __host__ __device__ so that the kernels' own index math and rounding points are
 // exercised on the CPU by tests/test_kernel_math.cpp against the format reference
 // (src/formats/format_*.cpp), which is the oracle. g++ sees plain inline functions.
@@ -14,68 +15,29 @@
 #include <cuda_fp16.h>  // __hsub2, __half22float2 (W4A16)
 #endif
 
-#ifdef __CUDACC__
-#define LOWBIT_HD __host__ __device__ __forceinline__
-#else
-#define LOWBIT_HD inline
-#endif
+#include "formats/hd_math.h"
+#include "formats/layout_four_bit.h"
+#include "formats/layout_int8.h"
+#include "formats/layout_w4a16.h"
 
 namespace lowbit::kernels {
 
-constexpr int kDqBlock = 256;                       // -dq: absmax values per second-level scale
-constexpr float kInvSquare127 = 6.200124e-05f;      // bnb's int8_mm_dequant constant
-constexpr float kInv127 = 7.874015718698502e-3f;    // bnb's int8_vectorwise_dequant constant
-
-// fl(a * b) and fl(a + b) as separate IEEE roundings, never contracted into an FMA (device:
-// __fmul_rn / __fadd_rn; host: a volatile product, as the CPU reference writes it).
-LOWBIT_HD float mul_rn(float a, float b) {
-#ifdef __CUDA_ARCH__
-  return __fmul_rn(a, b);
-#else
-  volatile float product = a * b;
-  return product;
-#endif
-}
-LOWBIT_HD float add_rn(float a, float b) {
-#ifdef __CUDA_ARCH__
-  return __fadd_rn(a, b);
-#else
-  return a + b;
-#endif
-}
-
-// --- NF4 / FP4 (-dq): one nibble stream over the row-major flattened weight -------------------
-// Code of flat element i: element 2j in the HIGH nibble of byte j.
-LOWBIT_HD int four_bit_code(const uint8_t* codes, int64_t flat) {
-  const int byte = codes[flat >> 1];
-  return (flat & 1) ? (byte & 15) : (byte >> 4);
-}
-// Code of element i (0..7) of a 32-bit little-endian load of that stream at an even element:
-// byte i/2 holds elements i (high nibble, i even) and i + 1 (low nibble).
-LOWBIT_HD int four_bit_word_code(uint32_t word, int i) {
-  return int((word >> (8 * (i >> 1) + ((i & 1) ? 0 : 4))) & 15u);
-}
-// -dq: absmax = dynamic_map[code] * scales2[block / 256] + offset, rounded after the multiply and
-// after the add (bnb: a multiply kernel, then a torch add).
-LOWBIT_HD float dq_absmax(float map_value, float scale2, float offset) {
-  return add_rn(mul_rn(map_value, scale2), offset);
-}
-
-// --- W4A16: rows start on a byte, column 2j in the LOW nibble; scale/zero per (row, group) -----
-LOWBIT_HD int64_t w4a16_row_bytes(int cols) { return (int64_t(cols) + 1) / 2; }
-LOWBIT_HD int w4a16_code(const uint8_t* codes, int row, int col, int cols) {
-  const int byte = codes[size_t(row) * size_t(w4a16_row_bytes(cols)) + size_t(col / 2)];
-  return (col & 1) ? (byte >> 4) : (byte & 15);
-}
-// Index of (row, col)'s group in the [rows, ceil(cols / group)] scale and zero planes.
-LOWBIT_HD size_t w4a16_group_index(int row, int col, int cols, int group) {
-  const int groups = (cols + group - 1) / group;
-  return size_t(row) * size_t(groups) + size_t(col / group);
-}
-// Code of column i (0..7) of a 32-bit little-endian load at an even column: nibble i.
-LOWBIT_HD int w4a16_word_code(uint32_t word, int i) { return int((word >> (4 * i)) & 15u); }
-// (code - zero) * scale: exact in fp32 (a small integer times an fp16 value).
-LOWBIT_HD float w4a16_value(int code, int zero, float scale) { return float(code - zero) * scale; }
+// The layout facts each format shares with its CPU reference (src/formats/layout_*.h), also
+// reachable as kernels::name.
+using lowbit::add_rn;
+using lowbit::dq_absmax;
+using lowbit::four_bit_code;
+using lowbit::four_bit_word_code;
+using lowbit::kDqBlock;
+using lowbit::kInv127;
+using lowbit::kInvSquare127;
+using lowbit::mul_rn;
+using lowbit::round_to_int8;
+using lowbit::w4a16_code;
+using lowbit::w4a16_group_index;
+using lowbit::w4a16_row_bytes;
+using lowbit::w4a16_value;
+using lowbit::w4a16_word_code;
 
 // --- W4A16 on the GPU: the interleaved words of the decode GEMV ----------------------------------
 // At upload, when cols % 8 == 0 (every row a whole number of aligned 32-bit words), each word --
@@ -174,17 +136,6 @@ LOWBIT_HD void w4a16_pair_values(uint32_t magic, uint32_t zero_pair, float& lo, 
 }
 
 // --- int8 rows (LLM.int8, W8A8) -----------------------------------------------------------------
-// torch's round().to(int8) as the CPU reference does it: half to even, saturated, NaN -> 0.
-LOWBIT_HD int8_t round_to_int8(float v) {
-#ifdef __CUDA_ARCH__
-  if (isnan(v)) return 0;
-  return int8_t(fminf(fmaxf(rintf(v), -128.0f), 127.0f));
-#else
-  if (std::isnan(v)) return 0;
-  const float r = std::nearbyint(v);
-  return int8_t(r < -128.0f ? -128.0f : (r > 127.0f ? 127.0f : r));
-#endif
-}
 // LLM.int8 dequantized weight (int8_vectorwise_dequant): fl(fl(CB * SCB) * 1/127).
 LOWBIT_HD float llm_int8_weight(int8_t cb, float scb) { return mul_rn(mul_rn(float(cb), scb), kInv127); }
 // LLM.int8's per-row factor, bnb's `127.0 / row_stats` as torch evaluates it:

@@ -111,8 +111,7 @@ inline void check_golden_quant(Backend& backend, double spread_factor = 1.0, siz
         INFO(name << " " << format_text << " prompt " << j << " greedy");
         CHECK(generate(*model, req, [](int32_t) { return true; }).tokens == greedy);
       }
-      const bool rounds_activations =
-          f == Format::INT8 || f == Format::W4A16 || f == Format::W8A8 || f == Format::W8A8_FP8;
+      const bool rounds_activations = format_info(f).activations != Activations::fp32;
       const double sensitivity = expected.at("nudge_sensitivity").get<double>();
       const double bound = rounds_activations ? std::max(1e-4, spread_factor * sensitivity) : 1e-4;
       // The distances, for the record (docs and README quote them).

@@ -116,7 +116,13 @@ std::vector<double> reference_matmul(const std::vector<float>& w, const std::vec
 
 TEST_CASE("parse_format round trip and bad names", "[formats]") {
   for (Format f : all_formats()) REQUIRE(parse_format(format_name(f)) == f);
-  REQUIRE(all_formats().size() == 10);
+  // all_formats() is format_list.h's order, the enum's, with distinct names.
+  const std::vector<Format> formats = all_formats();
+  for (size_t i = 0; i < formats.size(); ++i) {
+    REQUIRE(formats[i] == Format(i));
+    REQUIRE(format_info(formats[i]).format == formats[i]);
+    for (size_t j = 0; j < i; ++j) REQUIRE(format_name(formats[j]) != format_name(formats[i]));
+  }
   REQUIRE(parse_format("NF4-DQ") == Format::NF4_DQ);
   REQUIRE(parse_format("w4a16") == Format::W4A16);
   REQUIRE(parse_format("w8a8") == Format::W8A8);
@@ -747,4 +753,39 @@ TEST_CASE("double-quant offset of 262,144 blocks is single-threaded torch's mean
     w[size_t(b * block)] = float(((uint64_t(b) * 2654435761ULL) % 1000003ULL) + 1) / 1e6f;
   const QuantizedTensor q = quantize(Format::NF4_DQ, w.data(), 4096, 4096, {});
   CHECK(bits(q.offset) == 0x3f000099u);
+}
+
+// The planes a format states (FormatInfo::plane_sizes) are the planes its quantize() fills, for
+// every format, shape and option that changes them: weight_bytes, quantized_bytes and the plane
+// sizes agree, and a row-wise format's stacked parts are the stacked quantized rows.
+TEST_CASE("every format fills exactly the planes it states", "[formats]") {
+  QuantOptions symmetric;
+  symmetric.w4_symmetric = true;
+  QuantOptions small;
+  small.block_size = 32;
+  small.w4_group = 32;
+  for (auto [rows, cols] : {std::pair<int64_t, int64_t>{3, 200}, {17, 64}, {1, 7}, {0, 16}}) {
+    const auto w = random_values(size_t(rows * cols), 71, 0.05f);
+    for (const QuantOptions& opts : {QuantOptions{}, symmetric, small}) {
+      for (Format f : all_formats()) {
+        INFO(format_name(f) << " " << rows << "x" << cols << " block " << opts.block_size << " group "
+                            << opts.w4_group << (opts.w4_symmetric ? " symmetric" : ""));
+        const QuantizedTensor q = quantize(f, w.data(), rows, cols, opts);
+        const PlaneSizes sizes = format_info(f).plane_sizes(rows, cols, opts);
+        size_t bytes = sizes.scalar_bytes;
+        q.each([&](Plane p, const auto& plane, auto* element) {
+          CHECK(plane.size() == sizes.elements[int(p)]);
+          bytes += plane.size() * sizeof(*element);
+        });
+        CHECK(weight_bytes(q) == bytes);
+        CHECK(quantized_bytes(f, rows, cols, opts) == bytes);
+        if (!quantizes_rows_independently(f) || rows < 2) continue;
+        // Rows [0, 1) and [1, rows) quantized apart and stacked == quantized together.
+        const LinearWeight parts = quantize_parts(
+            f, {{w.data(), 1, {}}, {w.data() + cols, rows - 1, {}}}, cols, opts);
+        REQUIRE(parts.is_single());
+        zip_planes([&](Plane, auto*, const auto& a, const auto& b) { CHECK(a == b); }, parts.parts.front().tensor, q);
+      }
+    }
+  }
 }

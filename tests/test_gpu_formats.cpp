@@ -197,7 +197,7 @@ TEST_CASE("device planes read back unchanged; the bf16 dequantizer equals bf16(d
       std::vector<float> deq(size_t(s.rows) * s.cols);
       dequantize(q, deq.data());
       const DeviceQuantizedPlanes planes = upload_quantized_planes(ctx, q, "a test weight");
-      CHECK(planes.w4a16_interleaved == (fc.format == Format::W4A16 && s.cols % 8 == 0));
+      CHECK(planes.repacked == (fc.format == Format::W4A16 && s.cols % 8 == 0));
       const QuantizedTensor back = download_quantized_planes(ctx, planes);
       CHECK(back.codes == q.codes);
       CHECK(back.scales16 == q.scales16);

@@ -3,7 +3,8 @@
 // reference model. On every fixture model and stories260K: the quantized model's next-token
 // distributions stay within a KL divergence of the bf16 model's. The arithmetic is
 // deterministic, so each (model, format) bound is 1.5x the value measured when the formats were
-// verified bit-exact against bitsandbytes (values in docs/quality.md). The fp4 model must land
+// verified bit-exact against bitsandbytes (values in docs/quality.md); each format states its
+// bounds beside its definition (FormatInfo::kl_bounds in src/formats/format_*.cpp). The fp4 model must land
 // outside the nf4 bound: the bounds are tight enough to tell a wrong code table. (Nibble order,
 // block boundaries and scales are pinned byte for byte in test_formats.)
 #include <catch2/catch.hpp>
@@ -12,7 +13,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
-#include <map>
+#include <stdexcept>
 
 #include <nlohmann/json.hpp>
 
@@ -68,18 +69,13 @@ std::vector<int32_t> probe_tokens() {
   return t;
 }
 
-// Upper bounds on mean KL(bf16 || format) per token over probe_tokens().
-const std::map<std::string, std::map<Format, double>> kMaxKl = {
-    {"falcon-40b-style", {{Format::F32, 9.3e-05}, {Format::INT8, 0.0021}, {Format::NF4, 0.19}, {Format::FP4, 0.33}, {Format::NF4_DQ, 0.19}, {Format::FP4_DQ, 0.33}, {Format::W4A16, 0.19}, {Format::W8A8, 0.0023}, {Format::W8A8_FP8, 0.024}}},
-    {"falcon-7b-style", {{Format::F32, 0.00011}, {Format::INT8, 0.0021}, {Format::NF4, 0.19}, {Format::FP4, 0.32}, {Format::NF4_DQ, 0.19}, {Format::FP4_DQ, 0.32}, {Format::W4A16, 0.22}, {Format::W8A8, 0.0022}, {Format::W8A8_FP8, 0.03}}},
-    {"falcon-mha-bias", {{Format::F32, 0.00023}, {Format::INT8, 0.0041}, {Format::NF4, 0.38}, {Format::FP4, 0.74}, {Format::NF4_DQ, 0.38}, {Format::FP4_DQ, 0.73}, {Format::W4A16, 0.37}, {Format::W8A8, 0.0041}, {Format::W8A8_FP8, 0.045}}},
-    {"llama-gqa-tied", {{Format::F32, 0.00055}, {Format::INT8, 0.0079}, {Format::NF4, 0.86}, {Format::FP4, 1.4}, {Format::NF4_DQ, 0.86}, {Format::FP4_DQ, 1.4}, {Format::W4A16, 0.72}, {Format::W8A8, 0.0092}, {Format::W8A8_FP8, 0.11}}},
-    {"falcon-untidy", {{Format::F32, 0.00027}, {Format::INT8, 0.005}, {Format::NF4, 0.39}, {Format::FP4, 0.86}, {Format::NF4_DQ, 0.39}, {Format::FP4_DQ, 0.86}, {Format::W4A16, 0.56}, {Format::W8A8, 0.0051}, {Format::W8A8_FP8, 0.063}}},
-    {"llama-untidy", {{Format::F32, 0.0006}, {Format::INT8, 0.012}, {Format::NF4, 1.24}, {Format::FP4, 1.5}, {Format::NF4_DQ, 1.25}, {Format::FP4_DQ, 1.5}, {Format::W4A16, 1.3}, {Format::W8A8, 0.011}, {Format::W8A8_FP8, 0.18}}},
-    {"llama-linear-rope-bf16", {{Format::F32, 1.1e-05}, {Format::INT8, 0.0077}, {Format::NF4, 0.74}, {Format::FP4, 1.3}, {Format::NF4_DQ, 0.74}, {Format::FP4_DQ, 1.3}, {Format::W4A16, 0.68}, {Format::W8A8, 0.0079}, {Format::W8A8_FP8, 0.12}}},
-    {"llama3-rope", {{Format::F32, 0.00041}, {Format::INT8, 0.008}, {Format::NF4, 0.72}, {Format::FP4, 1.3}, {Format::NF4_DQ, 0.72}, {Format::FP4_DQ, 1.3}, {Format::W4A16, 0.77}, {Format::W8A8, 0.0092}, {Format::W8A8_FP8, 0.16}}},
-    {"stories260K", {{Format::F32, 0.00014}, {Format::INT8, 0.0021}, {Format::NF4, 0.24}, {Format::FP4, 0.51}, {Format::NF4_DQ, 0.23}, {Format::FP4_DQ, 0.51}, {Format::W4A16, 0.22}, {Format::W8A8, 0.0028}, {Format::W8A8_FP8, 0.034}}},
-};
+// The upper bound on mean KL(bf16 || f) per token over probe_tokens() on `model`, from the
+// format's definition (FormatInfo::kl_bounds); throws where the format gives none for it.
+double max_kl(Format f, const std::string& model) {
+  for (const KlBound& b : format_info(f).kl_bounds)
+    if (b.model == model) return b.max_kl;
+  throw std::runtime_error(std::string(format_name(f)) + " states no KL bound for " + model);
+}
 
 }  // namespace
 
@@ -92,15 +88,21 @@ TEST_CASE("every format stays within its KL bound of bf16", "[quant]") {
   CpuBackend backend(0);
   const auto tokens = probe_tokens();
   const auto dirs = quant_models();
-  REQUIRE(dirs.size() == kMaxKl.size());
+  // Every format but the bf16 reference states a bound for every model here, and only for them.
+  for (Format f : all_formats()) {
+    if (f == Format::BF16) continue;
+    INFO(format_name(f));
+    CHECK(format_info(f).kl_bounds.size() == dirs.size());
+  }
   for (const auto& dir : dirs) {
     const std::string name = fs::path(dir).filename().string();
-    REQUIRE(kMaxKl.count(name) == 1);
     LoadOptions base;
     base.format = Format::BF16;
     base.max_context = 64;
     auto ref = log_probs(*Model::load(dir, backend, base), tokens);
-    for (const auto& [f, bound] : kMaxKl.at(name)) {
+    for (Format f : all_formats()) {
+      if (f == Format::BF16) continue;
+      const double bound = max_kl(f, name);
       LoadOptions o = base;
       o.format = f;
       double kl = mean_kl(ref, log_probs(*Model::load(dir, backend, o), tokens));
@@ -109,7 +111,7 @@ TEST_CASE("every format stays within its KL bound of bf16", "[quant]") {
       if (f != Format::F32) CHECK(kl > 0);  // every quantized format changes the weights
       // llama-untidy's fp4 KL (1.01) lies within 1.5x of its nf4 KL (0.83); its code tables are
       // pinned by the bitsandbytes model goldens above instead.
-      if (f == Format::FP4 && name != "llama-untidy") CHECK(kl > kMaxKl.at(name).at(Format::NF4));
+      if (f == Format::FP4 && name != "llama-untidy") CHECK(kl > max_kl(Format::NF4, name));
     }
   }
 }

@@ -508,11 +508,11 @@ void CudaBackend::matmul_layer(const CudaLinear& l, const float* x, int n, float
     v.out_rows = p.out_rows.bytes() > 0 ? p.out_rows.as<int32_t>() : nullptr;
     return v;
   };
-  // The int8 and fp8 GEMVs take any batch (activations quantized once for all of it: LLM.int8's
-  // outlier columns span the batch); the others take kMaxGemvTokens tokens per pass.
-  const bool int8_gemv = f == Format::INT8 || f == Format::W8A8 || f == Format::W8A8_FP8;
+  // A GEMV that takes any batch (the int8 and fp8 ones: activations quantized once for all of it,
+  // LLM.int8's outlier columns span the batch) runs once; the others take kMaxGemvTokens tokens
+  // per pass.
   auto gemv_passes = [&] {
-    const int per_pass = int8_gemv ? n : std::min(n, kernels::kMaxGemvTokens);
+    const int per_pass = k->gemv_any_batch ? n : std::min(n, kernels::kMaxGemvTokens);
     const size_t ws_bytes = k->gemv_workspace_bytes(per_pass, cols);
     void* ws = ws_bytes > 0 ? ensure_workspace(quantized_workspace_, ws_bytes, "quantized GEMV activations") : nullptr;
     for (int t0 = 0; t0 < n; t0 += per_pass) {

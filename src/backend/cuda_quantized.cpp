@@ -1,46 +1,26 @@
 #include "backend/cuda_quantized.h"
 
-#include <cstring>
+#include <iterator>
+#include <type_traits>
 
 #include <fmt/format.h>
 
 #include "core/error.h"
 #include "kernels/gemv.cuh"
-#include "kernels/gemv_fp8.cuh"
-#include "kernels/gemv_int8.cuh"
-#include "kernels/gemv_nf4_fp4.cuh"
-#include "kernels/gemv_w4a16.cuh"
-#include "kernels/quant_math.h"
 #include "kernels/quantize_nf4_fp4.cuh"
 
 namespace lowbit {
 
 namespace {
 
-size_t no_workspace(int, int) { return 0; }
+// Every format's kernels, in format_list.h (= enum) order.
+#define LOWBIT_KERNELS_ENTRY(id, symbol) &kernels::symbol##_kernels,
+const QuantizedKernels* const kQuantizedKernels[] = {LOWBIT_FORMATS(LOWBIT_KERNELS_ENTRY)};
+#undef LOWBIT_KERNELS_ENTRY
 
-// One line per format: the GEMV of decode (kernels/gemv_template.cuh for all of them) and the
-// bf16 dequantizer of the prefill path (F32 and BF16 need none: their values are the GEMM's input).
-constexpr QuantizedKernels kQuantizedKernels[] = {
-    {Format::F32, kernels::launch_gemv_f32, no_workspace, nullptr, kernels::launch_fused_gemv_f32},
-    {Format::BF16, kernels::launch_gemv_bf16, no_workspace, nullptr, kernels::launch_fused_gemv_bf16},
-    {Format::NF4, kernels::launch_gemv_four_bit, no_workspace, kernels::launch_dequantize_four_bit,
-     kernels::launch_fused_gemv_four_bit},
-    {Format::FP4, kernels::launch_gemv_four_bit, no_workspace, kernels::launch_dequantize_four_bit,
-     kernels::launch_fused_gemv_four_bit},
-    {Format::NF4_DQ, kernels::launch_gemv_four_bit, no_workspace, kernels::launch_dequantize_four_bit,
-     kernels::launch_fused_gemv_four_bit},
-    {Format::FP4_DQ, kernels::launch_gemv_four_bit, no_workspace, kernels::launch_dequantize_four_bit,
-     kernels::launch_fused_gemv_four_bit},
-    {Format::INT8, kernels::launch_gemv_int8, kernels::int8_gemv_workspace_bytes, kernels::launch_dequantize_int8,
-     kernels::launch_fused_gemv_int8},
-    {Format::W8A8, kernels::launch_gemv_w8a8, kernels::int8_gemv_workspace_bytes, kernels::launch_dequantize_w8a8,
-     kernels::launch_fused_gemv_w8a8},
-    {Format::W4A16, kernels::launch_gemv_w4a16, no_workspace, kernels::launch_dequantize_w4a16,
-     kernels::launch_fused_gemv_w4a16},
-    {Format::W8A8_FP8, kernels::launch_gemv_w8a8_fp8, kernels::fp8_gemv_workspace_bytes,
-     kernels::launch_dequantize_w8a8_fp8, kernels::launch_fused_gemv_w8a8_fp8},
-};
+std::string plane_label(Plane p, const std::string& what) {
+  return p == Plane::codes ? what : "the " + std::string(kPlaneDescriptions[int(p)]) + " of " + what;
+}
 
 template <typename T>
 DeviceMemory upload_plane(CudaContext& ctx, const std::vector<T>& plane, const std::string& what) {
@@ -62,14 +42,14 @@ std::vector<T> download_plane(CudaContext& ctx, const DeviceMemory& mem) {
 }  // namespace
 
 const QuantizedKernels* quantized_kernels(Format f) {
-  for (const auto& k : kQuantizedKernels)
-    if (k.format == f) return &k;
-  return nullptr;
+  const auto i = size_t(f);
+  return i < std::size(kQuantizedKernels) ? kQuantizedKernels[i] : nullptr;
 }
 
 size_t DeviceQuantizedPlanes::bytes() const {
-  return codes.bytes() + scales.bytes() + scale_codes.bytes() + scales2.bytes() + scales16.bytes() + zeros.bytes() +
-         (is_double_quantized(format) ? sizeof(float) : 0);
+  size_t total = format_info(format).plane_sizes(rows, cols, opts).scalar_bytes;
+  each([&](Plane, const DeviceMemory& plane, auto*) { total += plane.bytes(); });
+  return total;
 }
 
 kernels::QuantizedWeightView DeviceQuantizedPlanes::view() const {
@@ -77,15 +57,16 @@ kernels::QuantizedWeightView DeviceQuantizedPlanes::view() const {
   v.rows = int(rows);
   v.cols = int(cols);
   v.out_stride = int(rows);
-  v.codes = codes.as<uint8_t>();
-  v.scales = scales.as<float>();
-  v.scale_codes = scale_codes.as<uint8_t>();
-  v.scales2 = scales2.as<float>();
+  // An empty plane is a null pointer (symmetric W4A16 has no zero points, 8 implied: the kernels
+  // test the pointer).
+  zip_planes(
+      [](Plane, auto* element, const DeviceMemory& plane, auto& pointer) {
+        using T = std::remove_pointer_t<decltype(element)>;
+        pointer = plane.bytes() > 0 ? plane.as<T>() : nullptr;
+      },
+      *this, v);
   v.offset = offset;
-  v.scales16 = scales16.as<uint16_t>();
-  // Symmetric W4A16 has no zero points (8 implied): the kernels test the pointer.
-  v.zeros = zeros.bytes() > 0 ? zeros.as<uint8_t>() : nullptr;
-  v.w4a16_interleaved = w4a16_interleaved;
+  v.repacked = repacked;
   v.block_size = opts.block_size;
   v.group = opts.w4_group;
   v.nf4 = format == Format::NF4 || format == Format::NF4_DQ;
@@ -103,19 +84,14 @@ DeviceQuantizedPlanes upload_quantized_planes(CudaContext& ctx, const QuantizedT
   p.cols = q.cols;
   p.opts = q.opts;
   p.offset = q.offset;
-  p.codes = upload_plane(ctx, q.codes, what);
-  p.scales = upload_plane(ctx, q.scales, "the scales of " + what);
-  p.scale_codes = upload_plane(ctx, q.scale_codes, "the scale codes of " + what);
-  p.scales2 = upload_plane(ctx, q.scales2, "the second-level scales of " + what);
-  p.scales16 = upload_plane(ctx, q.scales16, "the fp16 scales of " + what);
-  p.zeros = upload_plane(ctx, q.zeros, "the zero points of " + what);
-  // W4A16 for the decode GEMV's lop3 conversion: rows of whole 32-bit words are interleaved in
-  // place on the device (one pass at memory speed, queued behind the copy), not on the host,
-  // which would need a second host copy of the plane and a CPU pass over it at every load.
-  if (q.format == Format::W4A16 && q.cols % 8 == 0 && !q.codes.empty()) {
-    cuda_check(kernels::launch_w4a16_interleave(p.codes.as<uint8_t>(), int64_t(p.codes.bytes()), ctx.stream()),
-               "launch_w4a16_interleave");
-    p.w4a16_interleaved = true;
+  zip_planes([&](Plane id, auto*, const auto& plane, DeviceMemory& mem) { mem = upload_plane(ctx, plane, plane_label(id, what)); },
+             q, p);
+  const QuantizedKernels* k = quantized_kernels(q.format);
+  if (k != nullptr && k->repack != nullptr) {
+    const cudaError_t e = k->repack(p.codes.bytes() > 0 ? p.codes.as<uint8_t>() : nullptr, int64_t(p.codes.bytes()),
+                                    int(q.rows), int(q.cols), ctx.stream());
+    if (e != cudaErrorNotSupported) cuda_check(e, "the repack of the codes after their upload");
+    p.repacked = e == cudaSuccess;
   }
   ctx.synchronize();  // pageable sources: the host tensor may die after this call
   return p;
@@ -180,20 +156,13 @@ QuantizedTensor download_quantized_planes(CudaContext& ctx, const DeviceQuantize
   q.cols = p.cols;
   q.opts = p.opts;
   q.offset = p.offset;
-  q.codes = download_plane<uint8_t>(ctx, p.codes);
-  q.scales = download_plane<float>(ctx, p.scales);
-  q.scale_codes = download_plane<uint8_t>(ctx, p.scale_codes);
-  q.scales2 = download_plane<float>(ctx, p.scales2);
-  q.scales16 = download_plane<uint16_t>(ctx, p.scales16);
-  q.zeros = download_plane<uint8_t>(ctx, p.zeros);
+  zip_planes(
+      [&](Plane, auto* element, const DeviceMemory& mem, auto& plane) {
+        plane = download_plane<std::remove_pointer_t<decltype(element)>>(ctx, mem);
+      },
+      p, q);
   ctx.synchronize();
-  if (p.w4a16_interleaved)
-    for (size_t i = 0; i + 4 <= q.codes.size(); i += 4) {
-      uint32_t word;
-      std::memcpy(&word, q.codes.data() + i, 4);
-      word = kernels::w4a16_deinterleave(word);
-      std::memcpy(q.codes.data() + i, &word, 4);
-    }
+  if (p.repacked) quantized_kernels(p.format)->unrepack(q.codes.data(), q.codes.size());
   return q;
 }
 

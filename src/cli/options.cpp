@@ -26,8 +26,7 @@ void add_model_flags(CLI::App& app, ModelFlags& f) {
                  "models/stories260K (working directory, then next to the binary)");
   app.add_option("--device", f.device, "auto, cpu or cuda")->capture_default_str();
   app.add_option("--quant", f.quant,
-                 "weight format: auto, f32, bf16, int8, nf4, fp4, nf4-dq, fp4-dq, W4A16, W8A8, W8A8-fp8 "
-                 "(auto = f32 on the CPU, bf16 on CUDA)")
+                 "weight format: auto, " + format_names() + " (auto = f32 on the CPU, bf16 on CUDA)")
       ->capture_default_str();
   app.add_option("-t,--threads", f.threads, "CPU threads (0 = all cores)")->capture_default_str();
   app.add_option("-c,--ctx-size,--ctx", f.ctx,

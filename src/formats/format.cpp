@@ -14,17 +14,10 @@ namespace lowbit {
 
 namespace {
 
-struct FormatName {
-  Format format;
-  std::string_view name;  // canonical CLI spelling; parsing is case-insensitive
-};
-
-constexpr FormatName kFormatNames[] = {
-    {Format::F32, "f32"},       {Format::BF16, "bf16"},     {Format::INT8, "int8"},
-    {Format::NF4, "nf4"},       {Format::FP4, "fp4"},       {Format::NF4_DQ, "nf4-dq"},
-    {Format::FP4_DQ, "fp4-dq"}, {Format::W4A16, "W4A16"},   {Format::W8A8, "W8A8"},
-    {Format::W8A8_FP8, "W8A8-fp8"},
-};
+// Every format's definition, in format_list.h order (= enum order).
+#define LOWBIT_FORMAT_DEFINITION(id, symbol) &formats::symbol##_format,
+const formats::FormatDefinition* const kDefinitions[] = {LOWBIT_FORMATS(LOWBIT_FORMAT_DEFINITION)};
+#undef LOWBIT_FORMAT_DEFINITION
 
 bool equals_ignoring_case(std::string_view a, std::string_view b) {
   return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
@@ -32,42 +25,39 @@ bool equals_ignoring_case(std::string_view a, std::string_view b) {
          });
 }
 
-const formats::FormatOps& ops_for(Format f) {
-  switch (f) {
-    case Format::F32:
-    case Format::BF16: return formats::float_ops(f);
-    case Format::NF4:
-    case Format::FP4:
-    case Format::NF4_DQ:
-    case Format::FP4_DQ: return formats::four_bit_ops(f);
-    case Format::INT8: return formats::int8_ops();
-    case Format::W4A16: return formats::w4a16_ops();
-    case Format::W8A8: return formats::w8a8_ops();
-    case Format::W8A8_FP8: return formats::w8a8_fp8_ops();
-  }
-  throw Error(ExitCode::input, "unknown weight format id " + std::to_string(int(f)));
+const formats::FormatDefinition& definition(Format f) {
+  const auto i = size_t(f);
+  if (i >= std::size(kDefinitions) || kDefinitions[i]->info.format != f)
+    throw Error(ExitCode::input, "unknown weight format id " + std::to_string(int(f)));
+  return *kDefinitions[i];
 }
 
 }  // namespace
 
+const FormatInfo& format_info(Format f) { return definition(f).info; }
+
 Format parse_format(std::string_view name) {
-  for (const auto& entry : kFormatNames)
-    if (equals_ignoring_case(name, entry.name)) return entry.format;
-  std::string valid;
-  for (const auto& entry : kFormatNames) valid += (valid.empty() ? "" : ", ") + std::string(entry.name);
-  throw UsageError("unknown weight format '" + std::string(name) + "' (valid: " + valid + ")");
+  for (const auto* d : kDefinitions)
+    if (equals_ignoring_case(name, d->info.name)) return d->info.format;
+  throw UsageError("unknown weight format '" + std::string(name) + "' (valid: " + format_names() + ")");
 }
 
 std::string_view format_name(Format f) {
-  for (const auto& entry : kFormatNames)
-    if (entry.format == f) return entry.name;
+  for (const auto* d : kDefinitions)
+    if (d->info.format == f) return d->info.name;
   return "unknown";
 }
 
 std::vector<Format> all_formats() {
   std::vector<Format> formats;
-  for (const auto& entry : kFormatNames) formats.push_back(entry.format);
+  for (const auto* d : kDefinitions) formats.push_back(d->info.format);
   return formats;
+}
+
+std::string format_names() {
+  std::string names;
+  for (const auto* d : kDefinitions) names += (names.empty() ? "" : ", ") + std::string(d->info.name);
+  return names;
 }
 
 QuantizedTensor quantize(Format f, const float* w, int64_t rows, int64_t cols, const QuantOptions& opts,
@@ -83,7 +73,16 @@ QuantizedTensor quantize(Format f, const float* w, int64_t rows, int64_t cols, c
   q.rows = rows;
   q.cols = cols;
   q.opts = opts;
-  ops_for(f).quantize(q, w, pool);
+  const formats::FormatDefinition& d = definition(f);
+  d.quantize(q, w, pool);
+  // The planes are what the format's plane_sizes says (byte counts and the device copy rely on it).
+  const PlaneSizes sizes = d.info.plane_sizes(rows, cols, opts);
+  q.each([&](Plane p, const auto& plane, auto*) {
+    if (plane.size() != sizes.elements[int(p)])
+      throw Error(ExitCode::input, "internal error: " + std::string(format_name(f)) + " quantize() filled " +
+                                          std::to_string(plane.size()) + " " + kPlaneDescriptions[int(p)] +
+                                          " where its plane_sizes says " + std::to_string(sizes.elements[int(p)]));
+  });
   return q;
 }
 
@@ -108,20 +107,20 @@ void double_quantize_scales(QuantizedTensor& q) {
 }
 
 void dequantize(const QuantizedTensor& q, float* out) {
-  const auto& ops = ops_for(q.format);
-  for (int64_t r = 0; r < q.rows; ++r) ops.dequantize_row(q, r, out + r * q.cols);
+  const auto& d = definition(q.format);
+  for (int64_t r = 0; r < q.rows; ++r) d.dequantize_row(q, r, out + r * q.cols);
 }
 
 void dequantize_row(const QuantizedTensor& q, int64_t row, float* out) {
   if (row < 0 || row >= q.rows)
     throw InputError("row " + std::to_string(row) + " out of range for a tensor with " + std::to_string(q.rows) + " rows");
-  ops_for(q.format).dequantize_row(q, row, out);
+  definition(q.format).dequantize_row(q, row, out);
 }
 
 void matmul(const QuantizedTensor& q, const float* x, int64_t n_tokens, float* y, ThreadPool& pool,
             const float* bias) {
   if (n_tokens <= 0 || q.rows == 0) return;
-  ops_for(q.format).matmul(q, x, n_tokens, bias, y, pool);
+  definition(q.format).matmul(q, x, n_tokens, bias, y, pool);
 }
 
 LinearWeight::LinearWeight(QuantizedTensor single) { parts.push_back({std::move(single), {}}); }
@@ -157,8 +156,6 @@ int64_t LinearWeight::rows() const {
   return total;
 }
 
-bool quantizes_rows_independently(Format f) { return !is_blockwise_four_bit(f); }
-
 std::vector<int64_t> output_rows(const LinearWeight& w) {
   std::vector<int64_t> out;
   out.reserve(size_t(w.rows()));
@@ -192,31 +189,15 @@ QuantizedTensor stack_rows(const LinearWeight& w) {
   out.rows = w.rows();
   out.cols = first.cols;
   out.opts = first.opts;
-  // Every plane of a row-wise format holds the same number of entries for each row (read from
-  // the first part that has rows).
-  size_t codes_per_row = 0, scales_per_row = 0, scales16_per_row = 0, zeros_per_row = 0;
-  for (const WeightPart& p : w.parts)
-    if (p.tensor.rows > 0) {
-      const QuantizedTensor& t = p.tensor;
-      codes_per_row = t.codes.size() / size_t(t.rows);
-      scales_per_row = t.scales.size() / size_t(t.rows);
-      scales16_per_row = t.scales16.size() / size_t(t.rows);
-      zeros_per_row = t.zeros.size() / size_t(t.rows);
-      break;
-    }
-  out.codes.resize(codes_per_row * size_t(out.rows));
-  out.scales.resize(scales_per_row * size_t(out.rows));
-  out.scales16.resize(scales16_per_row * size_t(out.rows));
-  out.zeros.resize(zeros_per_row * size_t(out.rows));
+  // Every plane of a row-wise format holds the same number of entries for each row.
+  const PlaneSizes per_row = format_info(out.format).plane_sizes(1, out.cols, out.opts);
+  out.each([&](Plane p, auto& plane, auto*) { plane.resize(per_row.elements[int(p)] * size_t(out.rows)); });
   const std::vector<int64_t> dst = output_rows(w);
   int64_t first_row = 0;
-  for (const WeightPart& p : w.parts) {
-    const QuantizedTensor& t = p.tensor;
+  for (const WeightPart& part : w.parts) {
+    const QuantizedTensor& t = part.tensor;
     const int64_t* part_dst = dst.data() + first_row;
-    place_rows(t.codes, t.rows, part_dst, out.codes);
-    place_rows(t.scales, t.rows, part_dst, out.scales);
-    place_rows(t.scales16, t.rows, part_dst, out.scales16);
-    place_rows(t.zeros, t.rows, part_dst, out.zeros);
+    zip_planes([&](Plane, auto*, const auto& from, auto& to) { place_rows(from, t.rows, part_dst, to); }, t, out);
     first_row += t.rows;
   }
   return out;
@@ -242,36 +223,22 @@ size_t weight_bytes(const LinearWeight& w) {
   return total;
 }
 
+namespace {
+size_t plane_bytes(const PlaneSizes& s) {
+  size_t total = s.scalar_bytes;
+  Planes<HostPlane>{}.each([&](Plane p, const auto&, auto* element) { total += s.elements[int(p)] * sizeof(*element); });
+  return total;
+}
+}  // namespace
+
 size_t quantized_bytes(Format f, int64_t rows, int64_t cols, const QuantOptions& opts) {
-  // The planes each format's quantize() allocates (see the layout comment in its .cpp file).
-  const size_t n = size_t(rows) * size_t(cols), r = size_t(rows);
-  switch (f) {
-    case Format::F32: return 4 * n;
-    case Format::BF16: return 2 * n;
-    case Format::INT8:
-    case Format::W8A8:
-    case Format::W8A8_FP8: return n + 4 * r;  // int8 / e4m3 codes + one fp32 scale per row
-    case Format::W4A16: {
-      const size_t groups = size_t((cols + opts.w4_group - 1) / opts.w4_group);
-      return r * size_t((cols + 1) / 2) + 2 * r * groups + (opts.w4_symmetric ? 0 : r * groups);
-    }
-    case Format::NF4:
-    case Format::FP4:
-    case Format::NF4_DQ:
-    case Format::FP4_DQ: {
-      const size_t blocks = (n + size_t(opts.block_size) - 1) / size_t(opts.block_size);
-      const size_t codes = (n + 1) / 2;
-      if (!is_double_quantized(f)) return codes + 4 * blocks;
-      return codes + blocks + 4 * ((blocks + 255) / 256) + 4;  // 8-bit absmax codes, fp32 per 256, offset
-    }
-  }
-  return 0;
+  return plane_bytes(format_info(f).plane_sizes(rows, cols, opts));
 }
 
 size_t weight_bytes(const QuantizedTensor& q) {
-  return q.codes.size() + q.scales.size() * sizeof(float) + q.scale_codes.size() +
-         q.scales2.size() * sizeof(float) + (q.format == Format::NF4_DQ || q.format == Format::FP4_DQ ? sizeof(float) : 0) +
-         q.scales16.size() * sizeof(uint16_t) + q.zeros.size();
+  size_t total = format_info(q.format).plane_sizes(q.rows, q.cols, q.opts).scalar_bytes;
+  q.each([&](Plane, const auto& plane, auto* element) { total += plane.size() * sizeof(*element); });
+  return total;
 }
 
 }  // namespace lowbit

@@ -3,25 +3,23 @@
 // out exactly as the CUDA kernels read them, so uploading to the GPU is a copy, not a re-pack.
 #pragma once
 #include <cstdint>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "core/parallel.h"
+#include "formats/format_list.h"
+#include "formats/planes.h"
 
 namespace lowbit {
 
+// The weight formats, in the order of format_list.h (each one's definition: its FormatInfo, in
+// the format's src/formats/format_*.cpp).
 enum class Format {
-  F32,     // no quantization: weights kept in fp32 (the exactness oracle)
-  BF16,    // weights rounded to bfloat16, round to nearest even
-  INT8,    // LLM.int8(): int8 rows (absmax per output row) + fp16 outlier columns at run time
-  NF4,     // bitsandbytes NF4, blocks of block_size, fp32 absmax per block
-  FP4,     // bitsandbytes FP4 (its own code table, not E2M1)
-  NF4_DQ,  // NF4 with double-quantized absmax (8-bit dynamic code, blocks of 256, mean offset)
-  FP4_DQ,  // FP4 with double-quantized absmax
-  W4A16,   // int4 groups of 128 along the input dim, asymmetric (zero point) or symmetric, 16-bit scales
-  W8A8,    // int8 weights, one symmetric scale per output channel; int8 activations per token
-  W8A8_FP8,  // e4m3 weights, one fp32 scale per output channel; e4m3 activations per token (FP8_DYNAMIC)
+#define LOWBIT_FORMAT_ENUM(id, symbol) id,
+  LOWBIT_FORMATS(LOWBIT_FORMAT_ENUM)
+#undef LOWBIT_FORMAT_ENUM
 };
 
 struct QuantOptions {
@@ -36,6 +34,8 @@ struct QuantOptions {
 Format parse_format(std::string_view name);
 std::string_view format_name(Format f);  // canonical CLI spelling
 std::vector<Format> all_formats();
+// "f32, bf16, int8, ...": every canonical name, in all_formats() order (help texts, errors).
+std::string format_names();
 
 // bitsandbytes' blockwise 4-bit formats: nf4, fp4, nf4-dq, fp4-dq (format_nf4_fp4.cpp).
 inline bool is_blockwise_four_bit(Format f) {
@@ -44,22 +44,52 @@ inline bool is_blockwise_four_bit(Format f) {
 // The two of them with double-quantized absmax.
 inline bool is_double_quantized(Format f) { return f == Format::NF4_DQ || f == Format::FP4_DQ; }
 
-// A quantized 2-D weight of shape [rows = out_features, cols = in_features], flattened row-major.
-// The meaning of each plane is documented in the format's own .cpp file.
-struct QuantizedTensor {
+// A quantized 2-D weight of shape [rows = out_features, cols = in_features], flattened row-major:
+// the planes of planes.h as host vectors (codes, scales, scale_codes, scales2, scales16, zeros),
+// each format's layout documented in its own .cpp file, plus the shape, the options and one
+// per-tensor scalar.
+template <class T>
+using HostPlane = std::vector<T>;
+struct QuantizedTensor : Planes<HostPlane> {
   Format format = Format::F32;
   int64_t rows = 0, cols = 0;
   QuantOptions opts;
-  std::vector<uint8_t> codes;     // packed weight values (fp32/bf16 bytes for F32/BF16)
-  std::vector<float> scales;      // first-level scales (absmax per block, per row, ...)
-  std::vector<uint8_t> scale_codes;  // double quantization: 8-bit codes of (absmax - offset)
-  std::vector<float> scales2;     // double quantization: fp32 scale per 256 absmax values
-  float offset = 0.0f;            // double quantization: mean of absmax, once per tensor
-  std::vector<uint16_t> scales16; // 16-bit scales (W4A16: fp16 scale per group)
-  std::vector<uint8_t> zeros;     // W4A16 zero points (one per group, 4-bit value stored in a byte)
+  float offset = 0.0f;  // double quantization: mean of absmax, once per tensor
 
   int64_t numel() const { return rows * cols; }
 };
+
+// How a format's matmul treats the activations (what its reference does at run time).
+enum class Activations {
+  fp32,            // x as given: y = W_dequantized x in fp32
+  fp16,            // x rounded to fp16 first (W4A16)
+  llm_int8,        // LLM.int8: fp16 x, int8 rows by absmax per token, outlier columns in fp16
+  int8_per_token,  // W8A8: symmetric int8 per token
+  e4m3_per_token,  // W8A8-fp8: e4m3 per token
+};
+
+// The KL(bf16 || format) a format may reach on a fixture model: 1.5x what it measured there, the
+// contract test_quant_model checks (docs/quality.md).
+struct KlBound {
+  std::string_view model;  // fixture folder name (tests/data/models/<model>, or stories260K)
+  double max_kl;
+};
+
+// What the rest of lowbit knows about a format: its definition, in the format's own .cpp file.
+struct FormatInfo {
+  Format format;
+  std::string_view name;     // canonical CLI spelling (parsing is case-insensitive)
+  std::string_view summary;  // one line: what the format is
+  Activations activations;
+  // Every output row quantized on its own: parts of a layer may be stacked (stack_rows).
+  bool rows_independent;
+  // The planes quantize() fills for a shape, element counts (quantized_bytes, weight_bytes).
+  PlaneSizes (*plane_sizes)(int64_t rows, int64_t cols, const QuantOptions& opts);
+  std::span<const KlBound> kl_bounds;
+};
+
+// The definition of f (throws InputError for an id outside the enum).
+const FormatInfo& format_info(Format f);
 
 // Quantization runs on `pool` (the caller's threads); the overload without one uses all cores.
 QuantizedTensor quantize(Format f, const float* w, int64_t rows, int64_t cols, const QuantOptions& opts,
@@ -138,7 +168,7 @@ struct HostWeightPart {
 // ones, whose blocks run across rows (and, for -dq, whose offset and groups of 256 absmax values
 // span the tensor). Stacking or reordering their quantized rows is the same as quantizing the
 // stacked or reordered fp32 rows, so for them parts may be merged.
-bool quantizes_rows_independently(Format f);
+inline bool quantizes_rows_independently(Format f) { return format_info(f).rows_independent; }
 
 // A row-wise format's weight as one tensor in output row order (exact: whole quantized rows are
 // moved). Throws InputError for the blockwise 4-bit formats.

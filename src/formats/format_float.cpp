@@ -22,7 +22,7 @@ const float* f32_row(const QuantizedTensor& q, int64_t row) {
 }
 
 void f32_quantize(QuantizedTensor& q, const float* w, ThreadPool&) {
-  q.codes.resize(size_t(q.numel()) * sizeof(float));
+  allocate_planes(q);
   if (q.numel() > 0) std::memcpy(q.codes.data(), w, q.codes.size());
 }
 
@@ -50,7 +50,7 @@ void f32_matmul(const QuantizedTensor& q, const float* x, int64_t n_tokens, cons
 const uint16_t* bf16_codes(const QuantizedTensor& q) { return reinterpret_cast<const uint16_t*>(q.codes.data()); }
 
 void bf16_quantize(QuantizedTensor& q, const float* w, ThreadPool& pool) {
-  q.codes.resize(size_t(q.numel()) * sizeof(uint16_t));
+  allocate_planes(q);
   auto* out = reinterpret_cast<uint16_t*>(q.codes.data());
   pool.parallel_for(q.numel(), [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) out[i] = f32_to_bf16(w[i]);
@@ -77,11 +77,40 @@ void bf16_matmul(const QuantizedTensor& q, const float* x, int64_t n_tokens, con
   add_bias_after(q, bias, n_tokens, y);
 }
 
-constexpr FormatOps kF32Ops{f32_quantize, f32_dequantize_row, f32_matmul};
-constexpr FormatOps kBf16Ops{bf16_quantize, bf16_dequantize_row, bf16_matmul};
+PlaneSizes f32_planes(int64_t rows, int64_t cols, const QuantOptions&) {
+  PlaneSizes s;
+  s[Plane::codes] = 4 * size_t(rows) * size_t(cols);
+  return s;
+}
+PlaneSizes bf16_planes(int64_t rows, int64_t cols, const QuantOptions&) {
+  PlaneSizes s;
+  s[Plane::codes] = 2 * size_t(rows) * size_t(cols);
+  return s;
+}
+
+// KL(bf16 || format) bounds on the fixture models: 1.5x the measured values (docs/quality.md).
+constexpr KlBound kF32Kl[] = {
+    {"falcon-40b-style", 9.3e-05},
+    {"falcon-7b-style", 0.00011},
+    {"falcon-mha-bias", 0.00023},
+    {"llama-gqa-tied", 0.00055},
+    {"falcon-untidy", 0.00027},
+    {"llama-untidy", 0.0006},
+    {"llama-linear-rope-bf16", 1.1e-05},
+    {"llama3-rope", 0.00041},
+    {"stories260K", 0.00014},
+};
 
 }  // namespace
 
-const FormatOps& float_ops(Format f) { return f == Format::BF16 ? kBf16Ops : kF32Ops; }
+const FormatDefinition f32_format{
+    {Format::F32, "f32", "no quantization: fp32 weights (the exactness oracle)", Activations::fp32, true, f32_planes,
+     kF32Kl},
+    f32_quantize, f32_dequantize_row, f32_matmul};
+// bf16 is the reference every format's KL is measured against: no bound of its own.
+const FormatDefinition bf16_format{
+    {Format::BF16, "bf16", "weights rounded to bfloat16 (nearest even), fp32 activations", Activations::fp32, true,
+     bf16_planes, {}},
+    bf16_quantize, bf16_dequantize_row, bf16_matmul};
 
 }  // namespace lowbit::formats

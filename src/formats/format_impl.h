@@ -1,5 +1,6 @@
 // Internal interface between format.cpp (names, dispatch) and the per-format files. Each format
-// file defines one FormatOps table; nothing outside src/formats includes this header.
+// file defines the FormatDefinition of its formats; nothing outside src/formats includes this
+// header.
 #pragma once
 #include <cstdint>
 #include <cstring>
@@ -12,15 +13,39 @@
 
 namespace lowbit::formats {
 
-// The per-format entry points. `quantize` fills every plane of `q` (format, rows, cols and opts
-// are already set); `dequantize_row` writes the cols reconstructed values of one row.
-struct FormatOps {
+// A format's whole definition: what the rest of lowbit reads (FormatInfo) and its CPU reference.
+// `quantize` fills every plane of `q` (format, rows, cols and opts are already set) to the sizes
+// info.plane_sizes gives (format.cpp checks); `dequantize_row` writes the cols reconstructed values
+// of one row.
+struct FormatDefinition {
+  FormatInfo info;
   void (*quantize)(QuantizedTensor& q, const float* w, ThreadPool& pool);
   void (*dequantize_row)(const QuantizedTensor& q, int64_t row, float* out);
   // bias: null or q.rows values, added where the format's reference adds it (see format.h).
   void (*matmul)(const QuantizedTensor& q, const float* x, int64_t n_tokens, const float* bias, float* y,
                  ThreadPool& pool);
 };
+
+// One definition per line of format_list.h: formats::<symbol>_format, in the format's own file.
+#define LOWBIT_DECLARE_FORMAT(id, symbol) extern const FormatDefinition symbol##_format;
+LOWBIT_FORMATS(LOWBIT_DECLARE_FORMAT)
+#undef LOWBIT_DECLARE_FORMAT
+
+// Every plane of q sized as format_info(q.format).plane_sizes gives, zero-filled: what a format's
+// quantize() writes into.
+inline void allocate_planes(QuantizedTensor& q) {
+  const PlaneSizes s = format_info(q.format).plane_sizes(q.rows, q.cols, q.opts);
+  q.each([&](Plane p, auto& plane, auto*) { plane.assign(s.elements[int(p)], {}); });
+}
+
+// The planes of the formats that store one int8 / e4m3 code per value and one fp32 scale per row
+// (LLM.int8, W8A8, W8A8-fp8).
+inline PlaneSizes int8_row_planes(int64_t rows, int64_t cols, const QuantOptions&) {
+  PlaneSizes s;
+  s[Plane::codes] = size_t(rows) * size_t(cols);
+  s[Plane::scales] = size_t(rows);
+  return s;
+}
 
 // y[t, r] += bias[r] in fp32 after the dot product (a no-op for a null bias): where every format
 // but LLM.int8 adds its bias, as torch's F.linear on the dequantized weight does.
@@ -30,13 +55,7 @@ inline void add_bias_after(const QuantizedTensor& q, const float* bias, int64_t 
     for (int64_t r = 0; r < q.rows; ++r) y[t * q.rows + r] += bias[r];
 }
 
-const FormatOps& float_ops(Format f);       // F32, BF16            (format_float.cpp)
-const FormatOps& four_bit_ops(Format f);    // NF4, FP4, NF4_DQ, FP4_DQ (format_nf4_fp4.cpp)
 void double_quantize_four_bit(QuantizedTensor& q);  // NF4/FP4 -> NF4_DQ/FP4_DQ (format_nf4_fp4.cpp)
-const FormatOps& int8_ops();                // LLM.int8             (format_int8.cpp)
-const FormatOps& w4a16_ops();               // W4A16                (format_w4a16.cpp)
-const FormatOps& w8a8_ops();                // W8A8                 (format_w8a8.cpp)
-const FormatOps& w8a8_fp8_ops();            // W8A8-fp8             (format_w8a8_fp8.cpp)
 
 // sum_i a[i] * b[i] in fp32 with eight independent partial sums, so the compiler vectorizes it
 // without -ffast-math (the summation order is fixed, hence deterministic across runs).

@@ -34,19 +34,11 @@
 #include "core/half.h"
 #include "formats/format_impl.h"
 #include "formats/kernels.h"
+#include "formats/layout_int8.h"
 
 namespace lowbit::formats {
 
 namespace {
-
-constexpr float kInvSquare127 = 6.200124e-05f;            // bnb's int8_mm_dequant constant
-constexpr float kInv127 = 7.874015718698502e-3f;          // bnb's int8_vectorwise_dequant constant
-
-// rint(v) into int8 as torch's round().to(int8) gives it; NaN (0 * inf from a zero scale) -> 0.
-int8_t round_to_int8(float v) {
-  if (std::isnan(v)) return 0;
-  return int8_t(std::clamp(std::nearbyint(v), -128.0f, 127.0f));
-}
 
 // bnb's `127.0 / row_stats` as torch computes it: a reciprocal, then a multiply by 127.
 float int8_factor(float absmax) { return (1.0f / absmax) * 127.0f; }
@@ -56,8 +48,7 @@ const int8_t* cb_row(const QuantizedTensor& q, int64_t row) {
 }
 
 void int8_quantize(QuantizedTensor& q, const float* w, ThreadPool& pool) {
-  q.codes.resize(size_t(q.numel()));
-  q.scales.assign(size_t(q.rows), 0.0f);
+  allocate_planes(q);
   pool.parallel_for(q.rows, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
       const float* in = w + r * q.cols;
@@ -168,10 +159,24 @@ void int8_matmul(const QuantizedTensor& q, const float* x, int64_t n_tokens, con
   }, cols * n_tokens);
 }
 
-constexpr FormatOps kInt8Ops{int8_quantize, int8_dequantize_row, int8_matmul};
+// KL(bf16 || format) bounds on the fixture models: 1.5x the measured values (docs/quality.md).
+constexpr KlBound kInt8Kl[] = {
+    {"falcon-40b-style", 0.0021},
+    {"falcon-7b-style", 0.0021},
+    {"falcon-mha-bias", 0.0041},
+    {"llama-gqa-tied", 0.0079},
+    {"falcon-untidy", 0.005},
+    {"llama-untidy", 0.012},
+    {"llama-linear-rope-bf16", 0.0077},
+    {"llama3-rope", 0.008},
+    {"stories260K", 0.0021},
+};
 
 }  // namespace
 
-const FormatOps& int8_ops() { return kInt8Ops; }
+const FormatDefinition int8_format{
+    {Format::INT8, "int8", "LLM.int8(): int8 rows (absmax per output row) + fp16 outlier columns at run time",
+     Activations::llm_int8, true, int8_row_planes, kInt8Kl},
+    int8_quantize, int8_dequantize_row, int8_matmul};
 
 }  // namespace lowbit::formats

@@ -186,7 +186,7 @@ void four_bit_quantize(QuantizedTensor& q, const float* w, ThreadPool& pool) {
   const FourBitEncoder& encoder = encoder_for(q.format);
   const int64_t n = q.numel(), bs = q.opts.block_size, blocks = block_count(q);
   std::vector<float> absmax(static_cast<size_t>(blocks));
-  q.codes.assign(size_t((n + 1) / 2), 0);
+  allocate_planes(q);
   pool.parallel_for(blocks, [&](int64_t begin, int64_t end) {
     for (int64_t b = begin; b < end; ++b) {
       const int64_t lo = b * bs, hi = std::min(n, lo + bs);
@@ -366,11 +366,93 @@ void four_bit_matmul(const QuantizedTensor& q, const float* x, int64_t n_tokens,
   add_bias_after(q, bias, n_tokens, y);
 }
 
-constexpr FormatOps kFourBitOps{four_bit_quantize, four_bit_dequantize_row, four_bit_matmul};
+// Codes: one nibble per value; nf4 / fp4: an fp32 absmax per block; -dq: an 8-bit code per block,
+// an fp32 scale per 256 blocks and the offset.
+PlaneSizes four_bit_planes(int64_t rows, int64_t cols, const QuantOptions& opts, bool double_quant) {
+  PlaneSizes s;
+  const size_t n = size_t(rows) * size_t(cols), blocks = (n + size_t(opts.block_size) - 1) / size_t(opts.block_size);
+  s[Plane::codes] = (n + 1) / 2;
+  if (!double_quant) {
+    s[Plane::scales] = blocks;
+    return s;
+  }
+  s[Plane::scale_codes] = blocks;
+  s[Plane::scales2] = (blocks + kDqBlock - 1) / kDqBlock;
+  s.scalar_bytes = sizeof(float);
+  return s;
+}
+PlaneSizes plain_planes(int64_t rows, int64_t cols, const QuantOptions& opts) {
+  return four_bit_planes(rows, cols, opts, false);
+}
+PlaneSizes dq_planes(int64_t rows, int64_t cols, const QuantOptions& opts) {
+  return four_bit_planes(rows, cols, opts, true);
+}
+
+// KL(bf16 || format) bounds on the fixture models: 1.5x the measured values (docs/quality.md).
+constexpr KlBound kNf4Kl[] = {
+    {"falcon-40b-style", 0.19},
+    {"falcon-7b-style", 0.19},
+    {"falcon-mha-bias", 0.38},
+    {"llama-gqa-tied", 0.86},
+    {"falcon-untidy", 0.39},
+    {"llama-untidy", 1.24},
+    {"llama-linear-rope-bf16", 0.74},
+    {"llama3-rope", 0.72},
+    {"stories260K", 0.24},
+};
+constexpr KlBound kFp4Kl[] = {
+    {"falcon-40b-style", 0.33},
+    {"falcon-7b-style", 0.32},
+    {"falcon-mha-bias", 0.74},
+    {"llama-gqa-tied", 1.4},
+    {"falcon-untidy", 0.86},
+    {"llama-untidy", 1.5},
+    {"llama-linear-rope-bf16", 1.3},
+    {"llama3-rope", 1.3},
+    {"stories260K", 0.51},
+};
+constexpr KlBound kNf4DqKl[] = {
+    {"falcon-40b-style", 0.19},
+    {"falcon-7b-style", 0.19},
+    {"falcon-mha-bias", 0.38},
+    {"llama-gqa-tied", 0.86},
+    {"falcon-untidy", 0.39},
+    {"llama-untidy", 1.25},
+    {"llama-linear-rope-bf16", 0.74},
+    {"llama3-rope", 0.72},
+    {"stories260K", 0.23},
+};
+constexpr KlBound kFp4DqKl[] = {
+    {"falcon-40b-style", 0.33},
+    {"falcon-7b-style", 0.32},
+    {"falcon-mha-bias", 0.73},
+    {"llama-gqa-tied", 1.4},
+    {"falcon-untidy", 0.86},
+    {"llama-untidy", 1.5},
+    {"llama-linear-rope-bf16", 1.3},
+    {"llama3-rope", 1.3},
+    {"stories260K", 0.51},
+};
 
 }  // namespace
 
-const FormatOps& four_bit_ops(Format) { return kFourBitOps; }
+// Blocks run across rows (and -dq's offset and groups of 256 absmax values span the tensor): no
+// row stacking.
+const FormatDefinition nf4_format{
+    {Format::NF4, "nf4", "bitsandbytes NF4: blocks of block_size, fp32 absmax per block", Activations::fp32, false,
+     plain_planes, kNf4Kl},
+    four_bit_quantize, four_bit_dequantize_row, four_bit_matmul};
+const FormatDefinition fp4_format{
+    {Format::FP4, "fp4", "bitsandbytes FP4 (its own code table, not E2M1), fp32 absmax per block", Activations::fp32,
+     false, plain_planes, kFp4Kl},
+    four_bit_quantize, four_bit_dequantize_row, four_bit_matmul};
+const FormatDefinition nf4_dq_format{
+    {Format::NF4_DQ, "nf4-dq", "NF4 with double-quantized absmax (8-bit dynamic code, blocks of 256, mean offset)",
+     Activations::fp32, false, dq_planes, kNf4DqKl},
+    four_bit_quantize, four_bit_dequantize_row, four_bit_matmul};
+const FormatDefinition fp4_dq_format{
+    {Format::FP4_DQ, "fp4-dq", "FP4 with double-quantized absmax", Activations::fp32, false, dq_planes, kFp4DqKl},
+    four_bit_quantize, four_bit_dequantize_row, four_bit_matmul};
 
 void double_quantize_four_bit(QuantizedTensor& q) {
   ThreadPool pool;

@@ -23,24 +23,30 @@
 #include "core/half.h"
 #include "formats/format_impl.h"
 #include "formats/kernels.h"
+#include "formats/layout_w4a16.h"
 
 namespace lowbit::formats {
 
 namespace {
 
-constexpr int kSymmetricZero = 8;
+int64_t group_count(const QuantizedTensor& q) { return w4a16_groups(q.cols, q.opts.w4_group); }
+int64_t row_bytes(const QuantizedTensor& q) { return w4a16_row_bytes(q.cols); }
 
-int64_t group_count(const QuantizedTensor& q) { return (q.cols + q.opts.w4_group - 1) / q.opts.w4_group; }
-int64_t row_bytes(const QuantizedTensor& q) { return (q.cols + 1) / 2; }
+PlaneSizes w4a16_planes(int64_t rows, int64_t cols, const QuantOptions& opts) {
+  PlaneSizes s;
+  const size_t r = size_t(rows), groups = size_t(w4a16_groups(cols, opts.w4_group));
+  s[Plane::codes] = r * size_t(w4a16_row_bytes(cols));
+  s[Plane::scales16] = r * groups;
+  s[Plane::zeros] = opts.w4_symmetric ? 0 : r * groups;
+  return s;
+}
 
 int clamp_code(float v) { return int(std::clamp(v, 0.0f, 15.0f)); }
 
 void w4a16_quantize(QuantizedTensor& q, const float* w, ThreadPool& pool) {
   const int64_t groups = group_count(q), group = q.opts.w4_group;
   const bool symmetric = q.opts.w4_symmetric;
-  q.codes.assign(size_t(q.rows * row_bytes(q)), 0);
-  q.scales16.assign(size_t(q.rows * groups), 0);
-  if (!symmetric) q.zeros.assign(size_t(q.rows * groups), 0);
+  allocate_planes(q);
   pool.parallel_for(q.rows, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
       const float* in = w + r * q.cols;
@@ -55,7 +61,7 @@ void w4a16_quantize(QuantizedTensor& q, const float* w, ThreadPool& pool) {
         }
         const uint16_t scale16 = f32_to_f16(symmetric ? absmax / 7.0f : (hi - lo) / 15.0f);
         const float scale = f16_to_f32(scale16);
-        int zero = kSymmetricZero;
+        int zero = kW4a16SymmetricZero;
         if (!symmetric) zero = scale > 0.0f ? clamp_code(std::nearbyint(-lo / scale)) : 0;
         q.scales16[size_t(r * groups + g)] = scale16;
         if (!symmetric) q.zeros[size_t(r * groups + g)] = uint8_t(zero);
@@ -93,7 +99,7 @@ void decode_row(const QuantizedTensor& q, int64_t row, float* out, bool avx2) {
   const uint8_t* in = q.codes.data() + row * row_bytes(q);
   for (int64_t g = 0; g < groups; ++g) {
     const float scale = f16_to_f32(q.scales16[size_t(row * groups + g)]);
-    const int zero = q.opts.w4_symmetric ? kSymmetricZero : q.zeros[size_t(row * groups + g)];
+    const int zero = q.opts.w4_symmetric ? kW4a16SymmetricZero : q.zeros[size_t(row * groups + g)];
     const int64_t hi_col = std::min(q.cols, (g + 1) * group);
     int64_t c = g * group;
     // (q - zero) * scale, computed rather than looked up so the byte loop vectorizes.
@@ -141,10 +147,25 @@ void w4a16_matmul(const QuantizedTensor& q, const float* x, int64_t n_tokens, co
   add_bias_after(q, bias, n_tokens, y);
 }
 
-constexpr FormatOps kW4a16Ops{w4a16_quantize, w4a16_dequantize_row, w4a16_matmul};
+// KL(bf16 || format) bounds on the fixture models: 1.5x the measured values (docs/quality.md).
+constexpr KlBound kW4a16Kl[] = {
+    {"falcon-40b-style", 0.19},
+    {"falcon-7b-style", 0.22},
+    {"falcon-mha-bias", 0.37},
+    {"llama-gqa-tied", 0.72},
+    {"falcon-untidy", 0.56},
+    {"llama-untidy", 1.3},
+    {"llama-linear-rope-bf16", 0.68},
+    {"llama3-rope", 0.77},
+    {"stories260K", 0.22},
+};
 
 }  // namespace
 
-const FormatOps& w4a16_ops() { return kW4a16Ops; }
+const FormatDefinition w4a16_format{
+    {Format::W4A16, "W4A16",
+     "int4 groups of 128 along the input dim, asymmetric (zero point) or symmetric, fp16 scales; fp16 activations",
+     Activations::fp16, true, w4a16_planes, kW4a16Kl},
+    w4a16_quantize, w4a16_dequantize_row, w4a16_matmul};
 
 }  // namespace lowbit::formats

@@ -18,19 +18,18 @@
 #include "core/cpu_features.h"
 #include "formats/format_impl.h"
 #include "formats/kernels.h"
+#include "formats/layout_int8.h"
 
 namespace lowbit::formats {
 
 namespace {
-
-int8_t saturate_round(float v) { return int8_t(std::clamp(std::nearbyint(v), -128.0f, 127.0f)); }
 
 // Quantizes n values with one symmetric scale (absmax / 127); returns the scale.
 float quantize_symmetric(const float* in, int64_t n, int8_t* out) {
   float absmax = 0.0f;
   for (int64_t i = 0; i < n; ++i) absmax = std::max(absmax, std::fabs(in[i]));
   const float scale = absmax / 127.0f;
-  for (int64_t i = 0; i < n; ++i) out[i] = scale > 0.0f ? saturate_round(in[i] / scale) : int8_t(0);
+  for (int64_t i = 0; i < n; ++i) out[i] = scale > 0.0f ? round_to_int8(in[i] / scale) : int8_t(0);
   return scale;
 }
 
@@ -39,8 +38,7 @@ const int8_t* weight_row(const QuantizedTensor& q, int64_t row) {
 }
 
 void w8a8_quantize(QuantizedTensor& q, const float* w, ThreadPool& pool) {
-  q.codes.resize(size_t(q.numel()));
-  q.scales.assign(size_t(q.rows), 0.0f);
+  allocate_planes(q);
   pool.parallel_for(q.rows, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r)
       q.scales[size_t(r)] =
@@ -88,10 +86,24 @@ void w8a8_matmul(const QuantizedTensor& q, const float* x, int64_t n_tokens, con
   add_bias_after(q, bias, n_tokens, y);
 }
 
-constexpr FormatOps kW8a8Ops{w8a8_quantize, w8a8_dequantize_row, w8a8_matmul};
+// KL(bf16 || format) bounds on the fixture models: 1.5x the measured values (docs/quality.md).
+constexpr KlBound kW8a8Kl[] = {
+    {"falcon-40b-style", 0.0023},
+    {"falcon-7b-style", 0.0022},
+    {"falcon-mha-bias", 0.0041},
+    {"llama-gqa-tied", 0.0092},
+    {"falcon-untidy", 0.0051},
+    {"llama-untidy", 0.011},
+    {"llama-linear-rope-bf16", 0.0079},
+    {"llama3-rope", 0.0092},
+    {"stories260K", 0.0028},
+};
 
 }  // namespace
 
-const FormatOps& w8a8_ops() { return kW8a8Ops; }
+const FormatDefinition w8a8_format{
+    {Format::W8A8, "W8A8", "int8 weights, one symmetric scale per output channel; int8 activations per token",
+     Activations::int8_per_token, true, int8_row_planes, kW8a8Kl},
+    w8a8_quantize, w8a8_dequantize_row, w8a8_matmul};
 
 }  // namespace lowbit::formats

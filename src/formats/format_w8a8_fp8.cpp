@@ -63,8 +63,7 @@ const std::array<double, 256>& e4m3_doubles() {
 }
 
 void fp8_quantize(QuantizedTensor& q, const float* w, ThreadPool& pool) {
-  q.codes.resize(size_t(q.numel()));
-  q.scales.assign(size_t(q.rows), 0.0f);
+  allocate_planes(q);
   pool.parallel_for(q.rows, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r)
       q.scales[size_t(r)] = quantize_e4m3_row(w + r * q.cols, q.cols, q.codes.data() + r * q.cols);
@@ -121,10 +120,25 @@ void fp8_matmul(const QuantizedTensor& q, const float* x, int64_t n_tokens, cons
   add_bias_after(q, bias, n_tokens, y);
 }
 
-constexpr FormatOps kFp8Ops{fp8_quantize, fp8_dequantize_row, fp8_matmul};
+// KL(bf16 || format) bounds on the fixture models: 1.5x the measured values (docs/quality.md).
+constexpr KlBound kFp8Kl[] = {
+    {"falcon-40b-style", 0.024},
+    {"falcon-7b-style", 0.03},
+    {"falcon-mha-bias", 0.045},
+    {"llama-gqa-tied", 0.11},
+    {"falcon-untidy", 0.063},
+    {"llama-untidy", 0.18},
+    {"llama-linear-rope-bf16", 0.12},
+    {"llama3-rope", 0.16},
+    {"stories260K", 0.034},
+};
 
 }  // namespace
 
-const FormatOps& w8a8_fp8_ops() { return kFp8Ops; }
+const FormatDefinition w8a8_fp8_format{
+    {Format::W8A8_FP8, "W8A8-fp8",
+     "e4m3 weights, one fp32 scale per output channel; e4m3 activations per token (FP8_DYNAMIC)",
+     Activations::e4m3_per_token, true, int8_row_planes, kFp8Kl},
+    fp8_quantize, fp8_dequantize_row, fp8_matmul};
 
 }  // namespace lowbit::formats

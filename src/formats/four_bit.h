@@ -7,10 +7,9 @@
 
 #include "formats/code_tables.h"
 #include "formats/format.h"
+#include "formats/layout_four_bit.h"
 
 namespace lowbit::formats {
-
-inline constexpr int64_t kDqBlock = 256;  // double-quantization block of absmax values
 
 inline constexpr std::array<float, 16> kNf4Table = LOWBIT_NF4_CODES;
 
