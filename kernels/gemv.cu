@@ -25,9 +25,11 @@ cudaError_t launch_fused_gemv_bf16(const GemvParts& parts, const float* bias, co
   return gemv::launch_fused_gemv<gemv::Bf16Format>(parts, bias, x, n_tokens, y, steps, stream);
 }
 
-extern const QuantizedKernels f32_kernels{launch_gemv_f32, no_gemv_workspace, false, nullptr, launch_fused_gemv_f32,
-                                         nullptr, nullptr};
-extern const QuantizedKernels bf16_kernels{launch_gemv_bf16, no_gemv_workspace, false, nullptr, launch_fused_gemv_bf16,
-                                          nullptr, nullptr};
+extern const QuantizedKernels f32_kernels{
+    launch_gemv_f32, no_gemv_workspace, false, nullptr, launch_fused_gemv_f32, nullptr, nullptr, PrefillGemm::fp32,
+    false};
+extern const QuantizedKernels bf16_kernels{
+    launch_gemv_bf16, no_gemv_workspace, false, nullptr, launch_fused_gemv_bf16, nullptr, nullptr, PrefillGemm::none,
+    true};
 
 }  // namespace lowbit::kernels

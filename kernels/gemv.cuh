@@ -76,6 +76,13 @@ using FusedGemvLauncher = cudaError_t (*)(const GemvParts& parts, const float* b
 // The kernels of one format (F32 and BF16 included), defined in the format's kernel file as
 // kernels::<symbol>_kernels, one per line of src/formats/format_list.h; the CUDA backend reaches
 // every format through them (src/backend/cuda_quantized.h).
+// The cuBLAS GEMM the CUDA backend runs a prompt's matmul through, in the format's own arithmetic
+// (src/backend/cuda_backend.cpp): none (the GEMV, 16 tokens per pass), fp32 (F32's true fp32
+// GEMM), int8 (W8A8: per-token int8 activations, exact int32 IMMA sums), e4m3 (W8A8-fp8: per-token
+// e4m3 activations on the fp8 tensor cores). `values_bf16`: the weight's own values are bf16 (BF16),
+// so --cuda-fast-prefill's bf16 GEMM reads them without a dequantize pass.
+enum class PrefillGemm { none, fp32, int8, e4m3 };
+
 struct QuantizedKernels {
   // Decode: n_tokens <= kMaxGemvTokens, or any n_tokens in one call where gemv_any_batch (the
   // activations quantized once for the whole batch: LLM.int8's outlier columns span it).
@@ -83,8 +90,8 @@ struct QuantizedKernels {
   GemvLauncher gemv;
   size_t (*gemv_workspace_bytes)(int n_tokens, int cols);
   bool gemv_any_batch;
-  // The whole weight to bf16 [rows, cols] for the prefill GEMM (null for F32 / BF16, whose values
-  // are the GEMM's input).
+  // The whole weight to bf16 [rows, cols] for --cuda-fast-prefill's bf16 GEMM (null for F32 and
+  // BF16, whose values are a GEMM's input).
   cudaError_t (*dequantize)(const QuantizedWeightView& w, uint16_t* out, cudaStream_t stream);
   // Every part of a layer in one launch with a norm before and an output step after (GemvSteps).
   FusedGemvLauncher fused_gemv;
@@ -94,6 +101,8 @@ struct QuantizedKernels {
   // view's `repacked` then stays false.
   cudaError_t (*repack)(uint8_t* codes, int64_t bytes, int rows, int cols, cudaStream_t stream);
   void (*unrepack)(uint8_t* host_codes, size_t bytes);
+  PrefillGemm prefill_gemm;
+  bool values_bf16;
 };
 
 inline size_t no_gemv_workspace(int, int) { return 0; }

@@ -345,8 +345,8 @@ cudaError_t launch_dequantize_w8a8_fp8(const QuantizedWeightView& w, uint16_t* o
   return launch_dequantize_bf16<Fp8Decoder>(w, out, stream);
 }
 
-extern const QuantizedKernels w8a8_fp8_kernels{launch_gemv_w8a8_fp8,       fp8_gemv_workspace_bytes, true,
-                                              launch_dequantize_w8a8_fp8, launch_fused_gemv_w8a8_fp8, nullptr,
-                                              nullptr};
+extern const QuantizedKernels w8a8_fp8_kernels{
+    launch_gemv_w8a8_fp8, fp8_gemv_workspace_bytes, true, launch_dequantize_w8a8_fp8, launch_fused_gemv_w8a8_fp8,
+    nullptr, nullptr, PrefillGemm::e4m3, false};
 
 }  // namespace lowbit::kernels

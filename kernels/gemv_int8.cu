@@ -497,9 +497,11 @@ cudaError_t launch_w8a8_rescale(const int32_t* acc, const float* w_scale, const 
                                      w_scale, x_scale, bias, n_tokens, rows, y);
 }
 
-extern const QuantizedKernels int8_kernels{launch_gemv_int8,       int8_gemv_workspace_bytes, true,   launch_dequantize_int8,
-                                          launch_fused_gemv_int8, nullptr,                   nullptr};
-extern const QuantizedKernels w8a8_kernels{launch_gemv_w8a8,       int8_gemv_workspace_bytes, true,   launch_dequantize_w8a8,
-                                          launch_fused_gemv_w8a8, nullptr,                   nullptr};
+extern const QuantizedKernels int8_kernels{
+    launch_gemv_int8, int8_gemv_workspace_bytes, true, launch_dequantize_int8, launch_fused_gemv_int8, nullptr, nullptr,
+    PrefillGemm::none, false};
+extern const QuantizedKernels w8a8_kernels{
+    launch_gemv_w8a8, int8_gemv_workspace_bytes, true, launch_dequantize_w8a8, launch_fused_gemv_w8a8, nullptr, nullptr,
+    PrefillGemm::int8, false};
 
 }  // namespace lowbit::kernels

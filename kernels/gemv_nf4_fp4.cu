@@ -108,7 +108,7 @@ cudaError_t launch_dequantize_four_bit(const QuantizedWeightView& w, uint16_t* o
 // One set for the four formats: the view's nf4 / double_quant flags pick the table and the absmax.
 #define LOWBIT_FOUR_BIT_KERNELS                                                                              \
   {launch_gemv_four_bit, no_gemv_workspace, false, launch_dequantize_four_bit, launch_fused_gemv_four_bit, \
-   nullptr, nullptr}
+   nullptr, nullptr, PrefillGemm::none, false}
 extern const QuantizedKernels nf4_kernels LOWBIT_FOUR_BIT_KERNELS;
 extern const QuantizedKernels fp4_kernels LOWBIT_FOUR_BIT_KERNELS;
 extern const QuantizedKernels nf4_dq_kernels LOWBIT_FOUR_BIT_KERNELS;

@@ -142,7 +142,8 @@ void w4a16_unrepack(uint8_t* codes, size_t bytes) {
 }
 }  // namespace
 
-extern const QuantizedKernels w4a16_kernels{launch_gemv_w4a16, no_gemv_workspace,       false,         launch_dequantize_w4a16,
-                                           launch_fused_gemv_w4a16, w4a16_repack, w4a16_unrepack};
+extern const QuantizedKernels w4a16_kernels{
+    launch_gemv_w4a16, no_gemv_workspace, false, launch_dequantize_w4a16, launch_fused_gemv_w4a16, w4a16_repack,
+    w4a16_unrepack, PrefillGemm::none, false};
 
 }  // namespace lowbit::kernels

@@ -500,8 +500,10 @@ void CudaBackend::matmul_layer(const CudaLinear& l, const float* x, int n, float
   const int rows = int(l.rows()), cols = int(l.cols());
   const float* bias = l.bias_or_null();
   const bool single = l.parts.size() == 1 && l.parts.front().out_rows.bytes() == 0;
-  if (!single && !is_blockwise_four_bit(f))
-    throw DeviceError(fmt::format("a {} layer in parts: only the blockwise 4-bit kernels write row ranges", format_name(f)));
+  // Row-wise formats are stacked into one tensor at load (stack_rows); only formats whose blocks
+  // run across rows keep parts, and their kernels write each part's row range (out_rows).
+  if (!single && quantizes_rows_independently(f))
+    throw DeviceError(fmt::format("a {} layer in parts: its rows should have been stacked at load", format_name(f)));
   auto part_view = [&](const CudaWeightPart& p) {
     kernels::QuantizedWeightView v = p.planes.view();
     v.out_stride = rows;
@@ -526,21 +528,23 @@ void CudaBackend::matmul_layer(const CudaLinear& l, const float* x, int n, float
     }
   };
   if (n <= kernels::kMaxGemvTokens) return gemv_passes();
-  // Prompts: the format's own arithmetic by default (F32 as a true fp32 GEMM; W8A8 as an exact
-  // int8 GEMM where cuBLAS takes the shape; every other format through its GEMV, 16 tokens per
-  // pass over the weight). --cuda-fast-prefill instead runs BF16 and the dequantized formats as
-  // bf16 tensor-core GEMMs: faster on long prompts, not the reference's arithmetic.
-  if (f == Format::W8A8 && single && matmul_w8a8_int8_gemm(l.parts.front().planes, bias, x, n, y)) return;
-  if (f == Format::W8A8_FP8 && single && matmul_fp8_gemm(l.parts.front().planes, bias, x, n, y)) return;
-  if (!fast_prefill_ && f != Format::F32) return gemv_passes();
-  if (f == Format::F32) {
+  // Prompts: the format's own arithmetic by default, through the GEMM its kernels name (F32 a true
+  // fp32 GEMM; W8A8 an exact int8 GEMM and W8A8-fp8 an e4m3 one where cuBLAS takes the shape)
+  // or else its GEMV, 16 tokens per pass over the weight. --cuda-fast-prefill instead runs the
+  // other formats as bf16 tensor-core GEMMs: faster on long prompts, not the reference's arithmetic.
+  using kernels::PrefillGemm;
+  if (k->prefill_gemm == PrefillGemm::int8 && single && matmul_w8a8_int8_gemm(l.parts.front().planes, bias, x, n, y))
+    return;
+  if (k->prefill_gemm == PrefillGemm::e4m3 && single && matmul_fp8_gemm(l.parts.front().planes, bias, x, n, y)) return;
+  if (!fast_prefill_ && k->prefill_gemm != PrefillGemm::fp32) return gemv_passes();
+  if (k->prefill_gemm == PrefillGemm::fp32) {
     // Column-major view: Y^T [rows, n] = W [rows, cols] (stored row-major = col-major W^T, so
     // op T) x X^T [cols, n] (row-major X = col-major X^T).
     const float alpha = 1.0f, beta = 0.0f;
     LOWBIT_CUBLAS_CHECK(cublasGemmEx(ctx_.cublas(), CUBLAS_OP_T, CUBLAS_OP_N, rows, n, cols, &alpha, l.codes(),
                                      CUDA_R_32F, cols, x, CUDA_R_32F, cols, &beta, y, CUDA_R_32F, rows,
                                      CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
-  } else if (f == Format::BF16) {
+  } else if (k->values_bf16) {
     gemm_bf16(l.codes(), rows, cols, x, n, y);
   } else {
     auto* wb = reinterpret_cast<uint16_t*>(ensure_workspace(
