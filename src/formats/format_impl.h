@@ -57,16 +57,27 @@ inline void add_bias_after(const QuantizedTensor& q, const float* bias, int64_t 
 
 void double_quantize_four_bit(QuantizedTensor& q);  // NF4/FP4 -> NF4_DQ/FP4_DQ (format_nf4_fp4.cpp)
 
-// sum_i a[i] * b[i] in fp32 with eight independent partial sums, so the compiler vectorizes it
-// without -ffast-math (the summation order is fixed, hence deterministic across runs).
+// The summation order of every fp32-activation matmul (the oracle's, which every vector kernel
+// reproduces bit for bit): sixteen lane sums, lane k adding a[i] * b[i] for i = k, k + 16, k + 32,
+// ... below n rounded down to 16, each product rounded before its add (no FMA); the rest summed
+// in order into `tail`; then sum_lanes16. Sixteen lanes are one zmm register, so an AVX-512
+// kernel adds a whole register of products per instruction; the compiler vectorizes this loop
+// without -ffast-math (the order is fixed, hence deterministic across runs and machines).
+constexpr int kDotLanes = 16;
+// The lanes' sum: pairs k and k + 8 first, then the eight in a fixed tree, then the tail.
+inline float sum_lanes16(const float* p, float tail) {
+  const float q0 = p[0] + p[8], q1 = p[1] + p[9], q2 = p[2] + p[10], q3 = p[3] + p[11];
+  const float q4 = p[4] + p[12], q5 = p[5] + p[13], q6 = p[6] + p[14], q7 = p[7] + p[15];
+  return ((q0 + q4) + (q1 + q5)) + ((q2 + q6) + (q3 + q7)) + tail;
+}
 inline float dot_f32(const float* a, const float* b, int64_t n) {
-  float part[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  float part[kDotLanes] = {};
   int64_t i = 0;
-  for (; i + 8 <= n; i += 8)
-    for (int k = 0; k < 8; ++k) part[k] += a[i + k] * b[i + k];
+  for (; i + kDotLanes <= n; i += kDotLanes)
+    for (int k = 0; k < kDotLanes; ++k) part[k] += a[i + k] * b[i + k];
   float tail = 0.0f;
   for (; i < n; ++i) tail += a[i] * b[i];
-  return ((part[0] + part[4]) + (part[1] + part[5])) + ((part[2] + part[6]) + (part[3] + part[7])) + tail;
+  return sum_lanes16(part, tail);
 }
 
 // Hot loops compiled twice, for AVX2 and for baseline x86-64, the version picked once at load

@@ -284,27 +284,30 @@ __attribute__((target("avx2"))) void decode_bytes_avx2(const uint8_t* codes, int
 }
 
 // dot(x, row) for one token without materializing the row, when cols and the block size are
-// multiples of 8: lane k of the accumulator sums elements k, k + 8, ... of the row in order with
-// separate multiplies and adds, exactly dot_f32's part[k], and the lanes are summed as dot_f32
-// sums them, so the result is the decode-then-dot_f32 result bit for bit.
+// multiples of 16: lane k of the two accumulators (lanes 0-7, 8-15) sums elements k, k + 16, ...
+// of the row in order with separate multiplies and adds, exactly dot_f32's part[k], and the lanes
+// are summed as dot_f32 sums them, so the result is the decode-then-dot_f32 result bit for bit.
 __attribute__((target("avx2"))) float fused_dot_avx2(const QuantizedTensor& q, int64_t row, const float* x) {
   const TableAvx2 lut(code_table(q.format));
-  __m256 acc = _mm256_setzero_ps();
+  __m256 lo = _mm256_setzero_ps(), hi = _mm256_setzero_ps();
   const int64_t bs = q.opts.block_size, begin = row * q.cols, stop = begin + q.cols;
   for (int64_t i = begin; i < stop;) {
     const int64_t block = i / bs, segment_end = std::min(stop, (block + 1) * bs);
     const __m256 s = _mm256_set1_ps(block_absmax(q, block));
     const uint8_t* codes = q.codes.data() + i / 2;
     const float* xs = x + (i - begin);
-    for (int64_t j = 0; j < (segment_end - i) / 2; j += 4) {
-      const __m256 w = _mm256_mul_ps(lut.lookup(nibbles_of_4_bytes(codes + j, true)), s);
-      acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_loadu_ps(xs + 2 * j), w));
+    for (int64_t j = 0; j < (segment_end - i) / 2; j += 8) {
+      const __m256 w0 = _mm256_mul_ps(lut.lookup(nibbles_of_4_bytes(codes + j, true)), s);
+      const __m256 w1 = _mm256_mul_ps(lut.lookup(nibbles_of_4_bytes(codes + j + 4, true)), s);
+      lo = _mm256_add_ps(lo, _mm256_mul_ps(_mm256_loadu_ps(xs + 2 * j), w0));
+      hi = _mm256_add_ps(hi, _mm256_mul_ps(_mm256_loadu_ps(xs + 2 * j + 8), w1));
     }
     i = segment_end;
   }
-  float part[8];
-  _mm256_storeu_ps(part, acc);
-  return ((part[0] + part[4]) + (part[1] + part[5])) + ((part[2] + part[6]) + (part[3] + part[7])) + 0.0f;
+  float part[kDotLanes];
+  _mm256_storeu_ps(part, lo);
+  _mm256_storeu_ps(part + 8, hi);
+  return sum_lanes16(part, 0.0f);
 }
 #endif
 
@@ -342,7 +345,7 @@ LOWBIT_VECTOR_CLONES void four_bit_rows(const QuantizedTensor& q, const float* x
   if (q.cols % 2 == 0 && q.opts.block_size % 2 == 0) {
     const bool use_avx2 = avx2_decode();
 #if LOWBIT_HAVE_AVX2_DECODE
-    if (use_avx2 && n_tokens == 1 && q.cols % 8 == 0 && q.opts.block_size % 8 == 0) {
+    if (use_avx2 && n_tokens == 1 && q.cols % 16 == 0 && q.opts.block_size % 16 == 0) {
       for (int64_t r = begin; r < end; ++r) y[r] = fused_dot_avx2(q, r, x);
       return;
     }

@@ -5,8 +5,8 @@
 //
 // fp32 activations (f32, bf16, the 4-bit formats, W4A16 on its fp16-rounded activations):
 //   y[t, r] = dot_f32(x[t, :], W[r, :]) with W[r, c] the format's exact dequantized value and
-//   dot_f32's summation (eight lane sums in order, separate multiplies and adds, the lanes summed
-//   as dot_f32 sums them). The kernels only change which values sit in which register.
+//   dot_f32's summation (sixteen lane sums in order, separate multiplies and adds, the lanes
+//   summed by sum_lanes16). The kernels only change which values sit in which register.
 // int8 activations (LLM.int8, W8A8): the int32 sums are exact in any order.
 #pragma once
 #include <cstdint>

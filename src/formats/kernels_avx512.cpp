@@ -8,16 +8,16 @@
 //          one fp32 multiply each, as the plain loops round them) sit in one register and the
 //          codes index it with one vpermps; the block's multiply is done once for 16 lanes
 //          instead of once per weight.
-// GEMV (one token): four rows at a time, each with a ymm accumulator of dot_f32's eight lane
-//   sums. With p = x[c..c+15] * w[c..c+15] (one multiply), acc += p[0..7]; acc += p[8..15] adds
-//   columns c+k, then c+8+k, to lane k: dot_f32's order. The four rows' chains are independent,
-//   so the adds' latency overlaps and each row is one sequential stream for the prefetchers.
+// GEMV (one token): four rows at a time, each with a zmm accumulator of dot_f32's sixteen lane
+//   sums: acc += x[c..c+15] * w[c..c+15] (one multiply, one add) adds column c+k to lane k:
+//   dot_f32's order. The four rows' chains are independent, so the adds' latency overlaps and
+//   each row is one sequential stream for the prefetchers.
 // GEMM (several tokens): a panel of 32 rows x 256 columns is decoded once into a packed buffer
-//   (per step of 8 columns, rows in pairs: [w[r][k..k+7] | w[r+1][k..k+7]]) and multiplied with
-//   tiles of up to 6 tokens (x packed per column block as [tile][step][token][8], each 8 columns
-//   broadcast to both halves of a register): 6 x 4 zmm accumulators, each lane one
-//   (token, row, lane k) partial sum of dot_f32, advanced column step by column step and kept in
-//   a buffer between column blocks. So prompt and decode give bit-identical rows.
+//   (per group of 4 rows, per step of 16 columns, the 4 rows' 16 weights) and multiplied with
+//   tiles of up to 6 tokens (x packed per column block as [tile][step][token][16]): 6 x 4 zmm
+//   accumulators, each one (token, row)'s sixteen lane sums of dot_f32, advanced column step by
+//   column step and kept in a buffer between column blocks. So prompt and decode give
+//   bit-identical rows.
 // No FMA anywhere: contraction is switched off below, since dot_f32 rounds each product.
 // GCC 12 warns inside its own AVX-512 headers (_mm512_undefined_*'s self-initialization, GCC bug
 // 105593); the pragma must precede the headers to cover them.
@@ -59,15 +59,11 @@ namespace {
 constexpr int64_t kWholeRow = int64_t(1) << 40;  // segment length of decoders without blocks
 constexpr int kPrefetchBytes = 768;               // how far ahead of each row's reads to prefetch
 
-// dot_f32's final sum of its eight lane sums and its scalar tail.
-inline float sum_lanes(const float* p, float tail) {
-  return ((p[0] + p[4]) + (p[1] + p[5])) + ((p[2] + p[6]) + (p[3] + p[7])) + tail;
-}
-
-inline float sum_lanes(__m256 acc, float tail) {
-  alignas(32) float p[8];
-  _mm256_store_ps(p, acc);
-  return sum_lanes(p, tail);
+// dot_f32's final sum of its sixteen lane sums and its scalar tail.
+inline float sum_lanes(__m512 acc, float tail) {
+  alignas(64) float p[kDotLanes];
+  _mm512_store_ps(p, acc);
+  return sum_lanes16(p, tail);
 }
 
 // ---- decoders -------------------------------------------------------------------------------
@@ -78,7 +74,7 @@ inline float sum_lanes(__m256 acc, float tail) {
 //   Segment segment(row, k)         the state for block k of the row
 //   void decode(seg, row, c, out)   columns c .. c + kStep - 1 (c a multiple of kStep)
 //   const char* bytes(row, c)       where those weights are, to prefetch
-// Elementwise decoders (no blocks) take any column count: decode8 and at() serve the tail.
+// Elementwise decoders (no blocks) take any column count: decode16 and at() serve the tail.
 
 struct F32Decoder {
   static constexpr bool kElementwise = true;
@@ -92,7 +88,7 @@ struct F32Decoder {
   int64_t segment_length() const { return kWholeRow; }
   Segment segment(Row, int64_t) const { return {}; }
   void decode(Segment, Row row, int64_t c, __m512* out) const { out[0] = _mm512_loadu_ps(row + c); }
-  __m256 decode8(Row row, int64_t c) const { return _mm256_loadu_ps(row + c); }
+  __m512 decode16(Row row, int64_t c) const { return _mm512_loadu_ps(row + c); }
   float at(Row row, int64_t c) const { return row[c]; }
   const char* bytes(Row row, int64_t c) const { return reinterpret_cast<const char*>(row + c); }
 };
@@ -116,10 +112,7 @@ struct Bf16Decoder {
     out[0] = widen(row + c);
     out[1] = widen(row + c + 16);
   }
-  __m256 decode8(Row row, int64_t c) const {
-    const __m128i bits = _mm_loadu_si128(reinterpret_cast<const __m128i*>(row + c));
-    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(bits), 16));
-  }
+  __m512 decode16(Row row, int64_t c) const { return widen(row + c); }
   float at(Row row, int64_t c) const { return bf16_to_f32(row[c]); }
   const char* bytes(Row row, int64_t c) const { return reinterpret_cast<const char*>(row + c); }
 };
@@ -205,10 +198,10 @@ template <int R, class D>
 inline void gemv_rows(const D& d, const float* x, int64_t cols, int64_t r0, float* y) {
   constexpr int kStep = D::kStep, kVectors = kStep / 16;
   typename D::Row rows[R];
-  __m256 acc[R];
+  __m512 acc[R];
   for (int i = 0; i < R; ++i) {
     rows[i] = d.row(r0 + i);
-    acc[i] = _mm256_setzero_ps();
+    acc[i] = _mm512_setzero_ps();
   }
   const int64_t whole = cols / kStep * kStep, length = d.segment_length();
   for (int64_t k = 0, s0 = 0; s0 < whole; ++k, s0 += length) {
@@ -225,18 +218,15 @@ inline void gemv_rows(const D& d, const float* x, int64_t cols, int64_t r0, floa
         __m512 w[kVectors];
         d.decode(seg[i], rows[i], c, w);
 #pragma GCC unroll 2
-        for (int v = 0; v < kVectors; ++v) {
-          const __m512 p = _mm512_mul_ps(xv[v], w[v]);
-          acc[i] = _mm256_add_ps(_mm256_add_ps(acc[i], _mm512_castps512_ps256(p)), _mm512_extractf32x8_ps(p, 1));
-        }
+        for (int v = 0; v < kVectors; ++v) acc[i] = _mm512_add_ps(acc[i], _mm512_mul_ps(xv[v], w[v]));
       }
     }
   }
   int64_t c = whole;
   if constexpr (D::kElementwise) {
-    for (; c + 8 <= cols; c += 8) {
-      const __m256 xv = _mm256_loadu_ps(x + c);
-      for (int i = 0; i < R; ++i) acc[i] = _mm256_add_ps(acc[i], _mm256_mul_ps(xv, d.decode8(rows[i], c)));
+    for (; c + 16 <= cols; c += 16) {
+      const __m512 xv = _mm512_loadu_ps(x + c);
+      for (int i = 0; i < R; ++i) acc[i] = _mm512_add_ps(acc[i], _mm512_mul_ps(xv, d.decode16(rows[i], c)));
     }
   }
   for (int i = 0; i < R; ++i) {
@@ -262,98 +252,91 @@ void gemv(const D& d, const float* x, int64_t rows, int64_t cols, float* y, Thre
 
 // ---- GEMM -----------------------------------------------------------------------------------
 
-constexpr int kPairs = 4;                      // row pairs per micro-kernel: 8 rows
-constexpr int kGroupRows = 2 * kPairs;
-constexpr int kPanelGroups = 4;                // 32 rows per decoded panel
+constexpr int kGroupRows = 4;                  // rows per micro-kernel
+constexpr int kPanelGroups = 8;                // 32 rows per decoded panel
 constexpr int kPanelRows = kGroupRows * kPanelGroups;
-constexpr int64_t kPanelCols = 256;            // columns per block, a multiple of 16
+constexpr int64_t kPanelCols = 256;            // columns per block, a multiple of 32
 constexpr int kTileTokens = 6;                 // tokens per micro-kernel: 6 x 4 accumulators
-constexpr int kTileFloats = kTileTokens * kPairs * 16;  // partial sums of one (tile, group)
+constexpr int kTileFloats = kTileTokens * kGroupRows * 16;  // lane sums of one (tile, group)
 
 // x [n, cols] -> per column block [k0, k1) of kPanelCols, per tile of 6 tokens (t0 ..), the
-// steps of 8 columns of each token in the tile: xp[k0 * n + t0 * (k1 - k0) + (s * mr + t) * 8 + i]
-// = x[t0 + t, k0 + 8s + i] (mr = tokens in the tile). One column block of all tiles is one
+// steps of 16 columns of each token in the tile: xp[k0 * n + t0 * (k1 - k0) + (s * mr + t) * 16 + i]
+// = x[t0 + t, k0 + 16s + i] (mr = tokens in the tile). One column block of all tiles is one
 // contiguous stream, read in order by the micro-kernel calls.
-void pack_tokens(const float* x, int64_t n, int64_t cols, int64_t whole8, float* xp) {
-  for (int64_t k0 = 0; k0 < whole8; k0 += kPanelCols) {
-    const int64_t k1 = std::min(whole8, k0 + kPanelCols), block_steps = (k1 - k0) / 8;
+void pack_tokens(const float* x, int64_t n, int64_t cols, int64_t whole16, float* xp) {
+  for (int64_t k0 = 0; k0 < whole16; k0 += kPanelCols) {
+    const int64_t k1 = std::min(whole16, k0 + kPanelCols), block_steps = (k1 - k0) / 16;
     for (int64_t t0 = 0; t0 < n; t0 += kTileTokens) {
       const int64_t mr = std::min<int64_t>(kTileTokens, n - t0);
       float* out = xp + k0 * n + t0 * (k1 - k0);
       for (int64_t s = 0; s < block_steps; ++s)
         for (int64_t t = 0; t < mr; ++t)
-          _mm256_storeu_ps(out + (s * mr + t) * 8, _mm256_loadu_ps(x + (t0 + t) * cols + k0 + s * 8));
+          _mm512_storeu_ps(out + (s * mr + t) * 16, _mm512_loadu_ps(x + (t0 + t) * cols + k0 + s * 16));
     }
   }
 }
 
 // Rows [p0, p0 + 32) x columns [k0, k1) of W (rows past the matrix as zeros) into
-// wp[group g][step s][pair j][16]: lanes 0-7 row p0 + 8g + 2j, lanes 8-15 the next row,
-// columns k0 + 8s .. k0 + 8s + 7. k0 is a multiple of kPanelCols, k1 - k0 one of 8 (of kStep
-// for blocked decoders).
+// wp[group g][step s][row j][16]: row p0 + 4g + j, columns k0 + 16s .. k0 + 16s + 15. k0 is a
+// multiple of kPanelCols, k1 - k0 one of 16 (of kStep for blocked decoders).
 template <class D>
 void decode_panel(const D& d, int64_t rows, int64_t p0, int64_t k0, int64_t k1, float* wp) {
   constexpr int kStep = D::kStep, kVectors = kStep / 16;
-  const int64_t steps = (k1 - k0) / 8, length = d.segment_length();
+  const int64_t steps = (k1 - k0) / 16, length = d.segment_length();
   for (int g = 0; g < kPanelGroups; ++g)
-    for (int j = 0; j < kPairs; ++j)
-      for (int h = 0; h < 2; ++h) {
-        const int64_t r = p0 + kGroupRows * g + 2 * j + h;
-        float* out = wp + (g * steps * kPairs + j) * 16 + 8 * h;  // + s * kPairs * 16 per step
-        if (r >= rows) {
-          for (int64_t s = 0; s < steps; ++s) _mm256_storeu_ps(out + s * kPairs * 16, _mm256_setzero_ps());
-          continue;
-        }
-        const typename D::Row row = d.row(r);
-        int64_t c = k0;
-        while (c + kStep <= k1) {
-          const int64_t k = c / length, segment_end = std::min(k1, (k + 1) * length);
-          const typename D::Segment seg = d.segment(row, k);
-          for (; c + kStep <= segment_end; c += kStep) {
-            // The same row's next column block, so that the next panel's decode finds it cached
-            // (32 rows far apart are too many streams for the hardware prefetchers).
-            _mm_prefetch(d.bytes(row, c + kPanelCols), _MM_HINT_T0);
-            __m512 w[kVectors];
-            d.decode(seg, row, c, w);
-            for (int v = 0; v < kVectors; ++v) {
-              float* at = out + ((c - k0) / 8 + 2 * v) * kPairs * 16;
-              _mm256_storeu_ps(at, _mm512_castps512_ps256(w[v]));
-              _mm256_storeu_ps(at + kPairs * 16, _mm512_extractf32x8_ps(w[v], 1));
-            }
-          }
-        }
-        if constexpr (D::kElementwise)
-          for (; c < k1; c += 8) _mm256_storeu_ps(out + (c - k0) / 8 * kPairs * 16, d.decode8(row, c));
+    for (int j = 0; j < kGroupRows; ++j) {
+      const int64_t r = p0 + kGroupRows * g + j;
+      float* out = wp + (g * steps * kGroupRows + j) * 16;  // + s * kGroupRows * 16 per step
+      if (r >= rows) {
+        for (int64_t s = 0; s < steps; ++s) _mm512_storeu_ps(out + s * kGroupRows * 16, _mm512_setzero_ps());
+        continue;
       }
+      const typename D::Row row = d.row(r);
+      int64_t c = k0;
+      while (c + kStep <= k1) {
+        const int64_t k = c / length, segment_end = std::min(k1, (k + 1) * length);
+        const typename D::Segment seg = d.segment(row, k);
+        for (; c + kStep <= segment_end; c += kStep) {
+          // The same row's next column block, so that the next panel's decode finds it cached
+          // (32 rows far apart are too many streams for the hardware prefetchers).
+          _mm_prefetch(d.bytes(row, c + kPanelCols), _MM_HINT_T0);
+          __m512 w[kVectors];
+          d.decode(seg, row, c, w);
+          for (int v = 0; v < kVectors; ++v) _mm512_storeu_ps(out + ((c - k0) / 16 + v) * kGroupRows * 16, w[v]);
+        }
+      }
+      if constexpr (D::kElementwise)
+        for (; c < k1; c += 16) _mm512_storeu_ps(out + (c - k0) / 16 * kGroupRows * 16, d.decode16(row, c));
+    }
 }
 
-// The partial sums of MR tokens x 8 rows (part, [token][pair][16]) advanced over `steps` column
-// steps. The loops over tokens and pairs are unrolled by pragma: GCC 12 otherwise keeps the
+// The lane sums of MR tokens x 4 rows (part, [token][row][16]) advanced over `steps` column
+// steps. The loops over tokens and rows are unrolled by pragma: GCC 12 otherwise keeps the
 // accumulator array in memory.
 template <int MR>
 inline void micro_tile(const float* xp, const float* wp, int64_t steps, float* part) {
-  __m512 acc[MR][kPairs];
+  __m512 acc[MR][kGroupRows];
 #pragma GCC unroll 8
   for (int t = 0; t < MR; ++t)
 #pragma GCC unroll 4
-    for (int j = 0; j < kPairs; ++j) acc[t][j] = _mm512_loadu_ps(part + (t * kPairs + j) * 16);
+    for (int j = 0; j < kGroupRows; ++j) acc[t][j] = _mm512_loadu_ps(part + (t * kGroupRows + j) * 16);
   for (int64_t s = 0; s < steps; ++s) {
-    const float* ws = wp + s * kPairs * 16;
-    __m512 w[kPairs];
+    const float* ws = wp + s * kGroupRows * 16;
+    __m512 w[kGroupRows];
 #pragma GCC unroll 4
-    for (int j = 0; j < kPairs; ++j) w[j] = _mm512_loadu_ps(ws + 16 * j);
-    const float* xs = xp + s * MR * 8;
+    for (int j = 0; j < kGroupRows; ++j) w[j] = _mm512_loadu_ps(ws + 16 * j);
+    const float* xs = xp + s * MR * 16;
 #pragma GCC unroll 8
     for (int t = 0; t < MR; ++t) {
-      const __m512 xb = _mm512_broadcast_f32x8(_mm256_loadu_ps(xs + 8 * t));
+      const __m512 xv = _mm512_loadu_ps(xs + 16 * t);
 #pragma GCC unroll 4
-      for (int j = 0; j < kPairs; ++j) acc[t][j] = _mm512_add_ps(acc[t][j], _mm512_mul_ps(xb, w[j]));
+      for (int j = 0; j < kGroupRows; ++j) acc[t][j] = _mm512_add_ps(acc[t][j], _mm512_mul_ps(xv, w[j]));
     }
   }
 #pragma GCC unroll 8
   for (int t = 0; t < MR; ++t)
 #pragma GCC unroll 4
-    for (int j = 0; j < kPairs; ++j) _mm512_storeu_ps(part + (t * kPairs + j) * 16, acc[t][j]);
+    for (int j = 0; j < kGroupRows; ++j) _mm512_storeu_ps(part + (t * kGroupRows + j) * 16, acc[t][j]);
 }
 
 void micro_tile_n(int64_t mr, const float* xp, const float* wp, int64_t steps, float* part) {
@@ -369,10 +352,10 @@ void micro_tile_n(int64_t mr, const float* xp, const float* wp, int64_t steps, f
 
 template <class D>
 void gemm(const D& d, const float* x, int64_t n, int64_t rows, int64_t cols, float* y, ThreadPool& pool) {
-  const int64_t steps = cols / 8, whole8 = steps * 8;
+  const int64_t whole16 = cols / 16 * 16;
   const int64_t tiles = (n + kTileTokens - 1) / kTileTokens;
-  std::vector<float> xp(size_t(std::max<int64_t>(1, n * whole8)));
-  pack_tokens(x, n, cols, whole8, xp.data());
+  std::vector<float> xp(size_t(std::max<int64_t>(1, n * whole16)));
+  pack_tokens(x, n, cols, whole16, xp.data());
   const int64_t panels = (rows + kPanelRows - 1) / kPanelRows;
   pool.parallel_for(
       panels,
@@ -383,13 +366,13 @@ void gemm(const D& d, const float* x, int64_t n, int64_t rows, int64_t cols, flo
           const int64_t p0 = p * kPanelRows;
           const int groups = int(std::min<int64_t>(kPanelGroups, (rows - p0 + kGroupRows - 1) / kGroupRows));
           std::fill(part.begin(), part.end(), 0.0f);
-          for (int64_t k0 = 0; k0 < whole8; k0 += kPanelCols) {
-            const int64_t k1 = std::min(whole8, k0 + kPanelCols), block_steps = (k1 - k0) / 8;
+          for (int64_t k0 = 0; k0 < whole16; k0 += kPanelCols) {
+            const int64_t k1 = std::min(whole16, k0 + kPanelCols), block_steps = (k1 - k0) / 16;
             decode_panel(d, rows, p0, k0, k1, wp.data());
             for (int g = 0; g < groups; ++g)
               for (int64_t tile = 0; tile < tiles; ++tile) {
                 const int64_t t0 = tile * kTileTokens, mr = std::min<int64_t>(kTileTokens, n - t0);
-                micro_tile_n(mr, xp.data() + k0 * n + t0 * (k1 - k0), wp.data() + g * block_steps * kPairs * 16,
+                micro_tile_n(mr, xp.data() + k0 * n + t0 * (k1 - k0), wp.data() + g * block_steps * kGroupRows * 16,
                              block_steps, part.data() + (tile * kPanelGroups + g) * kTileFloats);
               }
           }
@@ -397,16 +380,15 @@ void gemm(const D& d, const float* x, int64_t n, int64_t rows, int64_t cols, flo
             const int64_t t0 = tile * kTileTokens, mr = std::min<int64_t>(kTileTokens, n - t0);
             for (int g = 0; g < groups; ++g)
               for (int64_t t = 0; t < mr; ++t)
-                for (int j = 0; j < kPairs; ++j)
-                  for (int h = 0; h < 2; ++h) {
-                    const int64_t r = p0 + kGroupRows * g + 2 * j + h;
-                    if (r >= rows) continue;
-                    const float* lanes = part.data() + (tile * kPanelGroups + g) * kTileFloats + (t * kPairs + j) * 16 + 8 * h;
-                    float tail = 0.0f;
-                    if constexpr (D::kElementwise)
-                      for (int64_t c = whole8; c < cols; ++c) tail += x[(t0 + t) * cols + c] * d.at(d.row(r), c);
-                    y[(t0 + t) * rows + r] = sum_lanes(lanes, tail);
-                  }
+                for (int j = 0; j < kGroupRows; ++j) {
+                  const int64_t r = p0 + kGroupRows * g + j;
+                  if (r >= rows) continue;
+                  const float* lanes = part.data() + (tile * kPanelGroups + g) * kTileFloats + (t * kGroupRows + j) * 16;
+                  float tail = 0.0f;
+                  if constexpr (D::kElementwise)
+                    for (int64_t c = whole16; c < cols; ++c) tail += x[(t0 + t) * cols + c] * d.at(d.row(r), c);
+                  y[(t0 + t) * rows + r] = sum_lanes16(lanes, tail);
+                }
           }
         }
       },
