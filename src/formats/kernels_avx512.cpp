@@ -12,7 +12,7 @@
 //   sums: acc += x[c..c+15] * w[c..c+15] (one multiply, one add) adds column c+k to lane k:
 //   dot_f32's order. The four rows' chains are independent, so the adds' latency overlaps and
 //   each row is one sequential stream for the prefetchers.
-// GEMM (several tokens): a panel of 32 rows x 256 columns is decoded once into a packed buffer
+// GEMM (several tokens): a panel of 32 rows x 512 columns is decoded once into a packed buffer
 //   (per group of 4 rows, per step of 16 columns, the 4 rows' 16 weights) and multiplied with
 //   tiles of up to 6 tokens (x packed per column block as [tile][step][token][16]): 6 x 4 zmm
 //   accumulators, each one (token, row)'s sixteen lane sums of dot_f32, advanced column step by
@@ -255,7 +255,7 @@ void gemv(const D& d, const float* x, int64_t rows, int64_t cols, float* y, Thre
 constexpr int kGroupRows = 4;                  // rows per micro-kernel
 constexpr int kPanelGroups = 8;                // 32 rows per decoded panel
 constexpr int kPanelRows = kGroupRows * kPanelGroups;
-constexpr int64_t kPanelCols = 256;            // columns per block, a multiple of 32
+constexpr int64_t kPanelCols = 512;            // columns per block, a multiple of 32
 constexpr int kTileTokens = 6;                 // tokens per micro-kernel: 6 x 4 accumulators
 constexpr int kTileFloats = kTileTokens * kGroupRows * 16;  // lane sums of one (tile, group)
 
@@ -369,8 +369,10 @@ void gemm(const D& d, const float* x, int64_t n, int64_t rows, int64_t cols, flo
           for (int64_t k0 = 0; k0 < whole16; k0 += kPanelCols) {
             const int64_t k1 = std::min(whole16, k0 + kPanelCols), block_steps = (k1 - k0) / 16;
             decode_panel(d, rows, p0, k0, k1, wp.data());
-            for (int g = 0; g < groups; ++g)
-              for (int64_t tile = 0; tile < tiles; ++tile) {
+            // Tiles outside, groups inside: a tile's activations (6 x 512 floats) stay in L1 while
+            // the panel's 8 groups pass over them.
+            for (int64_t tile = 0; tile < tiles; ++tile)
+              for (int g = 0; g < groups; ++g) {
                 const int64_t t0 = tile * kTileTokens, mr = std::min<int64_t>(kTileTokens, n - t0);
                 micro_tile_n(mr, xp.data() + k0 * n + t0 * (k1 - k0), wp.data() + g * block_steps * kGroupRows * 16,
                              block_steps, part.data() + (tile * kPanelGroups + g) * kTileFloats);
