@@ -63,20 +63,16 @@ std::vector<FormatCase> format_cases() {
   block_100.block_size = 100;  // not a multiple of 8: the scalar path
   QuantOptions no_outliers = base;
   no_outliers.int8_threshold = 0.0f;
-  return {
-      {Format::NF4, base, "nf4"},
-      {Format::NF4, block_100, "nf4 block 100"},
-      {Format::FP4, base, "fp4"},
-      {Format::NF4_DQ, base, "nf4-dq"},
-      {Format::FP4_DQ, base, "fp4-dq"},
-      {Format::INT8, base, "int8"},
-      {Format::INT8, no_outliers, "int8 threshold 0"},
-      {Format::W8A8, base, "W8A8"},
-      {Format::W8A8_FP8, base, "W8A8-fp8"},
-      {Format::W4A16, base, "W4A16"},
-      {Format::W4A16, symmetric, "W4A16 symmetric"},
-      {Format::W4A16, odd_group, "W4A16 group 50"},
-  };
+  // Every quantized format with the default options (F32 and BF16: test_gpu_kernels), then the
+  // options that take other paths.
+  std::vector<FormatCase> cases;
+  for (Format f : all_formats())
+    if (f != Format::F32 && f != Format::BF16) cases.push_back({f, base, format_name(f).data()});
+  cases.push_back({Format::NF4, block_100, "nf4 block 100"});
+  cases.push_back({Format::INT8, no_outliers, "int8 threshold 0"});
+  cases.push_back({Format::W4A16, symmetric, "W4A16 symmetric"});
+  cases.push_back({Format::W4A16, odd_group, "W4A16 group 50"});
+  return cases;
 }
 
 // y[t, r] = sum_c x[t, c] * w[r, c] in fp64 (+ bias).
@@ -99,10 +95,15 @@ std::vector<double> reference_matmul(const std::vector<float>& w, const std::vec
 // the activations (and for the dequantized formats nothing else) to bf16. Otherwise a prompt runs
 // each format's own arithmetic, exactly as decoding does: its GEMV 16 tokens at a time (F32 as an
 // fp32 GEMM, W8A8 as an exact int8 GEMM).
+bool int8_activations(Format f) {
+  const Activations a = format_info(f).activations;
+  return a == Activations::llm_int8 || a == Activations::int8_per_token;
+}
+bool e4m3_activations(Format f) { return format_info(f).activations == Activations::e4m3_per_token; }
+
 double bound_vs_dequantized(Format f, int m, bool fast) {
-  const bool int8_activations = f == Format::INT8 || f == Format::W8A8;
-  if (int8_activations) return 1e-3;  // per-token int8 activations: ~1e-4 expected
-  if (f == Format::W8A8_FP8) return 3e-3;  // per-token e4m3 activations: 1.3e-3 measured
+  if (int8_activations(f)) return 1e-3;  // per-token int8 activations: ~1e-4 expected
+  if (e4m3_activations(f)) return 3e-3;  // per-token e4m3 activations: 1.3e-3 measured
   return m > 16 && fast ? 1e-4 : 1e-6;
 }
 
@@ -113,10 +114,10 @@ double bound_vs_cpu(Format f, int m, bool fast) {
   if (m > 16 && fast) {
     // W8A8-fp8 keeps its e4m3 GEMM where that applies (sm_89+, rows and cols multiples of 16),
     // else it is dequantized to bf16: bf16 activations instead of its e4m3 ones (7.5e-4 measured).
-    if (f == Format::W8A8_FP8) return 3e-3;
-    return f == Format::F32 ? 1e-9 : (f == Format::INT8 || f == Format::W8A8 ? 1e-3 : 1e-4);
+    if (e4m3_activations(f)) return 3e-3;
+    return f == Format::F32 ? 1e-9 : (int8_activations(f) ? 1e-3 : 1e-4);
   }
-  if (f == Format::INT8) return 1e-6;  // fp16 output roundings may flip one ulp
+  if (format_info(f).activations == Activations::llm_int8) return 1e-6;  // fp16 output roundings may flip one ulp
   return 1e-9;  // the same values, only the order of fp32 sums differs
 }
 
@@ -395,8 +396,7 @@ TEST_CASE("fused decode linears (norm, residual add, SwiGLU, GELU) equal the CPU
           INFO("nmse vs the CPU's steps " << e << ", " << launched << " launches");
           // The fused norm sums in another order than the CPU's: a last-bit difference in a
           // normalized value can move an activation rounding (fp16 for W4A16, int8 / e4m3 codes).
-          const bool rounds_activations = f == Format::W4A16 || f == Format::INT8 || f == Format::W8A8 ||
-                                          f == Format::W8A8_FP8;
+          const bool rounds_activations = format_info(f).activations != Activations::fp32;
           CHECK(e < (rounds_activations && L.norm ? 1e-5 : bound_vs_cpu(f, m, false) + 1e-11));
 #if LOWBIT_EMULATED_GPU
           // The fused path: one launch for the whole layer (every format, on its fast path: cols a
