@@ -73,16 +73,15 @@ constexpr size_t kMaxNormedBytes = 44 * 1024;
 using FusedGemvLauncher = cudaError_t (*)(const GemvParts& parts, const float* bias, const float* x, int n_tokens,
                                           float* y, const GemvSteps& steps, cudaStream_t stream);
 
-// The kernels of one format (F32 and BF16 included), defined in the format's kernel file as
-// kernels::<symbol>_kernels, one per line of src/formats/format_list.h; the CUDA backend reaches
-// every format through them (src/backend/cuda_quantized.h).
 // The cuBLAS GEMM the CUDA backend runs a prompt's matmul through, in the format's own arithmetic
 // (src/backend/cuda_backend.cpp): none (the GEMV, 16 tokens per pass), fp32 (F32's true fp32
 // GEMM), int8 (W8A8: per-token int8 activations, exact int32 IMMA sums), e4m3 (W8A8-fp8: per-token
-// e4m3 activations on the fp8 tensor cores). `values_bf16`: the weight's own values are bf16 (BF16),
-// so --cuda-fast-prefill's bf16 GEMM reads them without a dequantize pass.
+// e4m3 activations on the fp8 tensor cores).
 enum class PrefillGemm { none, fp32, int8, e4m3 };
 
+// The kernels of one format (F32 and BF16 included), defined in the format's kernel file as
+// kernels::<symbol>_kernels, one per line of src/formats/format_list.h; the CUDA backend reaches
+// every format through them (src/backend/cuda_quantized.h).
 struct QuantizedKernels {
   // Decode: n_tokens <= kMaxGemvTokens, or any n_tokens in one call where gemv_any_batch (the
   // activations quantized once for the whole batch: LLM.int8's outlier columns span it).
@@ -102,6 +101,8 @@ struct QuantizedKernels {
   cudaError_t (*repack)(uint8_t* codes, int64_t bytes, int rows, int cols, cudaStream_t stream);
   void (*unrepack)(uint8_t* host_codes, size_t bytes);
   PrefillGemm prefill_gemm;
+  // The weight's own values are bf16 (BF16): --cuda-fast-prefill's bf16 GEMM reads them without a
+  // dequantize pass.
   bool values_bf16;
 };
 

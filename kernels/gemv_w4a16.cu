@@ -25,7 +25,6 @@ namespace lowbit::kernels {
 
 namespace {
 
-
 struct GroupScale {
   float scale;
   int zero;

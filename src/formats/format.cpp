@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <iterator>
 #include <string>
 
 #include "core/cpu_features.h"
@@ -43,9 +44,8 @@ Format parse_format(std::string_view name) {
 }
 
 std::string_view format_name(Format f) {
-  for (const auto* d : kDefinitions)
-    if (d->info.format == f) return d->info.name;
-  return "unknown";
+  const auto i = size_t(f);
+  return i < std::size(kDefinitions) ? kDefinitions[i]->info.name : "unknown";
 }
 
 std::vector<Format> all_formats() {
@@ -226,7 +226,7 @@ size_t weight_bytes(const LinearWeight& w) {
 namespace {
 size_t plane_bytes(const PlaneSizes& s) {
   size_t total = s.scalar_bytes;
-  Planes<HostPlane>{}.each([&](Plane p, const auto&, auto* element) { total += s.elements[int(p)] * sizeof(*element); });
+  zip_planes([&](Plane p, auto* element) { total += s.elements[int(p)] * sizeof(*element); });
   return total;
 }
 }  // namespace
