@@ -1,6 +1,7 @@
 // The lowbit binary as a user runs it: exit codes, one-line errors, streamed vs JSON output.
 #include <catch2/catch.hpp>
 
+#include <dlfcn.h>
 #include <sys/wait.h>
 
 #include <cstring>
@@ -586,6 +587,28 @@ TEST_CASE("--cuda-fast-prefill is refused on the CPU backend", "[cli]") {
                        "--cuda-fast-prefill applies to the CUDA backend only");
   check_one_line_error(run_lowbit({"bench", "-m", stories(), "--device", "cpu", "--cuda-fast-prefill"}), 2,
                        "--cuda-fast-prefill applies to the CUDA backend only");
+}
+
+// The binary does not link the CUDA libraries (its CUDA backend is the module liblowbit_cuda.so,
+// loaded when a run may use CUDA and a driver exists): their names are not among its needed
+// libraries, whose names the dynamic string table holds.
+TEST_CASE("the lowbit binary links no CUDA library; without a driver --device cuda says why", "[cli]") {
+  std::ifstream in(lowbit_bin(), std::ios::binary);
+  REQUIRE(in.good());
+  const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  REQUIRE(bytes.size() > 100000);
+  REQUIRE(bytes.find("libstdc++.so") != std::string::npos);  // the needed libraries are readable here
+  for (const char* lib : {"libcudart.so", "libcublas.so", "libcublasLt.so"}) {
+    INFO(lib);
+    CHECK(bytes.find(lib) == std::string::npos);
+  }
+#if LOWBIT_HAVE_CUDA
+  if (dlopen("libcuda.so.1", RTLD_LAZY) == nullptr) {
+    const lowbit::test::RunResult r = run_lowbit({"run", "-m", stories(), "-p", "x", "--device", "cuda"});
+    CHECK(r.code != 0);
+    CHECK(r.err.find("no CUDA device is available (no CUDA driver (libcuda.so.1 not found))") != std::string::npos);
+  }
+#endif
 }
 
 // --w4-group reaches QuantOptions::w4_group: `info` reports the bytes Model::plan computes with
